@@ -1,0 +1,275 @@
+"""All configuration, read in one place: a TOML file, then environment variables on top.
+
+Where the file comes from, first match wins: the ``path`` argument, ``$TIERWISE_CONFIG``,
+``$TIERWISE_HOME/config.toml`` when it exists. Without any, the embedded defaults apply: three
+tiers (haiku → claude-haiku-4-5, sonnet → claude-sonnet-4-6, opus → claude-opus-4-6).
+
+Environment variables (each overrides the file):
+
+=============================== ===============================================
+``TIERWISE_HOME``               data directory (default ``~/.tierwise``)
+``TIERWISE_CONFIG``             path of the TOML file
+``TIERWISE_DEFAULT_TIER``       tier used when the classifier is unsure
+``TIERWISE_CONFIDENCE_THRESHOLD`` below this confidence the default tier is used
+``TIERWISE_BASELINE``           ``top`` or a model id: what savings are measured against
+``TIERWISE_CLASSIFIER``         ``rules`` | ``llm`` | ``cascade``
+``TIERWISE_PROVIDER``           ``auto`` | ``anthropic`` | ``simulated``
+``ANTHROPIC_API_KEY``           upstream key; without it ``auto`` means simulated
+``ANTHROPIC_BASE_URL``          upstream base URL (a proxy, or the test fake)
+=============================== ===============================================
+
+Nothing here runs at import time; :func:`load` reads the environment it is given.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from tierwise.errors import ConfigError
+from tierwise.pricing import PriceCatalogue
+
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierConfig(_Strict):
+    """One tier: a name callers can use, the model that serves it, and its call defaults.
+
+    ``thinking`` is sent as the request's ``thinking`` field when the caller set none;
+    ``effort`` becomes ``output_config.effort``.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    model: str = Field(min_length=1)
+    thinking: dict[str, Any] | None = None
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    description: str = ""
+
+
+class ClassifierConfig(_Strict):
+    """How requests are classified.
+
+    ``rules``: the local, network-free classifier. ``llm``: the lesson's Haiku prompt.
+    ``cascade``: rules first; the LLM is consulted only when the rules' confidence is below
+    ``cascade_below``.
+    """
+
+    kind: Literal["rules", "llm", "cascade"] = "rules"
+    llm_model: str = "claude-haiku-4-5"
+    llm_timeout_s: float = Field(default=10.0, gt=0)
+    llm_max_tokens: int = Field(default=200, ge=16)
+    cascade_below: float = Field(default=0.6, ge=0.0, le=1.0)
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["auto", "anthropic", "simulated"] = "auto"
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    max_retries: int = Field(default=2, ge=0, le=10)
+    timeout_s: float = Field(default=600.0, gt=0)
+
+
+def _default_tiers() -> list[TierConfig]:
+    return [
+        TierConfig(
+            name="haiku",
+            model="claude-haiku-4-5",
+            description="formatting, extraction, classification, simple Q&A, translation",
+        ),
+        TierConfig(
+            name="sonnet",
+            model="claude-sonnet-4-6",
+            thinking={"type": "adaptive"},
+            effort="medium",
+            description="standard code, summaries, bug fixes, moderate writing",
+        ),
+        TierConfig(
+            name="opus",
+            model="claude-opus-4-6",
+            thinking={"type": "adaptive"},
+            effort="high",
+            description="architecture, security audits, novel algorithms, deep reasoning",
+        ),
+    ]
+
+
+class Settings(_Strict):
+    """The validated configuration. Tiers are ordered cheapest → most capable."""
+
+    tiers: list[TierConfig] = Field(default_factory=_default_tiers, min_length=1)
+    default_tier: str = "sonnet"
+    confidence_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    baseline: str = "top"
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
+    prices_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_tiers(self) -> Settings:
+        names = [t.name for t in self.tiers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"tier names must be unique; repeated: {', '.join(duplicates)}")
+        if self.default_tier not in names:
+            raise ValueError(
+                f"default_tier {self.default_tier!r} is not a configured tier ({', '.join(names)})"
+            )
+        return self
+
+    # -- lookups -------------------------------------------------------------------------
+    def tier(self, name: str) -> TierConfig:
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        raise ConfigError(f"unknown tier {name!r}; configured tiers: {', '.join(self.tier_names)}")
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    @property
+    def top_tier(self) -> TierConfig:
+        return self.tiers[-1]
+
+    def baseline_model(self) -> str:
+        """The model savings are measured against (the lesson's "if all Opus")."""
+        return self.top_tier.model if self.baseline == "top" else self.baseline
+
+    def use_simulated_provider(self) -> bool:
+        if self.provider.kind == "simulated":
+            return True
+        if self.provider.kind == "anthropic":
+            return False
+        return self.provider.api_key is None
+
+    def catalogue(self) -> PriceCatalogue:
+        if self.prices_file is not None:
+            return PriceCatalogue.from_file(self.prices_file)
+        return PriceCatalogue.default()
+
+
+_ENV_MAP: dict[str, tuple[str, ...]] = {
+    "TIERWISE_HOME": ("home",),
+    "TIERWISE_DEFAULT_TIER": ("default_tier",),
+    "TIERWISE_CONFIDENCE_THRESHOLD": ("confidence_threshold",),
+    "TIERWISE_BASELINE": ("baseline",),
+    "TIERWISE_CLASSIFIER": ("classifier", "kind"),
+    "TIERWISE_PROVIDER": ("provider", "kind"),
+    "TIERWISE_PRICES_FILE": ("prices_file",),
+    "ANTHROPIC_API_KEY": ("provider", "api_key"),
+    "ANTHROPIC_BASE_URL": ("provider", "base_url"),
+}
+
+
+def load(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the configuration file (if any), apply the environment, validate everything.
+
+    ``overrides`` are top-level fields given by code (they win over file and environment).
+    Raises :class:`ConfigError` naming the file and the field that is wrong.
+    """
+    env = os.environ if environ is None else environ
+    source = "embedded defaults"
+    data: dict[str, Any] = {}
+    config_path = _config_path(path, env)
+    if config_path is not None:
+        source = str(config_path)
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {config_path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
+    for var, keys in _ENV_MAP.items():
+        value = env.get(var)
+        if value:
+            _set(data, keys, value)
+            source += f" + ${var}"
+    for key, value in overrides.items():
+        data[key] = value
+    if "home" in data:
+        data["home"] = Path(str(data["home"])).expanduser()
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from exc
+    validate_tiers(settings, settings.catalogue())
+    return settings
+
+
+def revalidate(settings: Settings, **overrides: Any) -> Settings:
+    """A copy of ``settings`` with top-level fields replaced, validated like :func:`load`."""
+    try:
+        updated = Settings.model_validate({**dict(settings), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, "overrides")) from exc
+    validate_tiers(updated, updated.catalogue())
+    return updated
+
+
+def validate_tiers(settings: Settings, catalogue: PriceCatalogue) -> None:
+    """Check each tier's thinking/effort defaults against what its model accepts."""
+    for tier in settings.tiers:
+        info = catalogue.info(tier.model)
+        where = f"tiers.{tier.name}"
+        if tier.thinking is not None:
+            kind = tier.thinking.get("type")
+            if not isinstance(kind, str):
+                raise ConfigError(f"{where}.thinking: needs a 'type' (adaptive, enabled, disabled)")
+            if info is not None and kind not in info.thinking_types:
+                allowed = ", ".join(info.thinking_types) or "none"
+                raise ConfigError(
+                    f"{where}.thinking: {tier.model} does not accept thinking type {kind!r} "
+                    f"(accepted: {allowed})"
+                )
+            if kind == "enabled":
+                budget = tier.thinking.get("budget_tokens")
+                if not isinstance(budget, int) or budget < 1024:
+                    raise ConfigError(f"{where}.thinking: 'enabled' needs budget_tokens >= 1024")
+        if tier.effort is not None and info is not None and tier.effort not in info.efforts:
+            allowed = ", ".join(info.efforts) or "none"
+            raise ConfigError(
+                f"{where}.effort: {tier.model} does not accept effort {tier.effort!r} "
+                f"(accepted: {allowed})"
+            )
+
+
+def _config_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path).expanduser()
+    if env.get("TIERWISE_CONFIG"):
+        return Path(env["TIERWISE_CONFIG"]).expanduser()
+    home = Path(env.get("TIERWISE_HOME") or "~/.tierwise").expanduser()
+    candidate = home / "config.toml"
+    return candidate if candidate.is_file() else None
+
+
+def _set(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(keys[:-1])} must be a table to set {keys[-1]}")
+        node = child
+    node[keys[-1]] = value
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)

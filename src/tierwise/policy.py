@@ -1,0 +1,88 @@
+"""Classification → decision: which tier, which model, with which thinking/effort settings.
+
+The lesson's rules: below the confidence threshold the default tier answers; a forced tier
+wins with confidence 1.0 and the reason "Manual override"; a caller's ``thinking`` wins over the
+tier's default. With any number of tiers, the classifier's level (1–3) is spread over the
+ordered tiers: level 1 → the cheapest, level 3 → the most capable.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from tierwise.config import Settings, TierConfig
+from tierwise.errors import InputError
+from tierwise.pricing import PriceCatalogue
+from tierwise.types import Classification, Decision
+
+MANUAL_OVERRIDE = "Manual override"
+
+
+class Policy:
+    def __init__(self, settings: Settings, catalogue: PriceCatalogue) -> None:
+        self.settings = settings
+        self.catalogue = catalogue
+        baseline = settings.baseline_model()
+        self._ratios: dict[str, Decimal | None] = {
+            t.name: catalogue.cost_ratio(t.model, baseline) for t in settings.tiers
+        }
+
+    def tier_for_level(self, level: int) -> TierConfig:
+        tiers = self.settings.tiers
+        index = round((min(max(level, 1), 3) - 1) * (len(tiers) - 1) / 2)
+        return tiers[index]
+
+    def resolve_tier(self, tier: Any) -> TierConfig:
+        """A tier given as its name, a ``ModelTier``-like enum, or the lesson's level 1–3."""
+        if isinstance(tier, int) and not isinstance(tier, bool):
+            if tier not in (1, 2, 3):
+                raise InputError(f"tier level must be 1, 2 or 3, got {tier}")
+            return self.tier_for_level(tier)
+        name = str(getattr(tier, "value", tier)).lower()
+        for candidate in self.settings.tiers:
+            if name in (candidate.name, candidate.model):
+                return candidate
+        names = ", ".join(self.settings.tier_names)
+        raise InputError(f"unknown tier {tier!r}; configured tiers: {names}")
+
+    def decide(
+        self,
+        classification: Classification | None,
+        *,
+        force_tier: Any = None,
+        thinking: dict[str, Any] | None = None,
+        decision_ms: float = 0.0,
+        classifier_cost_usd: Decimal = Decimal(0),
+    ) -> Decision:
+        if force_tier is not None:
+            tier = self.resolve_tier(force_tier)
+            confidence, reason, classifier = 1.0, MANUAL_OVERRIDE, "override"
+        else:
+            if classification is None:
+                raise ValueError("decide() needs a classification when no tier is forced")
+            classifier = classification.classifier
+            confidence = classification.confidence
+            threshold = self.settings.confidence_threshold
+            if confidence < threshold:
+                tier = self.settings.tier(self.settings.default_tier)
+                reason = (
+                    f"Low confidence ({confidence:.2f} < {threshold:.2f}); default tier "
+                    f"{tier.name}. Classifier: {classification.reasoning}"
+                )
+            else:
+                tier = self.tier_for_level(classification.level)
+                reason = classification.reasoning
+        return Decision(
+            tier=tier.name,
+            model=tier.model,
+            confidence=confidence,
+            reason=reason,
+            classifier=classifier,
+            thinking=thinking if thinking is not None else tier.thinking,
+            output_config={"effort": tier.effort} if tier.effort else None,
+            estimated_cost_ratio=self._ratios[tier.name],
+            decision_ms=decision_ms,
+            classification=classification,
+            classifier_cost_usd=classifier_cost_usd,
+        )

@@ -1,0 +1,162 @@
+"""The pipeline in one place: features → classifier → policy → provider → cost.
+
+``Router.decide()`` makes the routing decision (pure and local with the default ``rules``
+classifier); ``Router.run()`` also calls the chosen model and prices the result. Both are
+async; :mod:`tierwise.facade` offers the lesson's blocking API on top.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from decimal import Decimal
+from typing import Any
+
+from tierwise.classifiers import CascadeClassifier, Classifier, LLMClassifier, RulesClassifier
+from tierwise.config import Settings
+from tierwise.errors import InputError
+from tierwise.policy import Policy
+from tierwise.pricing import PriceCatalogue
+from tierwise.providers import Provider, make_provider
+from tierwise.providers.base import CallSpec
+from tierwise.types import ClassifyInput, Decision, RouteResult
+
+
+def make_classifier(settings: Settings, provider: Provider) -> Classifier:
+    cfg = settings.classifier
+    if cfg.kind == "rules":
+        return RulesClassifier()
+    llm = LLMClassifier(
+        provider, model=cfg.llm_model, timeout_s=cfg.llm_timeout_s, max_tokens=cfg.llm_max_tokens
+    )
+    if cfg.kind == "llm":
+        return llm
+    return CascadeClassifier(RulesClassifier(), llm, consult_below=cfg.cascade_below)
+
+
+class Router:
+    """Decides and runs requests under one :class:`~tierwise.config.Settings`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        provider: Provider | None = None,
+        classifier: Classifier | None = None,
+        catalogue: PriceCatalogue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalogue = catalogue or settings.catalogue()
+        self.provider = provider or make_provider(settings)
+        self.classifier = classifier or make_classifier(settings, self.provider)
+        self.policy = Policy(settings, self.catalogue)
+
+    async def decide(
+        self,
+        prompt: str,
+        system: str = "",
+        *,
+        force_tier: Any = None,
+        thinking: dict[str, Any] | None = None,
+    ) -> Decision:
+        if not isinstance(prompt, str):
+            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+        if not isinstance(system, str):
+            raise InputError(f"system must be a string, got {type(system).__name__}")
+        start = time.perf_counter()
+        classification = None
+        classifier_cost = Decimal(0)
+        if force_tier is None:
+            classification = await self.classifier.classify(ClassifyInput(prompt, system))
+            if classification.usage is not None and classification.model is not None:
+                priced = self.catalogue.cost(classification.usage, classification.model)
+                # An unpriced classifier model is reported by the ledger; its cost is unknown,
+                # so it is not added (rather than pretending it is 0 somewhere it matters).
+                classifier_cost = priced.usd if priced.usd is not None else Decimal(0)
+        return self.policy.decide(
+            classification,
+            force_tier=force_tier,
+            thinking=thinking,
+            decision_ms=(time.perf_counter() - start) * 1000,
+            classifier_cost_usd=classifier_cost,
+        )
+
+    async def run(
+        self,
+        prompt: str,
+        system: str = "",
+        *,
+        max_tokens: int = 4096,
+        force_tier: Any = None,
+        thinking: dict[str, Any] | None = None,
+    ) -> RouteResult:
+        start = time.perf_counter()
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise InputError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        decision = await self.decide(prompt, system, force_tier=force_tier, thinking=thinking)
+        self._check_thinking(decision, max_tokens)
+        call = CallSpec(
+            model=decision.model,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=max_tokens,
+            system=system or None,
+            thinking=decision.thinking,
+            output_config=decision.output_config,
+        )
+        upstream_start = time.perf_counter()
+        completion = await self.provider.complete(call)
+        upstream_ms = (time.perf_counter() - upstream_start) * 1000
+        at = dt.datetime.now(dt.UTC)
+        price_model = completion.model if self.catalogue.info(completion.model) else decision.model
+        model_cost = self.catalogue.cost(completion.usage, price_model, at)
+        baseline_model = self.settings.baseline_model()
+        baseline = self.catalogue.cost(completion.usage, baseline_model, at)
+        total = None if model_cost.usd is None else model_cost.usd + decision.classifier_cost_usd
+        savings = None if total is None or baseline.usd is None else baseline.usd - total
+        return RouteResult(
+            text=completion.text,
+            model=completion.model,
+            tier=decision.tier,
+            routing_reason=decision.reason,
+            confidence=decision.confidence,
+            cost=total,
+            cost_if_opus=baseline.usd,
+            savings=savings,
+            latency_ms=(time.perf_counter() - start) * 1000,
+            usage=completion.usage,
+            classifier=decision.classifier,
+            classifier_cost=decision.classifier_cost_usd,
+            model_cost=model_cost.usd,
+            baseline_model=baseline_model,
+            price_version=model_cost.price_version,
+            decision_ms=decision.decision_ms,
+            upstream_ms=upstream_ms,
+            simulated=completion.simulated,
+            stop_reason=completion.stop_reason,
+            request_id=completion.request_id,
+        )
+
+    def _check_thinking(self, decision: Decision, max_tokens: int) -> None:
+        thinking = decision.thinking
+        if thinking is None:
+            return
+        if not isinstance(thinking, dict) or not isinstance(thinking.get("type"), str):
+            raise InputError(f"thinking must be a dict with a 'type', got {thinking!r}")
+        kind = thinking["type"]
+        info = self.catalogue.info(decision.model)
+        if info is not None and kind not in info.thinking_types:
+            accepted = ", ".join(info.thinking_types) or "none"
+            raise InputError(
+                f"thinking type {kind!r} is not accepted by {decision.model} "
+                f"(tier {decision.tier}; accepted: {accepted})"
+            )
+        if kind == "enabled":
+            budget = thinking.get("budget_tokens")
+            if not isinstance(budget, int) or not 1024 <= budget < max_tokens:
+                raise InputError(
+                    f"thinking.budget_tokens must be an int >= 1024 and < max_tokens "
+                    f"({max_tokens}), got {budget!r}"
+                )
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
