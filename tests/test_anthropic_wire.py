@@ -64,7 +64,9 @@ def test_per_tier_thinking_and_effort_as_sent_on_the_wire(
     for result in results:
         assert not result.simulated
         assert result.text.startswith("Fake reply from")
-        assert result.request_id is not None and result.request_id.startswith("req_")
+        assert result.upstream_request_id is not None
+        assert result.upstream_request_id.startswith("req_")
+        assert result.request_id.startswith("tw_")
     # Thinking tiers really thought (the fake returns a thinking block and counts its tokens).
     assert results[0].usage.thinking_tokens == 0
     assert results[2].usage.thinking_tokens > 0

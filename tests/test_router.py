@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -15,7 +16,8 @@ from tierwise import ModelRouter, ModelTier, RouterQualityMonitor, TaskClassifie
 from tierwise.config import load
 from tierwise.errors import InputError
 from tierwise.pricing import PriceCatalogue
-from tierwise.types import Usage
+from tierwise.router import Router
+from tierwise.types import LedgerEntry, Usage
 
 from .stubs import ScriptedProvider
 
@@ -218,3 +220,39 @@ def test_public_names() -> None:
         assert getattr(tierwise, name) is not None
     with pytest.raises(AttributeError):
         _ = tierwise.NotAThing
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.entries: list[LedgerEntry] = []
+
+    def record(self, entry: LedgerEntry) -> None:
+        self.entries.append(entry)
+
+
+def test_router_records_exactly_one_entry_per_request(tmp_path: Path) -> None:
+    settings = load(environ={"TIERWISE_HOME": str(tmp_path)})
+    sink = ListSink()
+    router = Router(settings, sink=sink)
+    ok = asyncio.run(router.run("Translate 'dog' into French.", tags={"team": "a"}))
+    with pytest.raises(InputError):
+        asyncio.run(router.run("hi", force_tier="nope"))
+    with pytest.raises(InputError):
+        asyncio.run(router.run("hi", max_tokens=0))
+    assert [e.status for e in sink.entries] == ["ok", "error", "error"]
+    first = sink.entries[0]
+    assert first.request_id == ok.request_id
+    assert (first.tier, first.model, first.source, first.tags) == (
+        "haiku",
+        "claude-haiku-4-5",
+        "library",
+        {"team": "a"},
+    )
+    assert first.total_cost_usd == ok.cost
+    assert first.baseline_cost_usd == ok.cost_if_opus
+    assert first.saved_usd == ok.savings
+    assert first.usage == ok.usage
+    assert first.price_version == ok.price_version
+    assert first.prompt is None and first.reply is None  # not stored unless opted in
+    assert sink.entries[1].error_type == "invalid_request_error"
+    assert len({e.request_id for e in sink.entries}) == 3

@@ -315,6 +315,17 @@ def prices(
     out.print(table)
 
 
+def _register_areas() -> None:
+    """Each area of the product adds its own commands (serve, report, keys, train, eval …)."""
+    from tierwise import cli_eval, cli_gateway, cli_ledger
+
+    for area in (cli_gateway, cli_ledger, cli_eval):
+        area.register(app)
+
+
+_register_areas()
+
+
 def main() -> None:
     try:
         app()

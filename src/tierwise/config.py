@@ -14,6 +14,7 @@ Environment variables (each overrides the file):
 ``TIERWISE_BASELINE``           ``top`` or a model id: what savings are measured against
 ``TIERWISE_CLASSIFIER``         ``rules`` | ``llm`` | ``cascade``
 ``TIERWISE_PROVIDER``           ``auto`` | ``anthropic`` | ``simulated``
+``TIERWISE_DB``                 ledger database URL (default: SQLite in the home)
 ``ANTHROPIC_API_KEY``           upstream key; without it ``auto`` means simulated
 ``ANTHROPIC_BASE_URL``          upstream base URL (a proxy, or the test fake)
 =============================== ===============================================
@@ -78,6 +79,21 @@ class ProviderConfig(_Strict):
     timeout_s: float = Field(default=600.0, gt=0)
 
 
+class LedgerConfig(_Strict):
+    """Where requests are recorded.
+
+    ``url``: None → SQLite at ``$TIERWISE_HOME/tierwise.db``; ``sqlite:///path`` or
+    ``postgresql://…`` otherwise. Writes are queued (``queue_size``) and flushed in batches.
+    """
+
+    enabled: bool = True
+    url: str | None = None
+    queue_size: int = Field(default=10_000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    store_prompts: bool = False
+
+
 def _default_tiers() -> list[TierConfig]:
     return [
         TierConfig(
@@ -111,6 +127,7 @@ class Settings(_Strict):
     baseline: str = "top"
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
     prices_file: Path | None = None
 
@@ -166,6 +183,7 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIERWISE_CLASSIFIER": ("classifier", "kind"),
     "TIERWISE_PROVIDER": ("provider", "kind"),
     "TIERWISE_PRICES_FILE": ("prices_file",),
+    "TIERWISE_DB": ("ledger", "url"),
     "ANTHROPIC_API_KEY": ("provider", "api_key"),
     "ANTHROPIC_BASE_URL": ("provider", "base_url"),
 }

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from decimal import Decimal
 from typing import Any
 
 from tierwise.classifiers import CascadeClassifier, Classifier, LLMClassifier, RulesClassifier
 from tierwise.config import Settings
-from tierwise.errors import InputError
+from tierwise.errors import InputError, ProviderError
 from tierwise.policy import Policy
 from tierwise.pricing import PriceCatalogue
 from tierwise.providers import Provider, make_provider
 from tierwise.providers.base import CallSpec
-from tierwise.types import ClassifyInput, Decision, RouteResult
+from tierwise.types import (
+    ClassifyInput,
+    Completion,
+    Decision,
+    LedgerEntry,
+    LedgerSink,
+    RouteResult,
+)
+
+
+def new_request_id() -> str:
+    """tierwise's own request id (also the gateway's ``x-tierwise-request-id``)."""
+    return f"tw_{uuid.uuid4().hex}"
 
 
 def make_classifier(settings: Settings, provider: Provider) -> Classifier:
@@ -44,12 +57,14 @@ class Router:
         provider: Provider | None = None,
         classifier: Classifier | None = None,
         catalogue: PriceCatalogue | None = None,
+        sink: LedgerSink | None = None,
     ) -> None:
         self.settings = settings
         self.catalogue = catalogue or settings.catalogue()
         self.provider = provider or make_provider(settings)
         self.classifier = classifier or make_classifier(settings, self.provider)
         self.policy = Policy(settings, self.catalogue)
+        self.sink = sink
 
     async def decide(
         self,
@@ -89,24 +104,82 @@ class Router:
         max_tokens: int = 4096,
         force_tier: Any = None,
         thinking: dict[str, Any] | None = None,
+        source: str = "library",
+        tags: dict[str, str] | None = None,
     ) -> RouteResult:
+        """Decide, call the chosen model, price the result, and record it in the ledger sink.
+
+        Every call is recorded exactly once, failures included (with their error type).
+        """
         start = time.perf_counter()
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise InputError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        decision = await self.decide(prompt, system, force_tier=force_tier, thinking=thinking)
-        self._check_thinking(decision, max_tokens)
-        call = CallSpec(
-            model=decision.model,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=max_tokens,
-            system=system or None,
-            thinking=decision.thinking,
-            output_config=decision.output_config,
-        )
-        upstream_start = time.perf_counter()
-        completion = await self.provider.complete(call)
-        upstream_ms = (time.perf_counter() - upstream_start) * 1000
-        at = dt.datetime.now(dt.UTC)
+        request_id = new_request_id()
+        ts = dt.datetime.now(dt.UTC)
+        decision: Decision | None = None
+        upstream_ms = 0.0
+        try:
+            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+                raise InputError(f"max_tokens must be a positive int, got {max_tokens!r}")
+            decision = await self.decide(prompt, system, force_tier=force_tier, thinking=thinking)
+            self._check_thinking(decision, max_tokens)
+            call = CallSpec(
+                model=decision.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                system=system or None,
+                thinking=decision.thinking,
+                output_config=decision.output_config,
+            )
+            upstream_start = time.perf_counter()
+            try:
+                completion = await self.provider.complete(call)
+            finally:
+                upstream_ms = (time.perf_counter() - upstream_start) * 1000
+        except Exception as exc:
+            self._record_failure(
+                request_id, ts, exc, decision, start, upstream_ms, source, tags, prompt
+            )
+            raise
+        result = self._price(request_id, decision, completion, start, upstream_ms, ts)
+        if self.sink is not None:
+            self.sink.record(
+                LedgerEntry(
+                    request_id=request_id,
+                    ts=ts,
+                    source=source,
+                    status="ok",
+                    tags=dict(tags or {}),
+                    requested_model=None if force_tier is None else decision.model,
+                    tier=result.tier,
+                    model=result.model,
+                    classifier=result.classifier,
+                    confidence=result.confidence,
+                    reason=result.routing_reason,
+                    usage=result.usage,
+                    cost_usd=result.model_cost,
+                    classifier_cost_usd=result.classifier_cost,
+                    price_version=result.price_version,
+                    baseline_model=result.baseline_model,
+                    baseline_cost_usd=result.cost_if_opus,
+                    saved_usd=result.savings,
+                    decision_ms=result.decision_ms,
+                    upstream_ms=result.upstream_ms,
+                    total_ms=result.latency_ms,
+                    simulated=result.simulated,
+                    prompt=prompt if self.settings.ledger.store_prompts else None,
+                    reply=result.text if self.settings.ledger.store_prompts else None,
+                )
+            )
+        return result
+
+    def _price(
+        self,
+        request_id: str,
+        decision: Decision,
+        completion: Completion,
+        start: float,
+        upstream_ms: float,
+        at: dt.datetime,
+    ) -> RouteResult:
         price_model = completion.model if self.catalogue.info(completion.model) else decision.model
         model_cost = self.catalogue.cost(completion.usage, price_model, at)
         baseline_model = self.settings.baseline_model()
@@ -133,7 +206,53 @@ class Router:
             upstream_ms=upstream_ms,
             simulated=completion.simulated,
             stop_reason=completion.stop_reason,
-            request_id=completion.request_id,
+            request_id=request_id,
+            upstream_request_id=completion.request_id,
+        )
+
+    def _record_failure(
+        self,
+        request_id: str,
+        ts: dt.datetime,
+        exc: Exception,
+        decision: Decision | None,
+        start: float,
+        upstream_ms: float,
+        source: str,
+        tags: dict[str, str] | None,
+        prompt: str,
+    ) -> None:
+        if self.sink is None:
+            return
+        if isinstance(exc, ProviderError):
+            error_type, status = exc.error_type or "api_error", exc.status
+        elif isinstance(exc, InputError):
+            error_type, status = "invalid_request_error", 400
+        else:
+            error_type, status = type(exc).__name__, None
+        self.sink.record(
+            LedgerEntry(
+                request_id=request_id,
+                ts=ts,
+                source=source,
+                status="error",
+                tags=dict(tags or {}),
+                tier=decision.tier if decision else None,
+                model=decision.model if decision else None,
+                classifier=decision.classifier if decision else None,
+                confidence=decision.confidence if decision else None,
+                reason=decision.reason if decision else None,
+                error_type=error_type,
+                http_status=status,
+                classifier_cost_usd=decision.classifier_cost_usd if decision else Decimal(0),
+                decision_ms=decision.decision_ms if decision else 0.0,
+                upstream_ms=upstream_ms,
+                total_ms=(time.perf_counter() - start) * 1000,
+                simulated=self.provider.simulated,
+                prompt=prompt
+                if self.settings.ledger.store_prompts and isinstance(prompt, str)
+                else None,
+            )
         )
 
     def _check_thinking(self, decision: Decision, max_tokens: int) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +163,8 @@ class RouteResult:
     upstream_ms: float
     simulated: bool
     stop_reason: str | None
-    request_id: str | None
+    request_id: str
+    upstream_request_id: str | None
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.__dataclass_fields__:
@@ -179,3 +181,55 @@ class RouteResult:
                 value = value.as_dict()
             out[name] = value
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One request as the ledger records it: exactly one per request, success or failure.
+
+    Money is ``Decimal`` USD; ``None`` means unpriced (or, for a failed request, not incurred).
+    ``cost_usd`` is the answering model's cost; ``classifier_cost_usd`` the classifier's; the
+    request's total is their sum. ``saved_usd`` = baseline − total, net of the classifier.
+    Prompts and replies are only present when the operator opted in.
+    """
+
+    request_id: str
+    ts: datetime
+    source: str  # "library" | "cli" | "gateway"
+    status: str  # "ok" | "error"
+    api: str | None = None  # "messages" | "chat.completions" | None for the library
+    key_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    requested_model: str | None = None
+    tier: str | None = None
+    model: str | None = None
+    classifier: str | None = None
+    confidence: float | None = None
+    reason: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    error_type: str | None = None
+    http_status: int | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = None
+    classifier_cost_usd: Decimal = Decimal(0)
+    price_version: str | None = None
+    baseline_model: str | None = None
+    baseline_cost_usd: Decimal | None = None
+    saved_usd: Decimal | None = None
+    decision_ms: float = 0.0
+    upstream_ms: float = 0.0
+    total_ms: float = 0.0
+    streaming: bool = False
+    simulated: bool = False
+    prompt: str | None = None
+    reply: str | None = None
+
+    @property
+    def total_cost_usd(self) -> Decimal | None:
+        return None if self.cost_usd is None else self.cost_usd + self.classifier_cost_usd
+
+
+class LedgerSink(Protocol):
+    """Where finished requests go. ``record`` must not block on I/O (write-behind)."""
+
+    def record(self, entry: LedgerEntry) -> None: ...
