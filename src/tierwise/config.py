@@ -94,6 +94,26 @@ class LedgerConfig(_Strict):
     store_prompts: bool = False
 
 
+class GatewayConfig(_Strict):
+    """The HTTP gateway (``tierwise serve``).
+
+    ``fallback_chain``: per tier, the tiers to try next when it fails with 429/529/5xx, a
+    timeout or a connection error before anything was sent to the client. Empty → the default
+    chain: the next cheaper tier, then the next more expensive one.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    upstream_timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=2, ge=1, le=10)  # per tier, before falling back
+    retry_after_cap_s: float = Field(default=10.0, ge=0)
+    fallback_chain: dict[str, list[str]] = Field(default_factory=dict)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    upstream_anthropic_version: str = "2023-06-01"
+
+
 def _default_tiers() -> list[TierConfig]:
     return [
         TierConfig(
@@ -128,6 +148,7 @@ class Settings(_Strict):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
     prices_file: Path | None = None
 
