@@ -68,21 +68,26 @@ class Router:
 
     async def decide(
         self,
-        prompt: str,
+        prompt: str | ClassifyInput,
         system: str = "",
         *,
         force_tier: Any = None,
         thinking: dict[str, Any] | None = None,
     ) -> Decision:
-        if not isinstance(prompt, str):
-            raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
-        if not isinstance(system, str):
-            raise InputError(f"system must be a string, got {type(system).__name__}")
+        """Decide the tier for a prompt (or a conversation's :class:`ClassifyInput`)."""
+        if isinstance(prompt, ClassifyInput):
+            request = prompt
+        else:
+            if not isinstance(prompt, str):
+                raise InputError(f"prompt must be a string, got {type(prompt).__name__}")
+            if not isinstance(system, str):
+                raise InputError(f"system must be a string, got {type(system).__name__}")
+            request = ClassifyInput(prompt, system)
         start = time.perf_counter()
         classification = None
         classifier_cost = Decimal(0)
         if force_tier is None:
-            classification = await self.classifier.classify(ClassifyInput(prompt, system))
+            classification = await self.classifier.classify(request)
             if classification.usage is not None and classification.model is not None:
                 priced = self.catalogue.cost(classification.usage, classification.model)
                 # An unpriced classifier model is reported by the ledger; its cost is unknown,

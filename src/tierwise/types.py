@@ -78,10 +78,19 @@ class Cost:
 
 @dataclass(frozen=True, slots=True)
 class ClassifyInput:
-    """What a classifier sees of a request."""
+    """What a classifier sees of a request.
+
+    ``prompt`` is the latest user turn's text and ``system`` the system prompt. For a
+    conversation (the gateway), the shape comes along: how many turns, tools and attachments
+    (images, documents), and an estimate of the whole input in tokens.
+    """
 
     prompt: str
     system: str = ""
+    turns: int = 1
+    tools: int = 0
+    attachments: int = 0
+    context_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

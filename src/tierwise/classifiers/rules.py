@@ -16,6 +16,22 @@ from tierwise.types import Classification, ClassifyInput
 _NAME = "rules"
 
 
+def score_shape(request: ClassifyInput, scores: dict[int, float], signals: list[str]) -> None:
+    """Conversation shape (from the gateway): tools, attachments, long histories, big inputs."""
+    if request.tools:
+        scores[2] += 0.3
+        signals.append("tools")
+    if request.attachments:
+        scores[2] += 0.3
+        signals.append("attachments")
+    if request.turns > 12:
+        scores[2] += 0.2
+        signals.append("long conversation")
+    if request.context_tokens is not None and request.context_tokens > 20_000:
+        scores[3] += 0.6
+        signals.append("large conversation context")
+
+
 def score(features: Features) -> tuple[dict[int, float], list[str]]:
     """Per-level scores and the signals that produced them (for the decision's reason)."""
     scores = {
@@ -66,6 +82,7 @@ class RulesClassifier:
         start = time.perf_counter()
         features = extract(request.prompt, request.system)
         scores, signals = score(features)
+        score_shape(request, scores, signals)
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0] != 2))
         (level, best), (_, second) = ranked[0], ranked[1]
         if best <= 0:
