@@ -110,6 +110,8 @@ class GatewayConfig(_Strict):
     max_attempts: int = Field(default=2, ge=1, le=10)  # per tier, before falling back
     retry_after_cap_s: float = Field(default=10.0, ge=0)
     fallback_chain: dict[str, list[str]] = Field(default_factory=dict)
+    cooldown_after_failures: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, ge=0)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     upstream_anthropic_version: str = "2023-06-01"
 

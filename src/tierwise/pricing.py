@@ -56,6 +56,18 @@ class PriceRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """The answering model's cost, the baseline's cost on the same usage, and the savings
+    (net of the classifier). ``None`` money means unpriced."""
+
+    model_cost: Cost
+    baseline_model: str
+    baseline_usd: Decimal | None
+    total_usd: Decimal | None
+    saved_usd: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the catalogue knows about one model besides its prices."""
 
@@ -136,6 +148,22 @@ class PriceCatalogue:
         if row is None:
             return Cost(usd=None, model=model, price_version=None)
         return Cost(usd=row.cost(usage), model=model, price_version=row.version)
+
+    def settle(
+        self,
+        usage: Usage,
+        model: str,
+        baseline_model: str,
+        *,
+        classifier_cost_usd: Decimal = Decimal(0),
+        at: dt.datetime | None = None,
+    ) -> Settlement:
+        """Everything the ledger needs about one answered request's money."""
+        model_cost = self.cost(usage, model, at)
+        baseline = self.cost(usage, baseline_model, at)
+        total = None if model_cost.usd is None else model_cost.usd + classifier_cost_usd
+        saved = None if total is None or baseline.usd is None else baseline.usd - total
+        return Settlement(model_cost, baseline_model, baseline.usd, total, saved)
 
     def cost_ratio(self, model: str, reference_model: str) -> Decimal | None:
         """Cost of ``model`` relative to ``reference_model`` on a 3:1 input:output mix."""

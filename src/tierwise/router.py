@@ -186,27 +186,29 @@ class Router:
         at: dt.datetime,
     ) -> RouteResult:
         price_model = completion.model if self.catalogue.info(completion.model) else decision.model
-        model_cost = self.catalogue.cost(completion.usage, price_model, at)
-        baseline_model = self.settings.baseline_model()
-        baseline = self.catalogue.cost(completion.usage, baseline_model, at)
-        total = None if model_cost.usd is None else model_cost.usd + decision.classifier_cost_usd
-        savings = None if total is None or baseline.usd is None else baseline.usd - total
+        money = self.catalogue.settle(
+            completion.usage,
+            price_model,
+            self.settings.baseline_model(),
+            classifier_cost_usd=decision.classifier_cost_usd,
+            at=at,
+        )
         return RouteResult(
             text=completion.text,
             model=completion.model,
             tier=decision.tier,
             routing_reason=decision.reason,
             confidence=decision.confidence,
-            cost=total,
-            cost_if_opus=baseline.usd,
-            savings=savings,
+            cost=money.total_usd,
+            cost_if_opus=money.baseline_usd,
+            savings=money.saved_usd,
             latency_ms=(time.perf_counter() - start) * 1000,
             usage=completion.usage,
             classifier=decision.classifier,
             classifier_cost=decision.classifier_cost_usd,
-            model_cost=model_cost.usd,
-            baseline_model=baseline_model,
-            price_version=model_cost.price_version,
+            model_cost=money.model_cost.usd,
+            baseline_model=money.baseline_model,
+            price_version=money.model_cost.price_version,
             decision_ms=decision.decision_ms,
             upstream_ms=upstream_ms,
             simulated=completion.simulated,
