@@ -22,3 +22,13 @@ def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthrop
     fake_anthropic_server.reset()
     yield fake_anthropic_server
     fake_anthropic_server.reset()
+
+
+@pytest.fixture(autouse=True)
+def _private_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Routers record to a ledger under ``~/.tierwise`` by default: never the real one."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    for var in ("TIERWISE_HOME", "TIERWISE_DB", "TIERWISE_REDIS_URL", "TIERWISE_CONFIG"):
+        monkeypatch.delenv(var, raising=False)

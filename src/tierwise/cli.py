@@ -174,6 +174,7 @@ def route(
     config: ConfigOption = None,
 ) -> None:
     """Route one prompt (or a file of prompts): the decision, and the answer unless --dry-run."""
+    from tierwise.ledger import open_ledger, sigterm_exits
     from tierwise.router import Router
 
     try:
@@ -187,7 +188,15 @@ def route(
         if input_file is not None and system:
             items = [_Item(i.id, i.prompt, i.system or system) for i in items]
         settings = config_mod.load(config)
-        rows = asyncio.run(_route_all(Router(settings), items, tier, dry_run, max_tokens))
+        # Answered requests are recorded in the ledger; SIGTERM and Ctrl-C still flush it.
+        ledger = open_ledger(settings) if settings.ledger.enabled and not dry_run else None
+        try:
+            with sigterm_exits():
+                router = Router(settings, sink=ledger)
+                rows = asyncio.run(_route_all(router, items, tier, dry_run, max_tokens))
+        finally:
+            if ledger is not None:
+                ledger.close()
     except TierwiseError as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -215,7 +224,7 @@ async def _route_all(
                 }
             else:
                 r = await router.run(
-                    item.prompt, item.system, max_tokens=max_tokens, force_tier=tier
+                    item.prompt, item.system, max_tokens=max_tokens, force_tier=tier, source="cli"
                 )
                 row = {
                     "tier": r.tier,

@@ -15,6 +15,8 @@ Environment variables (each overrides the file):
 ``TIERWISE_CLASSIFIER``         ``rules`` | ``llm`` | ``cascade``
 ``TIERWISE_PROVIDER``           ``auto`` | ``anthropic`` | ``simulated``
 ``TIERWISE_DB``                 ledger database URL (default: SQLite in the home)
+``TIERWISE_REDIS_URL``          budget counters in Redis (several replicas); unset → in process
+``TIERWISE_BUDGET_ON_EXCEEDED`` ``downgrade`` | ``refuse``: a key's budget cannot cover the tier
 ``ANTHROPIC_API_KEY``           upstream key; without it ``auto`` means simulated
 ``ANTHROPIC_BASE_URL``          upstream base URL (a proxy, or the test fake)
 =============================== ===============================================
@@ -116,6 +118,30 @@ class GatewayConfig(_Strict):
     upstream_anthropic_version: str = "2023-06-01"
 
 
+class BudgetConfig(_Strict):
+    """Per-key spending limits (:mod:`tierwise.budgets`).
+
+    ``redis_url``: None → counters in this process (seeded from the ledger on start); set it
+    when several gateway replicas share keys, so they reserve against one atomic counter.
+    ``on_exceeded``: when the remaining budget cannot cover the chosen tier's worst case,
+    ``downgrade`` to the most capable tier that fits, or ``refuse`` (HTTP 429).
+    ``reservation_ttl_s``: a reservation never settled (a crashed replica) stops counting
+    after this long.
+    """
+
+    redis_url: str | None = None
+    redis_prefix: str = "tierwise:"
+    on_exceeded: Literal["downgrade", "refuse"] = "downgrade"
+    reservation_ttl_s: float = Field(default=900.0, gt=0)
+
+
+class KeysConfig(_Strict):
+    """Gateway keys (:mod:`tierwise.keys`): how long the in-memory copy of the key table is
+    trusted before it is read again (a revoked key stops working within this time)."""
+
+    cache_ttl_s: float = Field(default=5.0, ge=0)
+
+
 def _default_tiers() -> list[TierConfig]:
     return [
         TierConfig(
@@ -151,6 +177,8 @@ class Settings(_Strict):
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
     home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
     prices_file: Path | None = None
 
@@ -207,6 +235,8 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIERWISE_PROVIDER": ("provider", "kind"),
     "TIERWISE_PRICES_FILE": ("prices_file",),
     "TIERWISE_DB": ("ledger", "url"),
+    "TIERWISE_REDIS_URL": ("budgets", "redis_url"),
+    "TIERWISE_BUDGET_ON_EXCEEDED": ("budgets", "on_exceeded"),
     "ANTHROPIC_API_KEY": ("provider", "api_key"),
     "ANTHROPIC_BASE_URL": ("provider", "base_url"),
 }

@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tierwise import config as config_mod
 from tierwise.classifiers import Classifier
@@ -24,6 +24,9 @@ from tierwise.metrics import RouterMetrics
 from tierwise.providers import Provider
 from tierwise.router import Router
 from tierwise.types import RouteResult
+
+if TYPE_CHECKING:
+    from tierwise.ledger import Ledger
 
 T = TypeVar("T")
 
@@ -116,7 +119,16 @@ class _Blocking:
         elif overrides:
             settings = config_mod.revalidate(settings, **overrides)
         self.settings = settings
-        self._router = Router(self.settings, provider=provider, classifier=classifier)
+        # The ledger: every request this object routes is recorded once, in the same database
+        # `tierwise report` reads (imported here so `import tierwise` stays light).
+        self.ledger: Ledger | None = None
+        if settings.ledger.enabled:
+            from tierwise.ledger import open_ledger
+
+            self.ledger = open_ledger(settings)
+        self._router = Router(
+            self.settings, provider=provider, classifier=classifier, sink=self.ledger
+        )
         self._loop = _LoopThread()
         atexit.register(self.close)
 
@@ -125,9 +137,14 @@ class _Blocking:
         return self._router
 
     def close(self) -> None:
-        """Release the upstream connection pool and the loop thread (idempotent)."""
-        self._loop.close(self._router.aclose())
-        atexit.unregister(self.close)
+        """Release the upstream connection pool and the loop thread, and write everything the
+        ledger still holds (idempotent)."""
+        try:
+            self._loop.close(self._router.aclose())
+        finally:
+            if self.ledger is not None:
+                self.ledger.close()
+            atexit.unregister(self.close)
 
     def __enter__(self: Any) -> Any:
         return self

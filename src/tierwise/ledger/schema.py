@@ -1,0 +1,130 @@
+"""The ledger's schema as an ordered list of migrations, recorded in ``tierwise_migrations``.
+
+:func:`migrate` runs on every start. It takes the database's migration lock (SQLite: the write
+lock of ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock), reads which
+versions are applied and applies the others in order, each recorded in the same transaction. Two
+processes starting at once therefore apply each migration exactly once; the second waits, then
+finds nothing to do. Never edit a released migration: append a new one.
+
+``{money}``, ``{ts}``, ``{float}`` and ``{id_pk}`` are replaced with the dialect's column types
+(:attr:`tierwise.ledger.db.Database.types`): money is TEXT in SQLite and NUMERIC in PostgreSQL,
+never a float.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from tierwise.ledger.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "requests and ledger gaps",
+        (
+            """CREATE TABLE requests (
+                request_id TEXT PRIMARY KEY,
+                ts {ts} NOT NULL,
+                source TEXT NOT NULL,
+                status TEXT NOT NULL,
+                api TEXT,
+                key_name TEXT,
+                tags TEXT NOT NULL DEFAULT '{{}}',
+                requested_model TEXT,
+                tier TEXT,
+                model TEXT,
+                classifier TEXT,
+                confidence {float},
+                reason TEXT,
+                fallbacks TEXT NOT NULL DEFAULT '[]',
+                error_type TEXT,
+                http_status INTEGER,
+                input_tokens BIGINT NOT NULL DEFAULT 0,
+                output_tokens BIGINT NOT NULL DEFAULT 0,
+                cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+                cache_write_5m_tokens BIGINT NOT NULL DEFAULT 0,
+                cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+                thinking_tokens BIGINT NOT NULL DEFAULT 0,
+                cost_usd {money},
+                classifier_cost_usd {money} NOT NULL,
+                price_version TEXT,
+                baseline_model TEXT,
+                baseline_cost_usd {money},
+                saved_usd {money},
+                decision_ms {float} NOT NULL DEFAULT 0,
+                upstream_ms {float} NOT NULL DEFAULT 0,
+                total_ms {float} NOT NULL DEFAULT 0,
+                streaming INTEGER NOT NULL DEFAULT 0,
+                simulated INTEGER NOT NULL DEFAULT 0,
+                prompt TEXT,
+                reply TEXT
+            )""",
+            "CREATE INDEX requests_ts ON requests (ts)",
+            "CREATE INDEX requests_key_ts ON requests (key_name, ts)",
+            # Entries the write-behind queue could not take (queue full, ledger closed): the
+            # count is recorded so reports can say how many requests are missing.
+            """CREATE TABLE ledger_gaps (
+                id {id_pk},
+                ts {ts} NOT NULL,
+                dropped INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL
+            )""",
+            "CREATE INDEX ledger_gaps_ts ON ledger_gaps (ts)",
+        ),
+    ),
+    Migration(
+        2,
+        "gateway keys",
+        (
+            """CREATE TABLE api_keys (
+                id {id_pk},
+                name TEXT NOT NULL,
+                key_hash TEXT NOT NULL UNIQUE,
+                key_prefix TEXT NOT NULL,
+                budget_usd {money},
+                period TEXT NOT NULL DEFAULT 'month',
+                created_at {ts} NOT NULL,
+                revoked_at {ts}
+            )""",
+            # A name belongs to one live key at a time; a revoked name can be reused.
+            "CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL",
+        ),
+    ),
+)
+
+
+def migrate(db: Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply the migrations the database lacks; return the versions applied now."""
+    applied: list[int] = []
+    with db.migration_lock():
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS tierwise_migrations ("
+            "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        done = {int(row[0]) for row in db.query("SELECT version FROM tierwise_migrations")}
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                db.execute(statement.format(**db.types))
+            db.execute(
+                "INSERT INTO tierwise_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, dt.datetime.now(dt.UTC).isoformat()),
+            )
+            applied.append(migration.version)
+    return applied
+
+
+def applied_versions(db: Database) -> list[int]:
+    return [int(r[0]) for r in db.query("SELECT version FROM tierwise_migrations ORDER BY 1")]
