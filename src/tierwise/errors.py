@@ -6,12 +6,15 @@
     ├── PricingError         a broken price catalogue (not: a model without a price, which is
     │                        reported as *unpriced*, never raised)
     ├── ClassifierError      a classifier could not produce a decision (the router falls back)
-    └── ProviderError        the upstream call failed; ``retryable`` says whether to try again
+    ├── ProviderError        the upstream call failed; ``retryable`` says whether to try again
+    └── BudgetExceeded       a gateway key's budget cannot cover a request (HTTP 429)
 
 Each carries a message that says what was wrong and where.
 """
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 
 class TierwiseError(Exception):
@@ -53,3 +56,50 @@ class ProviderError(TierwiseError):
         self.retryable = retryable
         self.status = status
         self.error_type = error_type
+
+
+class BudgetExceeded(TierwiseError):
+    """A key's budget cannot cover the worst-case cost of a request.
+
+    Says which budget ran out: the key, its period (``day`` | ``month`` | ``total``, UTC), the
+    limit, what is spent and reserved in the current period, what is left, and what the request
+    needed. :func:`tierwise.budgets.admit` returns it (the gateway answers 429 with its message).
+    """
+
+    def __init__(
+        self,
+        *,
+        key_name: str,
+        period: str,
+        budget_usd: Decimal,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        needed_usd: Decimal | None,
+        tier: str | None = None,
+    ) -> None:
+        super().__init__(key_name, period)
+        self.key_name = key_name
+        self.period = period
+        self.budget_usd = budget_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.needed_usd = needed_usd  # None: no tier within reach has a price
+        self.tier = tier
+        self.remaining_usd = max(budget_usd - spent_usd - reserved_usd, Decimal(0))
+
+    def __str__(self) -> str:
+        window = {"day": "daily", "month": "monthly", "total": "total"}.get(
+            self.period, self.period
+        )
+        head = f"the {window} budget of key {self.key_name!r}"
+        if self.needed_usd is None:
+            return (
+                f"{head} cannot be enforced on tier {self.tier}: its model has no price, so "
+                "its worst-case cost is unknown"
+            )
+        on = f" on tier {self.tier}" if self.tier else ""
+        return (
+            f"{head} is exhausted: ${self.budget_usd} limit, ${self.remaining_usd} left "
+            f"(spent ${self.spent_usd}, ${self.reserved_usd} reserved by requests in flight); "
+            f"this request needs up to ${self.needed_usd}{on}"
+        )

@@ -1,0 +1,209 @@
+"""Cost and savings reports from the ledger: one function, used by ``tierwise report`` (table
+and ``--json``) and by the gateway's dashboard.
+
+Definitions (all money exact ``Decimal``; JSON carries it as strings):
+
+- ``total_cost_usd``: everything known to be spent: the answering models' cost on every row
+  that has one, plus the classifier's cost on every row (failed requests included).
+- ``baseline_cost_usd``: what the *comparable* rows (a model cost and a baseline cost both
+  known) would have cost on the baseline model, on the same usage.
+- ``saved_usd`` = ``baseline_cost_usd`` − the comparable rows' model cost − **all** classifier
+  cost (savings are net of the classifier). When ``unpriced_requests`` is 0, this is exactly
+  ``baseline_cost_usd − total_cost_usd``.
+- ``unpriced_requests``: answered requests left out of the savings because their model or
+  their baseline has no price. Never counted as $0.
+- ``dropped_requests``: requests the write-behind queue could not take (see
+  :mod:`tierwise.ledger.writer`): the report is missing them, and says so.
+
+The baseline (``baseline=``):
+
+- ``"stored"`` (default): the baseline each row was recorded with, which is
+  ``Settings.baseline`` at the time (the top tier, the lesson's "if all Opus", or a model id).
+- ``"requested"``: for rows where the client named a model (``requested_model``: the gateway's
+  ``model`` field, or the tier forced on the CLI/library), the cost of the same usage on that
+  model, at the price in force when the request ran; other rows keep their stored baseline.
+- a model id (``"claude-opus-4-6"``): every row re-priced on that model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from tierwise.errors import InputError
+from tierwise.ledger.store import GROUPS, Aggregate, LedgerStore
+
+if TYPE_CHECKING:
+    from tierwise.config import Settings
+    from tierwise.pricing import PriceCatalogue
+
+_SINCE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """``7d``, ``24h``, ``30m``, ``2w``, an ISO date/time (UTC when naive), or ``all``/None."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return None
+    match = _SINCE.match(text.lower())
+    if match:
+        amount, unit = int(match.group(1)), _UNITS[match.group(2)]
+        return (now or dt.datetime.now(dt.UTC)) - dt.timedelta(**{unit: amount})
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InputError(
+            f"--since {text!r}: expected a duration (30m, 24h, 7d, 2w), a date "
+            "(2026-11-01), a date-time, or 'all'"
+        ) from exc
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def money(value: Decimal) -> str:
+    """Exact, no exponent (``3E-7`` → ``0.0000003``)."""
+    return format(value, "f")
+
+
+@dataclass
+class _Group:
+    agg: Aggregate = field(default_factory=Aggregate)
+
+    def saved(self) -> Decimal:
+        a = self.agg
+        return a.comparable_baseline_usd - a.comparable_cost_usd - a.classifier_cost_usd
+
+    def total(self) -> Decimal:
+        return self.agg.cost_usd + self.agg.classifier_cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        a = self.agg
+        saved = self.saved()
+        return {
+            "requests": a.requests,
+            "ok": a.ok,
+            "error": a.errors,
+            "cost_usd": money(self.total()),
+            "classifier_cost_usd": money(a.classifier_cost_usd),
+            "baseline_cost_usd": money(a.comparable_baseline_usd),
+            "saved_usd": money(saved),
+            "saved_pct": _pct(saved, a.comparable_baseline_usd),
+            "unpriced_requests": a.unpriced,
+        }
+
+
+def _pct(part: Decimal, whole: Decimal) -> float:
+    return round(float(100 * part / whole), 2) if whole else 0.0
+
+
+def build_report(
+    store: LedgerStore,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    by: str | None = None,
+    baseline: str = "stored",
+    catalogue: PriceCatalogue | None = None,
+    tier_order: list[str] | None = None,
+) -> dict[str, Any]:
+    """The report as a JSON-ready dict (money as exact decimal strings)."""
+    if by is not None and by not in GROUPS:
+        raise InputError(f"--by {by!r}: choose one of {', '.join(GROUPS)}")
+    if baseline == "stored":
+        stored_where = "1=1"
+    elif baseline == "requested":
+        stored_where = "requested_model IS NULL"
+    else:
+        if catalogue is None or catalogue.info(baseline) is None:
+            raise InputError(
+                f"baseline {baseline!r}: expected 'stored', 'requested' or a model id the "
+                "price catalogue knows"
+            )
+        stored_where = "1=0"
+    if stored_where != "1=1" and catalogue is None:
+        raise InputError(f"baseline {baseline!r} needs the price catalogue")
+
+    groups_needed = {None, "tier", by}
+    sums = {
+        g: {
+            k: _Group(v)
+            for k, v in store.aggregate(
+                g, since=since, until=until, stored_baseline_where=stored_where
+            ).items()
+        }
+        for g in groups_needed
+    }
+    if stored_where != "1=1":
+        assert catalogue is not None
+        for row in store.rows_for_baseline(by, f"NOT ({stored_where})", since=since, until=until):
+            model = row.requested_model if baseline == "requested" else baseline
+            price = None if model is None else catalogue.cost(row.usage, model, row.ts).usd
+            keys = {None: "all", "tier": row.tier, by: row.group}
+            for g in groups_needed:
+                target = sums[g].setdefault(keys[g], _Group()).agg
+                if row.cost_usd is None or price is None:
+                    target.unpriced += row.status == "ok"
+                else:
+                    target.comparable_baseline_usd += price
+                    target.comparable_cost_usd += row.cost_usd
+
+    total = sums[None].get("all", _Group())
+    order = list(tier_order or [])
+    tiers = [*[t for t in order if t in sums["tier"]], *sorted(set(sums["tier"]) - set(order))]
+    a = total.agg
+    saved = total.saved()
+    out: dict[str, Any] = {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "baseline": baseline,
+        "total_requests": a.requests,
+        "by_status": {"ok": a.ok, "error": a.errors},
+        "simulated_requests": a.simulated,
+        "by_tier": {
+            t: {
+                "requests": sums["tier"][t].agg.requests,
+                "pct": _pct(Decimal(sums["tier"][t].agg.requests), Decimal(a.requests)),
+                "cost_usd": money(sums["tier"][t].total()),
+            }
+            for t in tiers
+        },
+        "total_cost_usd": money(total.total()),
+        "baseline_cost_usd": money(a.comparable_baseline_usd),
+        "saved_usd": money(saved),
+        "saved_pct": _pct(saved, a.comparable_baseline_usd),
+        "classifier_cost_usd": money(a.classifier_cost_usd),
+        "unpriced_requests": a.unpriced,
+        "dropped_requests": store.dropped(since, until),
+    }
+    if by is not None:
+        out["by"] = by
+        out["groups"] = {k: g.as_dict() for k, g in sorted(sums[by].items())}
+    return out
+
+
+def report(
+    settings: Settings,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    by: str | None = None,
+    baseline: str | None = None,
+) -> dict[str, Any]:
+    """Open the configured ledger and build the report (see :func:`build_report`)."""
+    from tierwise.ledger import open_store
+
+    store = open_store(settings)
+    try:
+        return build_report(
+            store,
+            since=since,
+            until=until,
+            by=by,
+            baseline=baseline or "stored",
+            catalogue=settings.catalogue(),
+            tier_order=settings.tier_names,
+        )
+    finally:
+        store.close()
