@@ -107,7 +107,8 @@ class GatewayConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
-    upstream_timeout_s: float = Field(default=600.0, gt=0)
+    upstream_timeout_s: float = Field(default=600.0, gt=0)  # the whole request, all attempts
+    attempt_timeout_s: float = Field(default=300.0, gt=0)  # one upstream attempt
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=2, ge=1, le=10)  # per tier, before falling back
     retry_after_cap_s: float = Field(default=10.0, ge=0)
@@ -284,7 +285,8 @@ def load(
 def revalidate(settings: Settings, **overrides: Any) -> Settings:
     """A copy of ``settings`` with top-level fields replaced, validated like :func:`load`."""
     try:
-        updated = Settings.model_validate({**dict(settings), **overrides})
+        current = {name: getattr(settings, name) for name in Settings.model_fields}
+        updated = Settings.model_validate({**current, **overrides})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, "overrides")) from exc
     validate_tiers(updated, updated.catalogue())

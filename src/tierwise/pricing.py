@@ -78,6 +78,7 @@ class ModelInfo:
     max_output_tokens: int
     thinking_types: tuple[str, ...]
     efforts: tuple[str, ...]
+    accepts_sampling: bool
     prices: tuple[PriceRow, ...]  # sorted by effective_from, oldest first
 
 
@@ -198,6 +199,7 @@ def _parse_model(name: str, raw: Any, source: str) -> ModelInfo:
             max_output_tokens=int(raw.get("max_output_tokens", 8_192)),
             thinking_types=tuple(str(t) for t in raw.get("thinking_types", [])),
             efforts=tuple(str(e) for e in raw.get("efforts", [])),
+            accepts_sampling=bool(raw.get("accepts_sampling", False)),
             prices=tuple(rows),
         )
     except (TypeError, ValueError) as exc:

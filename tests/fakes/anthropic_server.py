@@ -438,6 +438,10 @@ class _Script:
     model_glob: str
     headers: dict[str, str]
     remaining: int
+    delay_s: float = 0.0
+    stream_cut: bool = False
+    disconnect: bool = False
+    tool_use: dict[str, Any] | None = None
 
     def error_for(self, stream: bool) -> tuple[int, str] | None:
         """(status, error type) if this script answers the request with an HTTP error."""
@@ -500,6 +504,18 @@ def _build_message(body: dict[str, Any], script: _Script | None) -> dict[str, An
         stop_reason, stop_sequence = "max_tokens", None
     if text or stop_reason != "max_tokens":
         content.append({"type": "text", "text": text, "citations": None})
+    if script is not None and script.tool_use is not None:
+        call = script.tool_use
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or _new_id("toolu_"),
+                "name": call["name"],
+                "input": call.get("input", {}),
+            }
+        )
+        stop_reason, stop_sequence = "tool_use", None
+        text_tokens += estimate_tokens(json.dumps(call.get("input", {})))
 
     usage: dict[str, Any] = {
         "input_tokens": count_input_tokens(body),
@@ -535,7 +551,9 @@ def _chunks(text: str, parts: int = 3) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
-def _stream_events(message: dict[str, Any], stream_error: str | None) -> list[dict[str, Any]]:
+def _stream_events(
+    message: dict[str, Any], stream_error: str | None, cut: bool = False
+) -> list[dict[str, Any]]:
     """The §4 event sequence for `message`; cut short by an error event if `stream_error`."""
     usage = message["usage"]
     input_side = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -553,6 +571,11 @@ def _stream_events(message: dict[str, Any], stream_error: str | None) -> list[di
             deltas = [{"type": "thinking_delta", "thinking": c} for c in _chunks(block["thinking"])]
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
             first = {"type": "thinking", "thinking": "", "signature": ""}
+        elif block["type"] == "tool_use":
+            partial = json.dumps(block["input"], separators=(",", ":"))
+            deltas = [{"type": "input_json_delta", "partial_json": ""}]
+            deltas += [{"type": "input_json_delta", "partial_json": c} for c in _chunks(partial)]
+            first = {**block, "input": {}}  # type: ignore[dict-item]
         else:
             deltas = [{"type": "text_delta", "text": c} for c in _chunks(block["text"])]
             first = {"type": "text", "text": ""}
@@ -560,6 +583,10 @@ def _stream_events(message: dict[str, Any], stream_error: str | None) -> list[di
         for delta in deltas:
             events.append({"type": "content_block_delta", "index": index, "delta": delta})
         events.append({"type": "content_block_stop", "index": index})
+    if cut:
+        # Some deltas, then nothing: no error event, no message_stop (a broken connection).
+        deltas_at = [i for i, e in enumerate(events) if e["type"] == "content_block_delta"]
+        return events[: deltas_at[:2][-1] + 1] if deltas_at else events[:2]
     if stream_error is not None:
         # Some deltas, then the error: cut after the second delta of the first block.
         message_text = DEFAULT_ERROR_MESSAGES.get(stream_error, f"Scripted {stream_error}")
@@ -578,6 +605,25 @@ def _stream_events(message: dict[str, Any], stream_error: str | None) -> list[di
 
 
 # --- the server ------------------------------------------------------------------------------
+
+
+class _Disconnect(Response):
+    """Sends the status line and headers, then drops the connection (no body)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, media_type="application/json")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"1000")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id": "msg_', "more_body": True})
+        raise ConnectionResetError("scripted disconnect")
+
 
 _Handler = Callable[[Request, RecordedRequest, str], Awaitable[Response]]
 
@@ -696,12 +742,21 @@ class FakeAnthropic:
         model_glob: str = "*",
         times: int = 1,
         headers: Mapping[str, str] | None = None,
+        delay_s: float = 0.0,
+        stream_cut: bool = False,
+        disconnect: bool = False,
+        tool_use: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue behaviour for the next `times` POST /v1/messages whose model matches the glob.
 
         An error (`status` >= 400 and/or `error_type`) answers before validation. A success
         (`reply_text`, `usage` override merged into the computed usage, `stream_error`) applies
         only to a valid request; a stream_error on a non-streaming request becomes the HTTP error.
+
+        Faults: `delay_s` waits before answering (a slow upstream); `stream_cut` ends a stream
+        after a few deltas with neither an error event nor message_stop; `disconnect` drops the
+        connection after the status line (a reset, as the client sees it); `tool_use`
+        ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use".
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -721,6 +776,10 @@ class FakeAnthropic:
             model_glob=model_glob,
             headers=dict(headers or {}),
             remaining=times,
+            delay_s=delay_s,
+            stream_cut=stream_cut,
+            disconnect=disconnect,
+            tool_use=dict(tool_use) if tool_use is not None else None,
         )
         with self._lock:
             self._scripts.append(entry)
@@ -848,6 +907,10 @@ class FakeAnthropic:
             model if isinstance(model, str) else "", stream=stream, valid=invalid is None
         )
         error = entry.error_for(stream) if entry is not None else None
+        if entry is not None and entry.delay_s:
+            await asyncio.sleep(entry.delay_s)
+        if entry is not None and entry.disconnect:
+            return _Disconnect()
         if entry is not None and error is not None:
             status, error_type = error
             headers = dict(entry.headers)
@@ -861,7 +924,11 @@ class FakeAnthropic:
         headers = dict(entry.headers) if entry is not None else {}
         if not stream:
             return self._json(message_body, request_id, headers=headers)
-        events = _stream_events(message_body, entry.stream_error if entry else None)
+        events = _stream_events(
+            message_body,
+            entry.stream_error if entry else None,
+            cut=entry.stream_cut if entry else False,
+        )
 
         async def sse() -> AsyncIterator[bytes]:
             for event in events:

@@ -1,0 +1,520 @@
+"""``POST /v1/chat/completions``: the OpenAI dialect, translated to and from the Messages API.
+
+Request: system/developer messages → ``system``; image parts → image blocks; assistant
+``tool_calls`` → ``tool_use``; ``tool`` messages → ``tool_result``; ``max_completion_tokens`` /
+``max_tokens``; ``stop``; tools and ``tool_choice``; ``reasoning_effort`` → effort;
+``response_format`` json_schema → structured output. ``temperature``/``top_p`` are sent only to
+models that accept them. Response: text, tool calls, finish reasons and usage mapped back;
+streams become ``chat.completion.chunk`` events ending in ``[DONE]``, or in an error chunk when
+the upstream stream fails.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from tierwise.gateway.anthropic_api import decision_headers
+from tierwise.gateway.engine import Admission, Engine
+from tierwise.gateway.errors import GatewayError, openai_error_body
+from tierwise.gateway.relay import complete_events
+from tierwise.gateway.sse import SSEParser, StreamTracker
+from tierwise.gateway.upstream import UpstreamError
+
+DEFAULT_MAX_TOKENS = 4096
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_EFFORTS = {"low", "medium", "high", "xhigh", "max"}
+
+
+def _bad(message: str, param: str) -> GatewayError:
+    return GatewayError(400, message, param=param)
+
+
+def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _bad(f"{where}: must be a string or a list of content parts", where)
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        at = f"{where}.{j}"
+        if not isinstance(part, dict):
+            raise _bad(f"{at}: must be an object", at)
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise _bad(f"{at}.text: must be a string", f"{at}.text")
+            blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            url = (part.get("image_url") or {}).get("url")
+            if not isinstance(url, str):
+                raise _bad(f"{at}.image_url.url: must be a string", f"{at}.image_url.url")
+            blocks.append({"type": "image", "source": _image_source(url, at)})
+        elif kind == "refusal":
+            continue
+        else:
+            raise _bad(f"{at}.type: content part {kind!r} is not supported", f"{at}.type")
+    return blocks
+
+
+def _image_source(url: str, where: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        media = head[5:].split(";")[0]
+        if ";base64" not in head or not data:
+            raise _bad(f"{where}.image_url.url: data URLs must be base64", f"{where}.image_url.url")
+        return {"type": "base64", "media_type": media, "data": data}
+    if url.startswith(("http://", "https://")):
+        return {"type": "url", "url": url}
+    raise _bad(f"{where}.image_url.url: must be an http(s) or data URL", f"{where}.image_url.url")
+
+
+def _message(i: int, m: Any) -> tuple[str, Any] | None:
+    """One OpenAI message → (role, Anthropic content); None for system/developer."""
+    where = f"messages.{i}"
+    if not isinstance(m, dict):
+        raise _bad(f"{where}: must be an object", where)
+    role = m.get("role")
+    if role in ("system", "developer"):
+        return None
+    if role == "user":
+        content = m.get("content")
+        if isinstance(content, str):
+            return "user", content
+        return "user", _text_parts(content, f"{where}.content")
+    if role == "assistant":
+        blocks = _text_parts(m.get("content"), f"{where}.content")
+        for j, call in enumerate(m.get("tool_calls") or []):
+            at = f"{where}.tool_calls.{j}"
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise _bad(f"{at}.function.name: required", f"{at}.function.name")
+            try:
+                args = orjson.loads(fn.get("arguments") or "{}")
+            except orjson.JSONDecodeError as exc:
+                raise _bad(
+                    f"{at}.function.arguments: not valid JSON", f"{at}.function.arguments"
+                ) from exc
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call.get("id") or f"call_{i}_{j}",
+                    "name": fn["name"],
+                    "input": args,
+                }
+            )
+        return "assistant", blocks
+    if role == "tool":
+        if not isinstance(m.get("tool_call_id"), str):
+            raise _bad(f"{where}.tool_call_id: required", f"{where}.tool_call_id")
+        content = m.get("content")
+        inner = content if isinstance(content, str) else _text_parts(content, f"{where}.content")
+        return "user", [{"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": inner}]
+    raise _bad(f"{where}.role: {role!r} is not supported", f"{where}.role")
+
+
+def to_anthropic(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    """(Messages body, sampling params, include_usage). Raises GatewayError naming the field."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("model: required (a non-empty string)", "model")
+    out: dict[str, Any] = {"model": model, **_conversation(body.get("messages"))}
+    out["max_tokens"] = _max_tokens(body)
+    if body.get("n", 1) not in (None, 1):
+        raise _bad("n: only 1 choice is supported", "n")
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(x, str) for x in stops):
+            raise _bad("stop: must be a string or a list of strings", "stop")
+        out["stop_sequences"] = stops
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream: must be a boolean", "stream")
+    if stream:
+        out["stream"] = True
+    if body.get("tools"):
+        out["tools"] = [_tool(i, t) for i, t in enumerate(body["tools"])]
+    choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+    if choice is not None:
+        out["tool_choice"] = choice
+    out.update(_reasoning_and_format(body))
+    user = body.get("safety_identifier") or body.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    sampling = {
+        k: body[k] for k in ("temperature", "top_p") if isinstance(body.get(k), int | float)
+    }
+    options = body.get("stream_options") or {}
+    include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+    return out, sampling, include_usage
+
+
+def _conversation(messages: Any) -> dict[str, Any]:
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages: required (a non-empty list)", "messages")
+    system: list[str] = []
+    converted: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        item = _message(i, m)
+        if item is None:
+            content = m.get("content")
+            if isinstance(content, str):
+                system.append(content)
+            else:
+                parts = _text_parts(content, f"messages.{i}.content")
+                system.append("\n".join(b["text"] for b in parts))
+            continue
+        role, content = item
+        converted.append({"role": role, "content": content})
+    if not converted:
+        raise _bad("messages: at least one user message is required", "messages")
+    out: dict[str, Any] = {"messages": converted}
+    if any(system):
+        out["system"] = "\n\n".join(x for x in system if x)
+    return out
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is None:
+        return DEFAULT_MAX_TOKENS
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise _bad("max_completion_tokens: must be a positive integer", "max_completion_tokens")
+    return limit
+
+
+def _reasoning_and_format(body: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    config: dict[str, Any] = {}
+    effort = body.get("reasoning_effort")
+    if effort in ("none", "minimal"):
+        out["thinking"] = {"type": "disabled"}
+    elif effort is not None:
+        if effort not in _EFFORTS:
+            raise _bad(f"reasoning_effort: {effort!r} is not supported", "reasoning_effort")
+        config["effort"] = effort
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            where = "response_format.json_schema.schema"
+            raise _bad(f"{where}: required", where)
+        config["format"] = {"type": "json_schema", "schema": schema}
+    if config:
+        out["output_config"] = config
+    return out
+
+
+def _tool(i: int, tool: Any) -> dict[str, Any]:
+    at = f"tools.{i}"
+    fn = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise _bad(f"{at}.function.name: required", f"{at}.function.name")
+    out: dict[str, Any] = {
+        "name": fn["name"],
+        "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    if fn.get("strict"):
+        out["strict"] = True
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice is None and parallel is None:
+        return None
+    if choice is None or choice == "auto":
+        out: dict[str, Any] = {"type": "auto"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+        out = {"type": "tool", "name": choice["function"]["name"]}
+    else:
+        raise _bad("tool_choice: must be none, auto, required or a function", "tool_choice")
+    if parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
+    completion = int(usage.get("output_tokens") or 0)
+    thinking = int((usage.get("output_tokens_details") or {}).get("thinking_tokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cache_read, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": thinking,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def to_completion(message: dict[str, Any], request_id: str) -> dict[str, Any]:
+    text = "".join(
+        b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text"
+    )
+    calls = [
+        {
+            "id": b.get("id"),
+            "type": "function",
+            "function": {
+                "name": b.get("name"),
+                "arguments": orjson.dumps(b.get("input") or {}).decode(),
+            },
+        }
+        for b in message.get("content") or []
+        if b.get("type") == "tool_use"
+    ]
+    out_message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text if text or not calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if calls:
+        out_message["tool_calls"] = calls
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": message.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": out_message,
+                "logprobs": None,
+                "finish_reason": FINISH.get(message.get("stop_reason") or "", "stop"),
+            }
+        ],
+        "usage": openai_usage(message.get("usage") or {}),
+        "system_fingerprint": None,
+    }
+
+
+async def chat_completions(
+    engine: Engine, body: dict[str, Any], request_id: str, key_name: str | None
+) -> Response:
+    anthropic_body, sampling, include_usage = to_anthropic(body)
+    adm = await engine.admit(
+        anthropic_body, api="chat.completions", request_id=request_id, key_name=key_name
+    )
+    adm.sampling = sampling
+    headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
+    stream = bool(anthropic_body.get("stream"))
+    attempt = await engine.call(adm, anthropic_body, headers, stream=stream)
+    reply = attempt.reply
+    out_headers = decision_headers(adm, attempt, engine.upstream.simulated)
+    if reply.status >= 400 or not stream:
+        data = await reply.read()
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            parsed = {}
+        if reply.status >= 400:
+            error = parsed.get("error") if isinstance(parsed, dict) else None
+            error = error if isinstance(error, dict) else {}
+            kind = str(error.get("type") or "api_error")
+            engine.record(
+                adm,
+                status="error",
+                target=attempt.target,
+                fallbacks=attempt.fallbacks,
+                error_type=kind,
+                http_status=reply.status,
+                upstream_ms=attempt.upstream_ms,
+            )
+            message = str(error.get("message") or f"upstream returned {reply.status}")
+            return Response(
+                openai_error_body(kind, message),
+                status_code=reply.status,
+                media_type="application/json",
+                headers=out_headers,
+            )
+        settlement = engine.record(
+            adm,
+            status="ok",
+            target=attempt.target,
+            usage_raw=parsed.get("usage") or {},
+            model=parsed.get("model"),
+            fallbacks=attempt.fallbacks,
+            http_status=200,
+            upstream_ms=attempt.upstream_ms,
+        )
+        total = settlement.total_usd if settlement else None
+        out_headers["x-tierwise-cost-usd"] = "unpriced" if total is None else str(total)
+        return Response(
+            orjson.dumps(to_completion(parsed, request_id)),
+            media_type="application/json",
+            headers=out_headers,
+        )
+
+    tracker = StreamTracker()
+    assert reply.chunks is not None
+
+    def finished(outcome: str | None) -> None:
+        reply.close()
+        engine.record(
+            adm,
+            status="ok" if outcome is None else "error",
+            target=attempt.target,
+            usage_raw=tracker.usage or None,
+            model=tracker.model,
+            fallbacks=attempt.fallbacks,
+            error_type=outcome,
+            http_status=200,
+            upstream_ms=attempt.upstream_ms,
+        )
+
+    out_headers["cache-control"] = "no-cache"
+    return StreamingResponse(
+        _chunks(reply.chunks, tracker, adm, include_usage, finished),
+        media_type="text/event-stream; charset=utf-8",
+        headers=out_headers,
+    )
+
+
+def _data(obj: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+class _ChunkWriter:
+    """Anthropic stream events → OpenAI ``chat.completion.chunk`` data lines."""
+
+    def __init__(self, adm: Admission, tracker: StreamTracker, include_usage: bool) -> None:
+        self.id = f"chatcmpl-{adm.request_id}"
+        self.created = int(time.time())
+        self.model = adm.targets[0].model if adm.targets else adm.requested_model
+        self.tracker = tracker
+        self.include_usage = include_usage
+        self.tools: dict[int, int] = {}  # Anthropic block index → OpenAI tool call index
+
+    def _envelope(self, choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+        return _data(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.tracker.model or self.model,
+                "system_fingerprint": None,
+                "choices": choices,
+                "usage": usage,
+            }
+        )
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return self._envelope(
+            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
+
+    @staticmethod
+    def error(kind: str, message: str) -> bytes:
+        return _data(
+            {"error": {"message": message, "type": "server_error", "param": None, "code": kind}}
+        )
+
+    def event(self, name: str | None, data: bytes, obj: dict[str, Any] | None) -> list[bytes]:
+        if name == "message_start":
+            return [self.chunk({"role": "assistant", "content": ""})]
+        if name == "content_block_start":
+            return self._block_start(orjson.loads(data))
+        if name == "content_block_delta":
+            return self._block_delta(orjson.loads(data))
+        if name == "error" and obj is not None:
+            err = self.tracker.error or {}
+            kind, message = str(err.get("type", "api_error")), str(err.get("message", "error"))
+            return [self.error(kind, message)]
+        if name == "message_stop":
+            out = [self.chunk({}, FINISH.get(self.tracker.stop_reason or "", "stop"))]
+            if self.include_usage:
+                out.append(self._envelope([], openai_usage(self.tracker.usage)))
+            out.append(b"data: [DONE]\n\n")
+            return out
+        return []
+
+    def _block_start(self, event: dict[str, Any]) -> list[bytes]:
+        cb = event.get("content_block") or {}
+        if cb.get("type") != "tool_use":
+            return []
+        k = self.tools.setdefault(int(event.get("index", 0)), len(self.tools))
+        call = {
+            "index": k,
+            "id": cb.get("id"),
+            "type": "function",
+            "function": {"name": cb.get("name"), "arguments": ""},
+        }
+        return [self.chunk({"tool_calls": [call]})]
+
+    def _block_delta(self, event: dict[str, Any]) -> list[bytes]:
+        delta = event.get("delta") or {}
+        index = int(event.get("index", 0))
+        if delta.get("type") == "text_delta":
+            return [self.chunk({"content": delta.get("text", "")})]
+        if delta.get("type") == "input_json_delta" and index in self.tools:
+            args = delta.get("partial_json", "")
+            return [
+                self.chunk(
+                    {"tool_calls": [{"index": self.tools[index], "function": {"arguments": args}}]}
+                )
+            ]
+        return []
+
+
+async def _chunks(
+    upstream: AsyncIterator[bytes],
+    tracker: StreamTracker,
+    adm: Admission,
+    include_usage: bool,
+    on_end: Callable[[str | None], None],
+) -> AsyncIterator[bytes]:
+    """Anthropic SSE → OpenAI chunks. Ends with ``[DONE]`` only after ``message_stop``."""
+    writer = _ChunkWriter(adm, tracker, include_usage)
+    parser = SSEParser()
+    outcome: str | None = "client_disconnected"
+    try:
+        try:
+            async for block in complete_events(upstream):
+                out: list[bytes] = []
+                for name, data in parser.feed(block):
+                    out += writer.event(name, data, tracker.observe(name, data))
+                if out:
+                    yield b"".join(out)
+                if tracker.error is not None:
+                    break
+        except UpstreamError as exc:
+            outcome = exc.kind
+            yield writer.error(exc.kind, f"upstream stream failed: {exc}")
+            return
+        if tracker.error is not None:
+            outcome = str(tracker.error.get("type") or "api_error")
+        elif not tracker.complete:
+            outcome = "incomplete_stream"
+            yield writer.error("incomplete_stream", "upstream stream ended before message_stop")
+        else:
+            outcome = None
+    finally:
+        on_end(outcome)

@@ -1,0 +1,66 @@
+"""Relaying an upstream SSE stream: whole events only, usage read on the side, and an explicit
+``error`` event whenever the upstream stream ends without ``message_stop``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from tierwise.gateway.sse import SSEParser, StreamTracker, error_event
+from tierwise.gateway.upstream import UpstreamError
+
+
+def _last_boundary(data: bytes) -> int:
+    """End of the last complete event in ``data`` (0 when there is none)."""
+    cut = 0
+    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        i = data.rfind(sep)
+        if i >= 0:
+            cut = max(cut, i + len(sep))
+    return cut
+
+
+async def complete_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Re-chunk a byte stream on event boundaries; a trailing partial event is never emitted."""
+    held = b""
+    async for chunk in chunks:
+        data = held + chunk if held else chunk
+        cut = _last_boundary(data)
+        if cut:
+            yield data[:cut]
+        held = data[cut:]
+
+
+async def relay_anthropic(
+    chunks: AsyncIterator[bytes],
+    tracker: StreamTracker,
+    on_end: Callable[[str | None], None],
+) -> AsyncIterator[bytes]:
+    """Yield the upstream's bytes unchanged (whole events), tracking usage.
+
+    ``on_end`` gets None when the stream completed with ``message_stop``, else the error type
+    that ended it; it runs exactly once, also when the client goes away (cancellation).
+    """
+    parser = SSEParser()
+    outcome: str | None = "client_disconnected"
+    try:
+        try:
+            async for block in complete_events(chunks):
+                for name, data in parser.feed(block):
+                    tracker.observe(name, data)
+                yield block
+        except UpstreamError as exc:
+            outcome = exc.kind
+            yield error_event(
+                "api_error" if exc.kind != "timeout_error" else "timeout_error",
+                f"upstream stream failed: {exc}",
+            )
+            return
+        if tracker.error is not None:
+            outcome = str(tracker.error.get("type") or "api_error")
+        elif not tracker.complete:
+            outcome = "incomplete_stream"
+            yield error_event("api_error", "upstream stream ended before message_stop")
+        else:
+            outcome = None
+    finally:
+        on_end(outcome)

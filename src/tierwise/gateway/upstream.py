@@ -1,0 +1,204 @@
+"""Where the gateway sends requests: the Anthropic API over HTTP, or the simulator.
+
+``HttpUpstream`` keeps one pooled aiohttp session and forwards bodies as bytes (never
+re-encoded here). ``SimulatedUpstream`` answers in the same wire format (JSON or SSE) from the
+offline simulator, for laptops with no key. Both raise :class:`UpstreamError` for failures that
+happened before a status line arrived (connection errors, timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from tierwise.gateway.sse import message_to_sse
+from tierwise.providers.base import CallSpec
+from tierwise.providers.simulated import estimate_input_tokens, simulate
+
+
+class UpstreamError(Exception):
+    """No HTTP answer: ``kind`` is ``connection_error`` or ``timeout_error``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class UpstreamReply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | None = None  # the whole body (non-streaming, or any error)
+    chunks: AsyncIterator[bytes] | None = None  # the SSE body, as it arrives
+    _release: Any = field(default=None, repr=False)
+
+    async def read(self) -> bytes:
+        if self.body is None and self.chunks is not None:
+            self.body = b"".join([c async for c in self.chunks])
+            self.chunks = None
+        return self.body or b""
+
+    def close(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
+
+
+class Upstream(Protocol):
+    simulated: bool
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+    ) -> UpstreamReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpUpstream:
+    """The real API (or anything wire-compatible) at ``base_url``."""
+
+    simulated = False
+
+    def __init__(self, base_url: str, api_key: str, *, connect_timeout_s: float = 5.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._api_key = api_key
+        self._connect_timeout_s = connect_timeout_s
+        self._session: Any = None
+
+    def _client(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+            )
+        return self._session
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+    ) -> UpstreamReply:
+        import aiohttp
+
+        session = self._client()
+        send_headers = {**headers, "x-api-key": self._api_key, "content-type": "application/json"}
+        timeout = aiohttp.ClientTimeout(
+            total=None if stream else timeout_s,
+            connect=self._connect_timeout_s,
+            sock_read=timeout_s,
+        )
+        try:
+            response = await session.post(
+                self._base + path, data=body, headers=send_headers, timeout=timeout
+            )
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "timeout_error", f"upstream timed out after {timeout_s:g}s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                "connection_error", f"cannot reach upstream: {type(exc).__name__}"
+            ) from exc
+        reply_headers = {k.lower(): v for k, v in response.headers.items()}
+        if not stream or response.status != 200:
+            try:
+                data = await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                response.release()
+                kind = "timeout_error" if isinstance(exc, TimeoutError) else "connection_error"
+                raise UpstreamError(
+                    kind, f"upstream reply interrupted: {type(exc).__name__}"
+                ) from exc
+            response.release()
+            return UpstreamReply(response.status, reply_headers, body=data)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+            except TimeoutError as exc:
+                raise UpstreamError("timeout_error", "upstream stream stalled") from exc
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(
+                    "connection_error", f"upstream stream broke: {type(exc).__name__}"
+                ) from exc
+            finally:
+                response.release()
+
+        return UpstreamReply(200, reply_headers, chunks=chunks(), _release=response.close)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class SimulatedUpstream:
+    """Answers ``/v1/messages`` and ``/v1/messages/count_tokens`` offline, in the wire format."""
+
+    simulated = True
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+    ) -> UpstreamReply:
+        request_id = f"req_sim_{uuid.uuid4().hex[:20]}"
+        base_headers = {"content-type": "application/json", "request-id": request_id}
+        data = orjson.loads(body)
+        call = CallSpec(
+            model=data["model"],
+            messages=data["messages"],
+            max_tokens=int(data.get("max_tokens") or 1),
+            system=_system_text(data.get("system")),
+            thinking=data.get("thinking"),
+            output_config=data.get("output_config"),
+        )
+        if path.endswith("/count_tokens"):
+            tokens = estimate_input_tokens(call)
+            return UpstreamReply(200, base_headers, body=orjson.dumps({"input_tokens": tokens}))
+        completion = simulate(call)
+        u = completion.usage
+        message = {
+            "id": f"msg_sim_{uuid.uuid4().hex[:20]}",
+            "type": "message",
+            "role": "assistant",
+            "model": call.model,
+            "content": completion.content,
+            "stop_reason": completion.stop_reason,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+                "service_tier": "standard",
+                "output_tokens_details": {"thinking_tokens": u.thinking_tokens},
+            },
+        }
+        await asyncio.sleep(0)
+        if not stream:
+            return UpstreamReply(200, base_headers, body=orjson.dumps(message))
+        payload = message_to_sse(message)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield payload
+
+        return UpstreamReply(
+            200, {"content-type": "text/event-stream", "request-id": request_id}, chunks=chunks()
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _system_text(system: Any) -> str | None:
+    if isinstance(system, str):
+        return system
+    if isinstance(system, list):
+        return "\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    return None
