@@ -42,7 +42,13 @@ def serve(
             gateway = settings.gateway.model_copy(update=overrides)
             settings = config_mod.revalidate(settings, gateway=gateway)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        run_server(settings, insecure=insecure, log_level=log_level)
+        run_server(
+            settings,
+            insecure=insecure,
+            log_level=log_level,
+            config_path=str(config) if config else None,
+            gateway_overrides=overrides,
+        )
     except TierwiseError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc

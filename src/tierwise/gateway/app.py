@@ -15,11 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tierwise.budgets import Budgets
 from tierwise.config import Settings
-from tierwise.gateway import anthropic_api, openai_api
+from tierwise.gateway import anthropic_api, openai_api, telemetry
 from tierwise.gateway.engine import AUTO, Engine
 from tierwise.gateway.errors import GatewayError, error_response
 from tierwise.gateway.upstream import HttpUpstream, SimulatedUpstream, Upstream
+from tierwise.keys import KeyInfo
 from tierwise.router import Router, new_request_id
 from tierwise.types import LedgerSink
 
@@ -27,19 +29,19 @@ log = logging.getLogger("tierwise.gateway")
 
 
 class Authenticator(Protocol):
-    """Gateway keys. ``required`` says whether any key exists; ``check`` returns the key's name
-    or None when the presented key is not valid."""
+    """Gateway keys (:class:`tierwise.keys.KeyStore`): once any key exists, every request
+    needs one; ``authenticate`` returns the live key or None."""
 
-    def required(self) -> bool: ...
+    def any_keys(self) -> bool: ...
 
-    def check(self, presented: str) -> str | None: ...
+    def authenticate(self, raw_key: str | None) -> KeyInfo | None: ...
 
 
 class NoKeys:
-    def required(self) -> bool:
+    def any_keys(self) -> bool:
         return False
 
-    def check(self, presented: str) -> str | None:
+    def authenticate(self, raw_key: str | None) -> KeyInfo | None:
         return None
 
 
@@ -73,6 +75,7 @@ class Gateway:
         upstream: Upstream | None = None,
         sink: LedgerSink | None = None,
         keys: Authenticator | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self.settings = settings
         if upstream is None:
@@ -88,7 +91,7 @@ class Gateway:
         self.upstream = upstream
         self.keys = keys or NoKeys()
         self.router = Router(settings, provider=_NoProvider(), sink=None)
-        self.engine = Engine(settings, self.router, upstream, sink)
+        self.engine = Engine(settings, self.router, upstream, sink, budgets)
         self._warned_open = False
         self.started = time.time()
 
@@ -119,21 +122,18 @@ class Gateway:
             raise GatewayError(400, "request body must be a JSON object")
         return body
 
-    def authenticate(self, request: Request) -> str | None:
-        if not self.keys.required():
+    def authenticate(self, request: Request) -> KeyInfo | None:
+        if not self.keys.any_keys():
             if not self._warned_open:
                 self._warned_open = True
-                log.warning(
-                    "no gateway keys configured: accepting requests without a key (loopback only)"
-                )
+                log.warning("no gateway keys configured: accepting requests without a key")
             return None
-        key = presented_key(request)
-        name = self.keys.check(key) if key else None
-        if name is None:
+        key = self.keys.authenticate(presented_key(request))
+        if key is None:
             raise GatewayError(
-                401, "invalid or missing gateway key (x-api-key or Authorization: Bearer)"
+                401, "invalid or missing gateway key (send x-api-key or Authorization: Bearer)"
             )
-        return name
+        return key
 
     def endpoint(
         self,
@@ -164,12 +164,10 @@ class Gateway:
 
     # -- endpoints ------------------------------------------------------------------------
     async def messages(self, request: Request, request_id: str) -> Response:
-        key_name = self.authenticate(request)
+        key = self.authenticate(request)
         body = await self.read_json(request)
         anthropic_api.require_fields(body)
-        adm = await self.engine.admit(
-            body, api="messages", request_id=request_id, key_name=key_name
-        )
+        adm = await self.engine.admit(body, api="messages", request_id=request_id, key=key)
         return await anthropic_api.messages(self.engine, request, body, adm)
 
     async def count_tokens(self, request: Request, request_id: str) -> Response:
@@ -180,9 +178,9 @@ class Gateway:
         return await anthropic_api.count_tokens(self.engine, request, body, adm)
 
     async def chat(self, request: Request, request_id: str) -> Response:
-        key_name = self.authenticate(request)
+        key = self.authenticate(request)
         body = await self.read_json(request)
-        return await openai_api.chat_completions(self.engine, body, request_id, key_name)
+        return await openai_api.chat_completions(self.engine, body, request_id, key)
 
     async def models(self, request: Request, request_id: str) -> Response:
         self.authenticate(request)
@@ -266,9 +264,10 @@ def build_app(
     upstream: Upstream | None = None,
     sink: LedgerSink | None = None,
     keys: Authenticator | None = None,
+    budgets: Budgets | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
-    gw = Gateway(settings, upstream=upstream, sink=sink, keys=keys)
+    gw = Gateway(settings, upstream=upstream, sink=sink, keys=keys, budgets=budgets)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -295,6 +294,7 @@ def build_app(
         Route("/v1/models", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
+        Route("/metrics", telemetry.metrics_endpoint, methods=["GET"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -21,10 +21,14 @@ from typing import Any
 
 import orjson
 
+from tierwise import budgets as budgets_mod
 from tierwise.config import Settings
+from tierwise.errors import BudgetExceeded
+from tierwise.gateway import telemetry
 from tierwise.gateway.errors import GatewayError
 from tierwise.gateway.shape import conversation_input, has_unthought_tool_use
 from tierwise.gateway.upstream import Upstream, UpstreamError, UpstreamReply
+from tierwise.keys import KeyInfo
 from tierwise.pricing import Settlement
 from tierwise.providers.base import usage_from_api
 from tierwise.router import Router
@@ -62,6 +66,8 @@ class Admission:
     sampling: dict[str, Any] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
     recorded: bool = False
+    reservation: budgets_mod.Reservation | None = None
+    max_tokens: int = 0
 
     @property
     def reason(self) -> str:
@@ -127,9 +133,15 @@ def retry_delay(headers: Mapping[str, str] | None, attempt: int, cap_s: float) -
 
 class Engine:
     def __init__(
-        self, settings: Settings, router: Router, upstream: Upstream, sink: LedgerSink | None
+        self,
+        settings: Settings,
+        router: Router,
+        upstream: Upstream,
+        sink: LedgerSink | None,
+        budgets: budgets_mod.Budgets | None = None,
     ) -> None:
         self.settings = settings
+        self.budgets = budgets
         self.router = router
         self.catalogue = router.catalogue
         self.upstream = upstream
@@ -141,7 +153,15 @@ class Engine:
 
     # -- admission ------------------------------------------------------------------------
     async def admit(
-        self, body: dict[str, Any], *, api: str, request_id: str, key_name: str | None = None
+        self, body: dict[str, Any], *, api: str, request_id: str, key: KeyInfo | None = None
+    ) -> Admission:
+        adm = await self._decide(body, api=api, request_id=request_id, key=key)
+        if key is not None and key.budget_usd is not None and self.budgets is not None:
+            self._reserve(adm, key)
+        return adm
+
+    async def _decide(
+        self, body: dict[str, Any], *, api: str, request_id: str, key: KeyInfo | None
     ) -> Admission:
         model = body["model"]
         request = conversation_input(body)
@@ -154,7 +174,8 @@ class Engine:
             "requested_model": model,
             "input_tokens_estimate": estimate,
             "stream": bool(body.get("stream")),
-            "key_name": key_name,
+            "key_name": key.name if key else None,
+            "max_tokens": int(body.get("max_tokens") or 0),
         }
         if model != AUTO and model not in self._order:
             target = Target(self._tier_models.get(model), model)
@@ -167,6 +188,54 @@ class Engine:
         chosen = self._fit(decision.tier, estimate, adm)
         adm.targets = self._plan(chosen, adm, body)
         return adm
+
+    def _reserve(self, adm: Admission, key: KeyInfo) -> None:
+        """Hold the worst-case cost against the key's budget, or downgrade, or refuse (429)."""
+        assert self.budgets is not None
+        outcome: budgets_mod.Admission | budgets_mod.Reservation | BudgetExceeded
+        if adm.mode == "passthrough":
+            model = adm.targets[0].model
+            amount = budgets_mod.worst_case_cost(
+                self.catalogue, model, adm.input_tokens_estimate, adm.max_tokens
+            )
+            if amount is None:
+                raise self._refuse(adm, f"{model} has no price, so a budgeted key cannot use it")
+            outcome = self.budgets.reserve(key, amount)
+        else:
+            outcome = budgets_mod.admit(
+                self.budgets,
+                key,
+                [(t.name, t.model) for t in self.settings.tiers],
+                adm.targets[0].tier or "",
+                adm.input_tokens_estimate,
+                adm.max_tokens,
+                self.catalogue,
+                on_exceeded=self.settings.budgets.on_exceeded,
+            )
+        if isinstance(outcome, BudgetExceeded):
+            raise self._refuse(adm, str(outcome))
+        if isinstance(outcome, budgets_mod.Admission):
+            # Never fall back to a tier dearer than the one the budget was reserved for.
+            limit = self._order[outcome.tier]
+            adm.targets = [t for t in adm.targets if t.tier and self._order[t.tier] <= limit] or [
+                Target(outcome.tier, outcome.model)
+            ]
+            if outcome.downgraded_from:
+                adm.targets.insert(0, Target(outcome.tier, outcome.model))
+                adm.targets = list(dict.fromkeys(adm.targets))
+                adm.notes.append(
+                    f"budget of key {key.name!r} cannot cover {outcome.downgraded_from}; "
+                    f"downgraded to {outcome.tier}"
+                )
+            adm.reservation = outcome.reservation
+        else:
+            adm.reservation = outcome
+
+    @staticmethod
+    def _refuse(adm: Admission, message: str) -> GatewayError:
+        error = GatewayError(429, message, error_type="rate_limit_error")
+        error.admission = adm
+        return error
 
     def _fits(self, tier: str, estimate: int) -> bool:
         info = self.catalogue.info(self.settings.tier(tier).model)
@@ -373,6 +442,12 @@ class Engine:
         usage = usage_from_api(dict(usage_raw)) if usage_raw else Usage()
         if settlement is None and target is not None and usage_raw:
             settlement = self.settle(usage, target, adm, model)
+        if adm.reservation is not None and self.budgets is not None:
+            if settlement is not None:
+                self.budgets.settle(adm.reservation, settlement.total_usd)
+            else:
+                self.budgets.release(adm.reservation)
+        telemetry.observe(adm, status, target, settlement, error_type)
         if self.sink is None:
             return settlement
         d = adm.decision

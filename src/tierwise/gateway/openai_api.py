@@ -24,6 +24,7 @@ from tierwise.gateway.errors import GatewayError, openai_error_body
 from tierwise.gateway.relay import complete_events
 from tierwise.gateway.sse import SSEParser, StreamTracker
 from tierwise.gateway.upstream import UpstreamError
+from tierwise.keys import KeyInfo
 
 DEFAULT_MAX_TOKENS = 4096
 FINISH = {
@@ -317,12 +318,10 @@ def to_completion(message: dict[str, Any], request_id: str) -> dict[str, Any]:
 
 
 async def chat_completions(
-    engine: Engine, body: dict[str, Any], request_id: str, key_name: str | None
+    engine: Engine, body: dict[str, Any], request_id: str, key: KeyInfo | None
 ) -> Response:
     anthropic_body, sampling, include_usage = to_anthropic(body)
-    adm = await engine.admit(
-        anthropic_body, api="chat.completions", request_id=request_id, key_name=key_name
-    )
+    adm = await engine.admit(anthropic_body, api="chat.completions", request_id=request_id, key=key)
     adm.sampling = sampling
     headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
     stream = bool(anthropic_body.get("stream"))
