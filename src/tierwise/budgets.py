@@ -274,7 +274,9 @@ def _to_nano(amount: Decimal) -> int:
 
 def _from_nano(value: Any) -> Decimal:
     text = value.decode() if isinstance(value, bytes) else str(value)
-    return Decimal(text) * _NANO
+    usd = Decimal(text) * _NANO
+    # 0.600000000 → 0.6, 0E-9 → 0 (same value, tidier in messages)
+    return usd.quantize(Decimal(1)) if usd == usd.to_integral_value() else usd.normalize()
 
 
 class RedisBudgets:

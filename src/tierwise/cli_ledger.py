@@ -172,7 +172,7 @@ def keys_list(
             store.close()
     except TierwiseError as exc:
         raise _fail(exc) from exc
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": k.name,
             "prefix": k.key_prefix,

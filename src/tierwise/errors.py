@@ -99,7 +99,7 @@ class BudgetExceeded(TierwiseError):
             )
         on = f" on tier {self.tier}" if self.tier else ""
         return (
-            f"{head} is exhausted: ${self.budget_usd} limit, ${self.remaining_usd} left "
-            f"(spent ${self.spent_usd}, ${self.reserved_usd} reserved by requests in flight); "
-            f"this request needs up to ${self.needed_usd}{on}"
+            f"{head} is exhausted: ${self.budget_usd:f} limit, ${self.remaining_usd:f} left "
+            f"(spent ${self.spent_usd:f}, ${self.reserved_usd:f} reserved by requests in "
+            f"flight); this request needs up to ${self.needed_usd:f}{on}"
         )
