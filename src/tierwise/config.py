@@ -116,6 +116,8 @@ class GatewayConfig(_Strict):
     cooldown_after_failures: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=30.0, ge=0)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=30.0, gt=0)  # a client must send its body by then
+    rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or per client address)
     upstream_anthropic_version: str = "2023-06-01"
 
 

@@ -442,6 +442,8 @@ class _Script:
     stream_cut: bool = False
     disconnect: bool = False
     tool_use: dict[str, Any] | None = None
+    event_delay_s: float = 0.0
+    malformed_sse: bool = False
 
     def error_for(self, stream: bool) -> tuple[int, str] | None:
         """(status, error type) if this script answers the request with an HTTP error."""
@@ -746,6 +748,8 @@ class FakeAnthropic:
         stream_cut: bool = False,
         disconnect: bool = False,
         tool_use: Mapping[str, Any] | None = None,
+        event_delay_s: float = 0.0,
+        malformed_sse: bool = False,
     ) -> None:
         """Queue behaviour for the next `times` POST /v1/messages whose model matches the glob.
 
@@ -756,7 +760,9 @@ class FakeAnthropic:
         Faults: `delay_s` waits before answering (a slow upstream); `stream_cut` ends a stream
         after a few deltas with neither an error event nor message_stop; `disconnect` drops the
         connection after the status line (a reset, as the client sees it); `tool_use`
-        ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use".
+        ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use";
+        `event_delay_s` sleeps between stream events; `malformed_sse` sends a content delta
+        whose data is not JSON after the first events.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -780,6 +786,8 @@ class FakeAnthropic:
             stream_cut=stream_cut,
             disconnect=disconnect,
             tool_use=dict(tool_use) if tool_use is not None else None,
+            event_delay_s=event_delay_s,
+            malformed_sse=malformed_sse,
         )
         with self._lock:
             self._scripts.append(entry)
@@ -930,11 +938,16 @@ class FakeAnthropic:
             cut=entry.stream_cut if entry else False,
         )
 
+        delay = entry.event_delay_s if entry is not None else 0.0
+        malformed = entry.malformed_sse if entry is not None else False
+
         async def sse() -> AsyncIterator[bytes]:
-            for event in events:
+            for i, event in enumerate(events):
                 data = json.dumps(event, separators=(",", ":"))
+                if malformed and i == 3:
+                    data = '{"type": "content_block_delta", "index": 0, "delta": {"text": "x'
                 yield f"event: {event['type']}\ndata: {data}\n\n".encode()
-                await asyncio.sleep(0)
+                await asyncio.sleep(delay)
 
         headers.update({"request-id": request_id, "cache-control": "no-cache"})
         return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)

@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tierwise.gateway.engine import Admission, Attempt, Engine
 from tierwise.gateway.errors import GatewayError
-from tierwise.gateway.relay import relay_anthropic
+from tierwise.gateway.relay import ClientDisconnected, relay_anthropic, unless_disconnected
 from tierwise.gateway.sse import StreamTracker
 
 DEFAULT_VERSION = "2023-06-01"
@@ -87,7 +87,11 @@ async def messages(
 ) -> Response:
     headers = forward_headers(request)
     stream = bool(body.get("stream"))
-    attempt = await engine.call(adm, body, headers, stream=stream)
+    try:
+        attempt = await unless_disconnected(request, engine.call(adm, body, headers, stream=stream))
+    except ClientDisconnected as exc:
+        exc.admission = adm
+        raise
     reply = attempt.reply
     out_headers = decision_headers(adm, attempt, engine.upstream.simulated)
     for name in _PASS_HEADERS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -20,6 +21,7 @@ from tierwise.config import Settings
 from tierwise.gateway import anthropic_api, openai_api, telemetry
 from tierwise.gateway.engine import AUTO, Engine
 from tierwise.gateway.errors import GatewayError, error_response
+from tierwise.gateway.relay import ClientDisconnected
 from tierwise.gateway.upstream import HttpUpstream, SimulatedUpstream, Upstream
 from tierwise.keys import KeyInfo
 from tierwise.router import Router, new_request_id
@@ -67,6 +69,33 @@ def presented_key(request: Request) -> str | None:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class RateLimiter:
+    """Requests per minute per key (a token bucket per name, in this process)."""
+
+    def __init__(self, rpm: int | None) -> None:
+        self.rpm = rpm
+        self._buckets: dict[str, tuple[float, float]] = {}  # name → (tokens, last refill)
+
+    def check(self, name: str) -> None:
+        if self.rpm is None:
+            return
+        now = time.monotonic()
+        tokens, last = self._buckets.get(name, (float(self.rpm), now))
+        tokens = min(float(self.rpm), tokens + (now - last) * self.rpm / 60.0)
+        if tokens < 1.0:
+            wait = (1.0 - tokens) * 60.0 / self.rpm
+            self._buckets[name] = (tokens, now)
+            raise GatewayError(
+                429,
+                f"rate limit of {self.rpm} requests per minute exceeded; retry in {wait:.1f}s",
+                error_type="rate_limit_error",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+        self._buckets[name] = (tokens - 1.0, now)
+        if len(self._buckets) > 100_000:  # bound memory under many client addresses
+            self._buckets.clear()
+
+
 class Gateway:
     def __init__(
         self,
@@ -93,6 +122,7 @@ class Gateway:
         self.router = Router(settings, provider=_NoProvider(), sink=None)
         self.engine = Engine(settings, self.router, upstream, sink, budgets)
         self._warned_open = False
+        self.limiter = RateLimiter(settings.gateway.rate_limit_rpm)
         self.started = time.time()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -103,11 +133,20 @@ class Gateway:
             raise GatewayError(413, f"request body is larger than the {limit}-byte limit")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"request body is larger than the {limit}-byte limit")
-            chunks.append(chunk)
+        timeout_s = self.settings.gateway.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise GatewayError(
+                            413, f"request body is larger than the {limit}-byte limit"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError as exc:
+            raise GatewayError(
+                408, f"request body not received within {timeout_s:g}s", error_type="timeout_error"
+            ) from exc
         raw = b"".join(chunks)
         ctype = (
             request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
@@ -127,12 +166,15 @@ class Gateway:
             if not self._warned_open:
                 self._warned_open = True
                 log.warning("no gateway keys configured: accepting requests without a key")
+            client = request.client.host if request.client else "unknown"
+            self.limiter.check(f"client:{client}")
             return None
         key = self.keys.authenticate(presented_key(request))
         if key is None:
             raise GatewayError(
                 401, "invalid or missing gateway key (send x-api-key or Authorization: Bearer)"
             )
+        self.limiter.check(key.name)
         return key
 
     def endpoint(
@@ -151,6 +193,12 @@ class Gateway:
                 return await handler(request, request_id)
             except GatewayError as exc:
                 error = exc
+            except ClientDisconnected as gone:
+                error = GatewayError(499, "client disconnected", error_type="client_disconnected")
+                error.admission = gone.admission
+                if api is not None:
+                    self.engine.record_rejected(request_id, api, error, None)
+                return Response(status_code=499)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.url.path)
                 error = GatewayError(
@@ -180,7 +228,7 @@ class Gateway:
     async def chat(self, request: Request, request_id: str) -> Response:
         key = self.authenticate(request)
         body = await self.read_json(request)
-        return await openai_api.chat_completions(self.engine, body, request_id, key)
+        return await openai_api.chat_completions(self.engine, request, body, request_id, key)
 
     async def models(self, request: Request, request_id: str) -> Response:
         self.authenticate(request)

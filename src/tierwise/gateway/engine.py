@@ -308,7 +308,10 @@ class Engine:
             version = self.settings.gateway.upstream_anthropic_version
             if info is not None and info.accepts_sampling and version == "2023-06-01":
                 out.update(adm.sampling)
-        return orjson.dumps(out)
+        try:
+            return orjson.dumps(out)
+        except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson writes
+            raise GatewayError(400, f"request body cannot be forwarded: {exc}") from exc
 
     async def call(
         self,

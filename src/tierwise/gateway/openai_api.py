@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from tierwise.gateway.anthropic_api import decision_headers
 from tierwise.gateway.engine import Admission, Engine
 from tierwise.gateway.errors import GatewayError, openai_error_body
-from tierwise.gateway.relay import complete_events
-from tierwise.gateway.sse import SSEParser, StreamTracker
+from tierwise.gateway.relay import ClientDisconnected, complete_events, unless_disconnected
+from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker
 from tierwise.gateway.upstream import UpstreamError
 from tierwise.keys import KeyInfo
 
@@ -61,7 +62,8 @@ def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
                 raise _bad(f"{at}.text: must be a string", f"{at}.text")
             blocks.append({"type": "text", "text": part["text"]})
         elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url")
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
             if not isinstance(url, str):
                 raise _bad(f"{at}.image_url.url: must be a string", f"{at}.image_url.url")
             blocks.append({"type": "image", "source": _image_source(url, at)})
@@ -99,14 +101,19 @@ def _message(i: int, m: Any) -> tuple[str, Any] | None:
         return "user", _text_parts(content, f"{where}.content")
     if role == "assistant":
         blocks = _text_parts(m.get("content"), f"{where}.content")
-        for j, call in enumerate(m.get("tool_calls") or []):
+        calls = m.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise _bad(f"{where}.tool_calls: must be a list", f"{where}.tool_calls")
+        for j, call in enumerate(calls):
             at = f"{where}.tool_calls.{j}"
             fn = call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise _bad(f"{at}.function.name: required", f"{at}.function.name")
             try:
                 args = orjson.loads(fn.get("arguments") or "{}")
-            except orjson.JSONDecodeError as exc:
+                if not isinstance(args, dict):
+                    raise orjson.JSONDecodeError("not an object", "", 0)
+            except (orjson.JSONDecodeError, TypeError) as exc:
                 raise _bad(
                     f"{at}.function.arguments: not valid JSON", f"{at}.function.arguments"
                 ) from exc
@@ -148,8 +155,11 @@ def to_anthropic(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], 
         raise _bad("stream: must be a boolean", "stream")
     if stream:
         out["stream"] = True
-    if body.get("tools"):
-        out["tools"] = [_tool(i, t) for i, t in enumerate(body["tools"])]
+    tools = body.get("tools")
+    if tools:
+        if not isinstance(tools, list):
+            raise _bad("tools: must be a list", "tools")
+        out["tools"] = [_tool(i, t) for i, t in enumerate(tools)]
     choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
     if choice is not None:
         out["tool_choice"] = choice
@@ -211,7 +221,8 @@ def _reasoning_and_format(body: dict[str, Any]) -> dict[str, Any]:
         config["effort"] = effort
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             where = "response_format.json_schema.schema"
             raise _bad(f"{where}: required", where)
@@ -246,7 +257,11 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
         return {"type": "none"}
     elif choice == "required":
         out = {"type": "any"}
-    elif isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str):
+    elif (
+        isinstance(choice, dict)
+        and isinstance(choice.get("function"), dict)
+        and isinstance(choice["function"].get("name"), str)
+    ):
         out = {"type": "tool", "name": choice["function"]["name"]}
     else:
         raise _bad("tool_choice: must be none, auto, required or a function", "tool_choice")
@@ -318,14 +333,20 @@ def to_completion(message: dict[str, Any], request_id: str) -> dict[str, Any]:
 
 
 async def chat_completions(
-    engine: Engine, body: dict[str, Any], request_id: str, key: KeyInfo | None
+    engine: Engine, request: Request, body: dict[str, Any], request_id: str, key: KeyInfo | None
 ) -> Response:
     anthropic_body, sampling, include_usage = to_anthropic(body)
     adm = await engine.admit(anthropic_body, api="chat.completions", request_id=request_id, key=key)
     adm.sampling = sampling
     headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
     stream = bool(anthropic_body.get("stream"))
-    attempt = await engine.call(adm, anthropic_body, headers, stream=stream)
+    try:
+        attempt = await unless_disconnected(
+            request, engine.call(adm, anthropic_body, headers, stream=stream)
+        )
+    except ClientDisconnected as exc:
+        exc.admission = adm
+        raise
     reply = attempt.reply
     out_headers = decision_headers(adm, attempt, engine.upstream.simulated)
     if reply.status >= 400 or not stream:
@@ -439,10 +460,10 @@ class _ChunkWriter:
     def event(self, name: str | None, data: bytes, obj: dict[str, Any] | None) -> list[bytes]:
         if name == "message_start":
             return [self.chunk({"role": "assistant", "content": ""})]
-        if name == "content_block_start":
-            return self._block_start(orjson.loads(data))
-        if name == "content_block_delta":
-            return self._block_delta(orjson.loads(data))
+        if name == "content_block_start" and obj is not None:
+            return self._block_start(obj)
+        if name == "content_block_delta" and obj is not None:
+            return self._block_delta(obj)
         if name == "error" and obj is not None:
             err = self.tracker.error or {}
             kind, message = str(err.get("type", "api_error")), str(err.get("message", "error"))
@@ -499,7 +520,18 @@ async def _chunks(
             async for block in complete_events(upstream):
                 out: list[bytes] = []
                 for name, data in parser.feed(block):
-                    out += writer.event(name, data, tracker.observe(name, data))
+                    try:
+                        obj = tracker.observe(name, data)
+                    except MalformedEvent as exc:
+                        out.append(
+                            writer.error(
+                                "malformed_stream", f"upstream sent a malformed event: {exc}"
+                            )
+                        )
+                        yield b"".join(out)
+                        outcome = "malformed_stream"
+                        return
+                    out += writer.event(name, data, obj)
                 if out:
                     yield b"".join(out)
                 if tracker.error is not None:

@@ -3,10 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
-from tierwise.gateway.sse import SSEParser, StreamTracker, error_event
+from starlette.requests import Request
+
+from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker, error_event
 from tierwise.gateway.upstream import UpstreamError
+
+
+def reframe(name: str | None, data: bytes) -> bytes:
+    head = b"event: " + name.encode() + b"\n" if name else b""
+    return head + b"data: " + data + b"\n\n"
 
 
 def _last_boundary(data: bytes) -> int:
@@ -45,8 +55,16 @@ async def relay_anthropic(
     try:
         try:
             async for block in complete_events(chunks):
-                for name, data in parser.feed(block):
-                    tracker.observe(name, data)
+                events = parser.feed(block)
+                for i, (name, data) in enumerate(events):
+                    try:
+                        tracker.observe(name, data)
+                    except MalformedEvent as exc:
+                        # Relay the good events before it (re-framed), then end with an error.
+                        yield b"".join(reframe(n, d) for n, d in events[:i])
+                        outcome = "malformed_stream"
+                        yield error_event("api_error", f"upstream sent a malformed event: {exc}")
+                        return
                 yield block
         except UpstreamError as exc:
             outcome = exc.kind
@@ -64,3 +82,37 @@ async def relay_anthropic(
             outcome = None
     finally:
         on_end(outcome)
+
+
+T = TypeVar("T")
+
+
+async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` (the upstream call) but cancel it if the client goes away first.
+
+    Raises :class:`ClientDisconnected` in that case, so the caller records it and the
+    upstream connection is closed instead of finishing a reply nobody will read.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientDisconnected
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its reply was ready."""
+
+    admission: Any = None

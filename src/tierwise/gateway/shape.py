@@ -28,29 +28,33 @@ def system_text(system: Any) -> str:
 
 
 def _document_tokens(block: dict[str, Any]) -> int:
-    source = block.get("source") or {}
+    source = block.get("source")
+    if not isinstance(source, dict):
+        return 0
     data = source.get("data") or source.get("content") or ""
-    size = len(data) if isinstance(data, str) else len(orjson.dumps(data))
+    if not isinstance(data, str):
+        return _json_tokens(data)
     # base64 PDF: ~3/4 byte per char, and a PDF page (~3 kB) is ~1.5k tokens; text: 4 chars.
-    return size // 2 if source.get("type") == "base64" else size // 4
+    return len(data) // 2 if source.get("type") == "base64" else len(data) // 4
 
 
-def _block_tokens(block: Any) -> tuple[int, int]:
-    """(tokens, attachments) of one content block, roughly."""
-    if not isinstance(block, dict):
+def _block_tokens(block: Any, depth: int = 0) -> tuple[int, int]:
+    """(tokens, attachments) of one content block, roughly (nesting looked into 4 deep)."""
+    if not isinstance(block, dict) or depth > 4:
         return 0, 0
     kind = block.get("type")
     if kind == "text":
-        return len(block.get("text") or "") // 4, 0
+        text = block.get("text")
+        return (len(text) // 4 if isinstance(text, str) else 0), 0
     if kind in _ATTACHMENTS:
         return (_IMAGE_TOKENS if kind == "image" else _document_tokens(block)), 1
     if kind == "tool_result":
         inner = block.get("content")
-        if isinstance(inner, list):
-            pairs = [_block_tokens(b) for b in inner]
-            return sum(t for t, _ in pairs), sum(a for _, a in pairs)
-        return len(str(inner or "")) // 4, 0
-    return len(orjson.dumps(block)) // 4, 0
+        if not isinstance(inner, list):
+            return len(str(inner or "")) // 4, 0
+        pairs = [_block_tokens(b, depth + 1) for b in inner]
+        return sum(t for t, _ in pairs), sum(a for _, a in pairs)
+    return _json_tokens(block), 0
 
 
 def conversation_input(body: dict[str, Any]) -> ClassifyInput:
@@ -76,7 +80,7 @@ def conversation_input(body: dict[str, Any]) -> ClassifyInput:
                 latest = text
     system = system_text(body.get("system"))
     tools = body.get("tools") or []
-    tokens += len(system) // 4 + (len(orjson.dumps(tools)) // 4 if tools else 0)
+    tokens += len(system) // 4 + _json_tokens(tools)
     return ClassifyInput(
         prompt=latest,
         system=system,
@@ -85,6 +89,17 @@ def conversation_input(body: dict[str, Any]) -> ClassifyInput:
         attachments=attachments,
         context_tokens=tokens + 4 * len(messages),
     )
+
+
+def _json_tokens(value: Any) -> int:
+    """Tokens of a JSON value, ~4 characters each (0 for one nested deeper than orjson
+    writes: ``Engine.body_for`` rejects such a request anyway)."""
+    if not value:
+        return 0
+    try:
+        return len(orjson.dumps(value)) // 4
+    except orjson.JSONEncodeError:
+        return 0
 
 
 def has_unthought_tool_use(body: dict[str, Any]) -> bool:

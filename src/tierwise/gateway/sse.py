@@ -62,6 +62,10 @@ _USAGE_KEYS = (
 )
 
 
+class MalformedEvent(ValueError):
+    """The upstream sent an SSE event clients cannot parse."""
+
+
 @dataclass
 class StreamTracker:
     """What a Messages stream said about itself, read on the side."""
@@ -75,21 +79,22 @@ class StreamTracker:
     started: bool = False  # message_start seen
 
     def observe(self, name: str | None, data: bytes) -> dict[str, Any] | None:
-        """Update from one event; returns the parsed JSON for events worth parsing."""
-        if name in (
-            None,
-            "ping",
-            "content_block_delta",
-            "content_block_start",
-            "content_block_stop",
-        ):
+        """Update from one event and return its JSON object.
+
+        Raises :class:`MalformedEvent` for an event a client could not read (no ``event:``
+        line, data that is not a JSON object, or a ``type`` that does not match the name):
+        relaying it would make the client fail or silently drop content.
+        """
+        if name == "ping":
             return None
+        if name is None:
+            raise MalformedEvent("an event without an event: line")
         try:
             obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(obj, dict):
-            return None
+        except orjson.JSONDecodeError as exc:
+            raise MalformedEvent(f"{name} event data is not JSON") from exc
+        if not isinstance(obj, dict) or obj.get("type") != name:
+            raise MalformedEvent(f"{name} event data does not carry type {name!r}")
         if name == "message_start":
             message = obj.get("message") or {}
             self.started = True
