@@ -7,6 +7,7 @@ SSE events are relayed byte for byte; usage is read on the side for the ledger.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -29,10 +30,24 @@ def forward_headers(request: Request) -> dict[str, str]:
     return headers
 
 
-def require_fields(body: dict[str, Any], *, count_only: bool = False) -> None:
-    model = body.get("model")
+MODEL_ID = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+def check_model(model: Any) -> str:
+    """Model ids are printable ASCII (they also travel in response headers)."""
     if not isinstance(model, str) or not model:
         raise GatewayError(400, "model: Field required (a non-empty string)", param="model")
+    if not MODEL_ID.fullmatch(model):
+        raise GatewayError(
+            400,
+            "model: not a valid model id (printable ASCII, at most 256 characters)",
+            param="model",
+        )
+    return model
+
+
+def require_fields(body: dict[str, Any], *, count_only: bool = False) -> None:
+    check_model(body.get("model"))
     if not count_only:
         max_tokens = body.get("max_tokens")
         if max_tokens is None:

@@ -293,6 +293,18 @@ class Gateway:
         )
 
 
+_OPENAPI = b""
+
+
+async def _openapi(request: Request) -> Response:
+    global _OPENAPI  # noqa: PLW0603 - built once, on first use
+    if not _OPENAPI:
+        from tierwise.gateway.openapi import openapi_document
+
+        _OPENAPI = orjson.dumps(openapi_document())
+    return Response(_OPENAPI, media_type="application/json")
+
+
 class _NoProvider:
     """The gateway's router only decides; calls go through the upstream relay."""
 
@@ -343,6 +355,7 @@ def build_app(
         Route("/v1/models/{model_id:path}", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
         Route("/metrics", telemetry.metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

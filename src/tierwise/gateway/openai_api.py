@@ -19,7 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tierwise.gateway.anthropic_api import decision_headers
+from tierwise.gateway.anthropic_api import check_model, decision_headers
 from tierwise.gateway.engine import Admission, Engine
 from tierwise.gateway.errors import GatewayError, openai_error_body
 from tierwise.gateway.relay import ClientDisconnected, complete_events, unless_disconnected
@@ -137,9 +137,7 @@ def _message(i: int, m: Any) -> tuple[str, Any] | None:
 
 def to_anthropic(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], bool]:
     """(Messages body, sampling params, include_usage). Raises GatewayError naming the field."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _bad("model: required (a non-empty string)", "model")
+    model = check_model(body.get("model"))
     out: dict[str, Any] = {"model": model, **_conversation(body.get("messages"))}
     out["max_tokens"] = _max_tokens(body)
     if body.get("n", 1) not in (None, 1):

@@ -149,13 +149,25 @@ class SimulatedUpstream:
         request_id = f"req_sim_{uuid.uuid4().hex[:20]}"
         base_headers = {"content-type": "application/json", "request-id": request_id}
         data = orjson.loads(body)
+        thinking, config = data.get("thinking"), data.get("output_config")
+        if not isinstance(thinking, dict | None) or not isinstance(config, dict | None):
+            problem = "thinking" if not isinstance(thinking, dict | None) else "output_config"
+            error = {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": f"{problem}: Input should be an object",
+                },
+                "request_id": request_id,
+            }
+            return UpstreamReply(400, base_headers, body=orjson.dumps(error))
         call = CallSpec(
             model=data["model"],
             messages=data["messages"],
             max_tokens=int(data.get("max_tokens") or 1),
             system=_system_text(data.get("system")),
-            thinking=data.get("thinking"),
-            output_config=data.get("output_config"),
+            thinking=thinking,
+            output_config=config,
         )
         if path.endswith("/count_tokens"):
             tokens = estimate_input_tokens(call)
