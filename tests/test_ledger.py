@@ -174,8 +174,10 @@ def test_a_full_queue_is_counted_and_reported_never_silent(
     sent = 50
     for i in range(sent):
         ledger.record(entry(i))
-        if i == 0:
-            time.sleep(0.2)  # the writer takes the first entry and blocks on the gate
+        if i == 0:  # the writer takes the first entry and blocks on the gate
+            deadline = time.monotonic() + 10
+            while ledger.stats().queued and time.monotonic() < deadline:
+                time.sleep(0.01)
     assert ledger.dropped == sent - 1 - 5
     assert any("not recorded" in r.getMessage() for r in caplog.records)
     store.gate.set()

@@ -181,7 +181,9 @@ def test_sigterm_during_cli_route_flushes_what_was_answered(tmp_path: Path) -> N
     )
     db = tmp_path / "tierwise.db"
     deadline = time.monotonic() + 30
-    while not db.exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if db.exists() and _rows(db, "SELECT name FROM sqlite_master WHERE name = 'requests'"):
+            break  # the ledger is open and migrated
         time.sleep(0.05)
     time.sleep(0.5)  # a few thousand requests answered and queued, none written
     assert proc.poll() is None, "the route run ended before the signal; make the input bigger"
