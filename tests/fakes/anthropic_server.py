@@ -24,6 +24,7 @@ import fnmatch
 import hashlib
 import json
 import math
+import random
 import re
 import secrets
 import socket
@@ -639,6 +640,10 @@ class FakeAnthropic:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripts: list[_Script] = []
+        self._chaos_rate = 0.0
+        self._chaos_rng = random.Random(0)
+        self._chaos_slow_s = 1.0
+        self.chaos_counts: dict[str, int] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -792,6 +797,43 @@ class FakeAnthropic:
         with self._lock:
             self._scripts.append(entry)
 
+    def chaos(self, rate: float, *, seed: int = 0, slow_s: float = 1.0) -> None:
+        """Inject a random fault into a fraction ``rate`` of valid /v1/messages requests:
+        429 with retry-after, 529, 500, a reset, a reply slower than ``slow_s``, and for streams
+        an error event midway, a stream cut with no event, or malformed SSE. 0 turns it off;
+        ``chaos_counts`` tallies what was injected."""
+        with self._lock:
+            self._chaos_rate = rate
+            self._chaos_rng = random.Random(seed)
+            self._chaos_slow_s = slow_s
+            self.chaos_counts = {}
+
+    def _chaos_fault(self, stream: bool) -> _Script | None:
+        kinds = ["429", "529", "500", "reset", "slow"]
+        if stream:
+            kinds += ["stream_error", "stream_cut", "malformed_sse"]
+        with self._lock:
+            if self._chaos_rng.random() >= self._chaos_rate:
+                return None
+            kind = self._chaos_rng.choice(kinds)
+            self.chaos_counts[kind] = self.chaos_counts.get(kind, 0) + 1
+            slow_s = self._chaos_slow_s
+        return _Script(
+            status=int(kind) if kind.isdigit() else None,
+            error_type=None,
+            reply_text=None,
+            usage=None,
+            retry_after="0.01" if kind == "429" else None,
+            stream_error="overloaded_error" if kind == "stream_error" else None,
+            model_glob="*",
+            headers={},
+            remaining=1,
+            delay_s=slow_s if kind == "slow" else 0.0,
+            stream_cut=kind == "stream_cut",
+            disconnect=kind == "reset",
+            malformed_sse=kind == "malformed_sse",
+        )
+
     def _claim_script(self, model: str, *, stream: bool, valid: bool) -> _Script | None:
         """Consume and return the first matching script (success scripts only if `valid`)."""
         with self._lock:
@@ -914,6 +956,8 @@ class FakeAnthropic:
         entry = self._claim_script(
             model if isinstance(model, str) else "", stream=stream, valid=invalid is None
         )
+        if entry is None and invalid is None and self._chaos_rate:
+            entry = self._chaos_fault(stream)
         error = entry.error_for(stream) if entry is not None else None
         if entry is not None and entry.delay_s:
             await asyncio.sleep(entry.delay_s)
