@@ -1,0 +1,103 @@
+"""Secrets never leak: a canary upstream key and a canary gateway key through every path
+(answers, streams, both dialects, upstream auth failures, connection failures, bad requests),
+then searched for in responses, the gateway's log, the ledger files and /metrics. Prompts are
+not logged or stored by default."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.chaos import start_gateway, stop_gateway
+from tests.fakes.anthropic_server import FakeAnthropic
+from tierwise.config import load
+from tierwise.keys import KeyStore
+
+CANARY = "sk-ant-CANARY-7f3a9c1e5b2d4f6a8c0e"
+PROMPT = "PROMPT-CANARY-do-not-log-this-text"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def exercise(base: str, gateway_key: str | None) -> list[str]:
+    """Send requests down every path; return everything that came back (bodies + headers)."""
+    seen: list[str] = []
+    headers = {"anthropic-version": "2023-06-01"}
+    if gateway_key:
+        headers["x-api-key"] = gateway_key
+    msg = {"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "content": PROMPT}]}
+    calls = [
+        ("/v1/messages", msg),
+        ("/v1/messages", {**msg, "stream": True}),
+        ("/v1/messages", {**msg, "model": "opus"}),
+        ("/v1/chat/completions", msg),
+        ("/v1/chat/completions", {**msg, "stream": True}),
+        ("/v1/messages/count_tokens", {"model": "auto", "messages": msg["messages"]}),
+        ("/v1/messages", {"model": "auto"}),  # bad request
+        ("/v1/messages", {**msg, "model": "claude-unknown-model"}),
+    ]
+    with httpx.Client(timeout=30) as client:
+        for path, body in calls:
+            response = client.post(base + path, json=body, headers=headers)
+            seen.append(response.text + str(dict(response.headers)))
+        for path in ("/metrics", "/health", "/v1/models", "/openapi.json", "/nowhere"):
+            response = client.get(base + path, headers=headers)
+            seen.append(response.text + str(dict(response.headers)))
+    return seen
+
+
+def leaks(home: Path, texts: list[str], secret: str) -> list[str]:
+    found = [t[:120] for t in texts if secret in t]
+    for path in home.rglob("*"):
+        if path.is_file() and secret.encode() in path.read_bytes():
+            found.append(str(path))
+    return found
+
+
+def test_upstream_key_never_leaks(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with FakeAnthropic(api_key=CANARY) as good, FakeAnthropic(api_key="sk-ant-other") as wrong:
+        texts: list[str] = []
+        # 1. an upstream that accepts the key (answers, streams, errors of our own)
+        gw = start_gateway(good, home)
+        texts += exercise(gw.base_url, None)
+        stop_gateway(gw)
+        texts.append(gw.stderr())
+        # 2. an upstream that rejects it (401 relayed), and 3. one that cannot be reached
+        unreachable = FakeAnthropic(api_key=CANARY)
+        unreachable._port = closed_port()  # never started: nothing listens there
+        for upstream_home, fake in ((tmp_path / "h2", wrong), (tmp_path / "h3", unreachable)):
+            gw = start_gateway(fake, upstream_home)
+            texts += exercise(gw.base_url, None)
+            stop_gateway(gw)
+            texts.append(gw.stderr())
+        # The upstream did receive it (so the test would notice if it were never sent).
+        assert any(r.header("x-api-key") == CANARY for r in good.requests)
+    assert leaks(tmp_path, texts, "tierwise_requests_total")  # the search does find things
+    assert not leaks(tmp_path, texts, CANARY)
+    # Prompts are neither logged (the gateway's log files are under tmp_path) nor stored.
+    assert not leaks(tmp_path, [], PROMPT)
+
+
+def test_gateway_keys_are_stored_hashed_and_never_echoed(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = load(environ={"TIERWISE_HOME": str(home)})
+    keys = KeyStore(settings)
+    raw_key, _ = keys.create("canary-team")
+    keys.close()
+    gw = start_gateway(fake_anthropic, home)
+    texts = exercise(gw.base_url, raw_key)
+    texts += exercise(gw.base_url, raw_key + "-wrong")
+    stop_gateway(gw)
+    texts.append(gw.stderr())
+    assert not leaks(home, texts, raw_key)
+    assert any('"type":"authentication_error"' in t or '"authentication_error"' in t for t in texts)
