@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck check clean
+.PHONY: setup demo test lint typecheck check clean bench soak profile chaos fuzz audit reliability
 
 setup: $(STAMP)
 
@@ -29,6 +29,31 @@ typecheck: setup
 	$(BIN)/mypy
 
 check: lint typecheck test
+
+# Reliability suites at full size (make test runs small configurations); see RELIABILITY.md.
+chaos: setup
+	$(BIN)/python -m tests.chaos --requests 5000 --concurrency 64 --rate 0.25
+
+fuzz: setup
+	TIERWISE_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_gateway_fuzz.py
+
+# Known-vulnerable dependencies (needs the PyPI JSON API; says so when it is unreachable).
+audit: setup
+	$(BIN)/pip-audit --skip-editable --vulnerability-service pypi --progress-spinner off
+
+reliability: chaos fuzz
+	$(BIN)/python -m pytest -q tests/test_chaos.py tests/test_security.py tests/test_gateway_bad_input.py
+
+# Benchmarks (never part of `make test`): tierwise vs LiteLLM vs a direct call, see BENCHMARKS.md.
+# QUICK=1: one short run into .bench/quick/; SOAK=1: only the 100,000-request soak.
+bench: setup
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(SOAK),--soak)
+
+soak: setup
+	$(BIN)/python benchmarks/run.py --soak
+
+profile: setup
+	$(BIN)/python benchmarks/profile.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -251,6 +251,13 @@ class LoadReport:
     def malformed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.problem is not None]
 
+    def _by_kind(self) -> dict[str, float]:
+        kinds: dict[str, list[bool]] = {}
+        for o in self.outcomes:
+            routed = "auto" if o.model == "auto" else "forced"
+            kinds.setdefault(f"{routed}, {'stream' if o.stream else 'json'}", []).append(o.ok)
+        return {k: round(sum(v) / len(v), 3) for k, v in sorted(kinds.items())}
+
     def summary(self) -> dict[str, Any]:
         ok = sum(1 for o in self.outcomes if o.ok)
         return {
@@ -258,6 +265,7 @@ class LoadReport:
             "answered": self.answered,
             "ok": ok,
             "success_rate": round(ok / self.answered, 4) if self.answered else 0.0,
+            "success_by_kind": self._by_kind(),
             "errors_by_type": dict(Counter(o.error_type for o in self.outcomes if not o.ok)),
             "malformed": len(self.malformed),
             "transport_errors": dict(self.transport_errors),

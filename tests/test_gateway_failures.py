@@ -181,3 +181,15 @@ def test_openai_stream_cut_ends_with_an_error_chunk(gateway: RunningGateway) -> 
         ):
             pass
     assert "ended before message_stop" in str(info.value)
+
+
+def test_stream_failing_before_any_content_is_retried(gateway: RunningGateway) -> None:
+    gateway.fake.script(model_glob="claude-haiku-*", early_error=True)
+    with gateway.anthropic(max_retries=0).messages.stream(
+        model="haiku", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "end_turn"
+    assert models_tried(gateway) == ["claude-haiku-4-5", "claude-haiku-4-5"]
+    entry = gateway.wait_for_entries(1)[-1]
+    assert entry.status == "ok"

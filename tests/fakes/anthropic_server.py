@@ -445,6 +445,7 @@ class _Script:
     tool_use: dict[str, Any] | None = None
     event_delay_s: float = 0.0
     malformed_sse: bool = False
+    early_error: bool = False
 
     def error_for(self, stream: bool) -> tuple[int, str] | None:
         """(status, error type) if this script answers the request with an HTTP error."""
@@ -755,6 +756,7 @@ class FakeAnthropic:
         tool_use: Mapping[str, Any] | None = None,
         event_delay_s: float = 0.0,
         malformed_sse: bool = False,
+        early_error: bool = False,
     ) -> None:
         """Queue behaviour for the next `times` POST /v1/messages whose model matches the glob.
 
@@ -767,7 +769,8 @@ class FakeAnthropic:
         connection after the status line (a reset, as the client sees it); `tool_use`
         ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use";
         `event_delay_s` sleeps between stream events; `malformed_sse` sends a content delta
-        whose data is not JSON after the first events.
+        whose data is not JSON after the first content delta; `early_error` sends an
+        overloaded error event right after message_start (before any content).
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -793,6 +796,7 @@ class FakeAnthropic:
             tool_use=dict(tool_use) if tool_use is not None else None,
             event_delay_s=event_delay_s,
             malformed_sse=malformed_sse,
+            early_error=early_error,
         )
         with self._lock:
             self._scripts.append(entry)
@@ -982,13 +986,18 @@ class FakeAnthropic:
             cut=entry.stream_cut if entry else False,
         )
 
+        if entry is not None and entry.early_error:
+            events = [
+                events[0],
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            ]
         delay = entry.event_delay_s if entry is not None else 0.0
         malformed = entry.malformed_sse if entry is not None else False
 
         async def sse() -> AsyncIterator[bytes]:
             for i, event in enumerate(events):
                 data = json.dumps(event, separators=(",", ":"))
-                if malformed and i == 3:
+                if malformed and i == 4:  # after the first content delta
                     data = '{"type": "content_block_delta", "index": 0, "delta": {"text": "x'
                 yield f"event: {event['type']}\ndata: {data}\n\n".encode()
                 await asyncio.sleep(delay)

@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,7 @@ from tierwise.errors import BudgetExceeded
 from tierwise.gateway import telemetry
 from tierwise.gateway.errors import GatewayError
 from tierwise.gateway.shape import conversation_input, has_unthought_tool_use
+from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker
 from tierwise.gateway.upstream import Upstream, UpstreamError, UpstreamReply
 from tierwise.keys import KeyInfo
 from tierwise.pricing import Settlement
@@ -35,6 +36,15 @@ from tierwise.router import Router
 from tierwise.types import Decision, LedgerEntry, LedgerSink, Usage
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
 AUTO = "auto"
 
 
@@ -91,6 +101,16 @@ class Attempt:
     target: Target
     fallbacks: list[str]
     upstream_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A failed attempt worth retrying: the upstream's error reply, or no reply at all."""
+
+    label: str  # status code or error kind, as shown in x-tierwise-fallbacks
+    reply: UpstreamReply | None
+    error: UpstreamError | None
+    retry_headers: Mapping[str, str] | None = None
 
 
 class Cooldowns:
@@ -322,68 +342,115 @@ class Engine:
         path: str = "/v1/messages",
         stream: bool = False,
     ) -> Attempt:
+        """Try each target in turn, each up to ``max_attempts`` times, within the deadline.
+
+        Returns the reply the client gets: a success, or a non-retryable upstream error, or
+        the last upstream error once everything is exhausted. Raises :class:`GatewayError`
+        when no upstream ever answered (connection errors, timeouts)."""
         gw = self.settings.gateway
         deadline = adm.t0 + gw.upstream_timeout_s
-        fallbacks: list[str] = []
-        last_reply: UpstreamReply | None = None
-        last_error: UpstreamError | None = None
-        target = adm.targets[0]
         started = time.perf_counter()
+        fallbacks: list[str] = []
+        last: _Failure | None = None
+        target = adm.targets[0]
         for target in adm.targets:
             payload = self.body_for(body, target, adm)
-            outcome = ""
             for attempt in range(gw.max_attempts):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    last_error = UpstreamError("timeout_error", "request deadline exceeded")
-                    break
-                try:
-                    reply = await self.upstream.post(
-                        path,
-                        payload,
-                        headers,
-                        stream=stream,
-                        timeout_s=min(remaining, gw.attempt_timeout_s),
+                    last = _Failure(
+                        "timeout_error", None, UpstreamError("timeout_error", "deadline exceeded")
                     )
-                except UpstreamError as exc:
-                    last_error, last_reply = exc, None
-                    outcome = exc.kind
-                    self.cooldowns.failed(target.model)
-                    retry_headers: Mapping[str, str] | None = None
-                else:
-                    if reply.status < 400:
+                    break
+                timeout_s = min(remaining, gw.attempt_timeout_s)
+                result = await self._attempt(path, payload, headers, stream, timeout_s)
+                if isinstance(result, UpstreamReply):
+                    if result.status < 400:
                         self.cooldowns.succeeded(target.model)
-                        ms = (time.perf_counter() - started) * 1000
-                        return Attempt(reply, target, fallbacks, ms)
-                    should = reply.headers.get("x-should-retry")
-                    retryable = reply.status in RETRYABLE_STATUSES and should != "false"
-                    if not retryable:
-                        ms = (time.perf_counter() - started) * 1000
-                        return Attempt(reply, target, fallbacks, ms)
-                    last_reply, last_error = reply, None
-                    outcome = str(reply.status)
-                    self.cooldowns.failed(target.model)
-                    retry_headers = reply.headers
+                    return Attempt(
+                        result, target, fallbacks, (time.perf_counter() - started) * 1000
+                    )
+                last = result
+                self.cooldowns.failed(target.model)
                 if attempt + 1 < gw.max_attempts:
-                    delay = retry_delay(retry_headers, attempt, gw.retry_after_cap_s)
+                    delay = retry_delay(result.retry_headers, attempt, gw.retry_after_cap_s)
                     if delay >= deadline - time.perf_counter():
                         break
                     await asyncio.sleep(delay)
-            fallbacks.append(f"{target.label}:{outcome or 'timeout_error'}")
+            fallbacks.append(f"{target.label}:{last.label if last else 'timeout_error'}")
         ms = (time.perf_counter() - started) * 1000
-        if last_reply is not None:
-            return Attempt(last_reply, target, fallbacks, ms)
-        kind = last_error.kind if last_error else "timeout_error"
-        status = 504 if kind == "timeout_error" else 502
+        if last is not None and last.reply is not None:
+            return Attempt(last.reply, target, fallbacks, ms)
+        kind = last.error.kind if last and last.error else "timeout_error"
         error = GatewayError(
-            status,
+            504 if kind == "timeout_error" else 502,
             f"upstream unavailable after {len(fallbacks)} tier(s) "
-            f"({', '.join(fallbacks)}): {last_error or 'deadline exceeded'}",
+            f"({', '.join(fallbacks)}): {last.error if last else 'deadline exceeded'}",
             error_type="timeout_error" if kind == "timeout_error" else "api_error",
         )
         error.admission = adm
         adm.fallbacks = fallbacks
         raise error
+
+    async def _attempt(
+        self,
+        path: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        stream: bool,
+        timeout_s: float,
+    ) -> UpstreamReply | _Failure:
+        """One upstream attempt: the final reply, or a failure worth another attempt."""
+        try:
+            reply = await self.upstream.post(
+                path, payload, headers, stream=stream, timeout_s=timeout_s
+            )
+        except UpstreamError as exc:
+            return _Failure(exc.kind, None, exc)
+        if reply.status < 400:
+            if stream:
+                problem = await self._probe(reply, timeout_s)
+                if problem is not None:
+                    # Nothing reached the client yet: an ordinary failed attempt.
+                    return _Failure("stream_error", None, UpstreamError("stream_error", problem))
+            return reply
+        if reply.status in RETRYABLE_STATUSES and reply.headers.get("x-should-retry") != "false":
+            return _Failure(str(reply.status), reply, None, reply.headers)
+        return reply
+
+    @staticmethod
+    async def _probe(reply: UpstreamReply, timeout_s: float) -> str | None:
+        """Read a stream until its first content (or its end) before anything goes to the
+        client, so that a stream failing at its start is retried or falls back like any
+        other failure. Returns why it failed, or None (the read bytes are put back)."""
+        assert reply.chunks is not None
+        source = reply.chunks.__aiter__()
+        parser, tracker = SSEParser(), StreamTracker()
+        seen: list[bytes] = []
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    chunk = await anext(source)
+                    seen.append(chunk)
+                    for name, data in parser.feed(chunk):
+                        tracker.observe(name, data)
+                        if tracker.error is not None:
+                            reply.close()
+                            kind = tracker.error.get("type")
+                            return f"error event at the start of the stream: {kind}"
+                        if name in ("content_block_delta", "message_stop"):
+                            reply.chunks = _chain(seen, source)
+                            return None
+        except StopAsyncIteration:
+            reason = "stream ended before any content"
+        except MalformedEvent as exc:
+            reason = f"malformed event at the start of the stream: {exc}"
+        except UpstreamError as exc:
+            reason = f"stream broke before any content: {exc}"
+        except TimeoutError:
+            reason = f"no content within {timeout_s:g}s"
+        reply.close()
+        return reason
 
     # -- the ledger -----------------------------------------------------------------------
     def record_rejected(
