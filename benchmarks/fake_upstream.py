@@ -1,0 +1,221 @@
+"""A fast fake Anthropic API for benchmarks: asyncio + uvloop + httptools, fixed bodies.
+
+It answers ``POST …/messages`` (JSON, or SSE when the body says ``"stream": true``),
+``POST …/messages/count_tokens`` and ``GET /health``, echoing the request's ``model``. It does
+no JSON parsing (two regular expressions on the raw body) and builds each reply once per
+model, so that it is not the limit of what it measures: on this machine it answers several
+thousand requests per second on one core. Wire-compatible enough for tierwise's gateway and
+for LiteLLM's anthropic provider (keep-alive, content-length JSON, chunked SSE).
+
+    python benchmarks/fake_upstream.py --port 9100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from typing import Any, cast
+
+import httptools
+import orjson
+
+_MODEL = re.compile(rb'"model"\s*:\s*"([A-Za-z0-9._:@/-]{1,100})"')
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+_TEXT = "Hello from the benchmark upstream."
+_USAGE = {
+    "input_tokens": 12,
+    "output_tokens": 8,
+    "cache_creation_input_tokens": 0,
+    "cache_read_input_tokens": 0,
+}
+_CACHE_LIMIT = 256
+
+
+def _message(model: str) -> dict[str, Any]:
+    return {
+        "id": "msg_bench_0001",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": _TEXT}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": _USAGE,
+    }
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _json_reply(body: bytes, status: str = "200 OK") -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\nrequest-id: req_bench\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _sse_reply(model: str) -> tuple[bytes, bytes]:
+    """(headers + the message_start chunk, the rest of the stream + the last chunk)."""
+    start = {**_message(model), "content": [], "stop_reason": None}
+    start["usage"] = {**_USAGE, "output_tokens": 1}
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+        b"cache-control: no-cache\r\nrequest-id: req_bench\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    first = _event("message_start", {"type": "message_start", "message": start})
+    rest = b"".join(
+        [
+            _event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            _event("ping", {"type": "ping"}),
+            _event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": _TEXT},
+                },
+            ),
+            _event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            _event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 8},
+                },
+            ),
+            _event("message_stop", {"type": "message_stop"}),
+        ]
+    )
+    return head + _chunk(first), _chunk(rest) + b"0\r\n\r\n"
+
+
+class Replies:
+    """Replies built once per model (bounded)."""
+
+    def __init__(self) -> None:
+        self._json: dict[bytes, bytes] = {}
+        self._sse: dict[bytes, tuple[bytes, bytes]] = {}
+        self.count_tokens = _json_reply(b'{"input_tokens":12}')
+        self.health = _json_reply(b'{"status":"ok"}')
+        self.not_found = _json_reply(
+            b'{"type":"error","error":{"type":"not_found_error","message":"no route"}}',
+            "404 Not Found",
+        )
+
+    def message(self, model: bytes) -> bytes:
+        reply = self._json.get(model)
+        if reply is None:
+            reply = _json_reply(orjson.dumps(_message(model.decode())))
+            if len(self._json) < _CACHE_LIMIT:
+                self._json[model] = reply
+        return reply
+
+    def stream(self, model: bytes) -> tuple[bytes, bytes]:
+        reply = self._sse.get(model)
+        if reply is None:
+            reply = _sse_reply(model.decode())
+            if len(self._sse) < _CACHE_LIMIT:
+                self._sse[model] = reply
+        return reply
+
+
+REPLIES = Replies()
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport is not None:
+                self.transport.close()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.body = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        method = self.parser.get_method()
+        path = self.url.split(b"?", 1)[0]
+        if method == b"POST" and path.endswith(b"/messages"):
+            body = b"".join(self.body)
+            found = _MODEL.search(body)
+            model = found.group(1) if found else b"claude-haiku-4-5"
+            if _STREAM.search(body):
+                first, rest = REPLIES.stream(model)
+                transport.write(first)
+                transport.write(rest)
+            else:
+                transport.write(REPLIES.message(model))
+        elif method == b"POST" and path.endswith(b"/count_tokens"):
+            transport.write(REPLIES.count_tokens)
+        elif method == b"GET" and path in (b"/health", b"/"):
+            transport.write(REPLIES.health)
+        else:
+            transport.write(REPLIES.not_found)
+        if not self.parser.should_keep_alive():
+            transport.close()
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Connection, host, port, backlog=4096, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"fake upstream on http://{host}:{port}", file=sys.stderr, flush=True)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(serve(args.host, args.port))
+    else:
+        uvloop.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
