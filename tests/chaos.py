@@ -57,7 +57,12 @@ class Gateway:
 
 
 def start_gateway(
-    fake: FakeAnthropic, home: Path, *, port: int | None = None, extra_toml: str = ""
+    fake: FakeAnthropic,
+    home: Path,
+    *,
+    port: int | None = None,
+    extra_toml: str = "",
+    extra_env: dict[str, str] | None = None,
 ) -> Gateway:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "config.toml"
@@ -70,6 +75,7 @@ def start_gateway(
         "TIERWISE_HOME": str(home),
         "ANTHROPIC_API_KEY": fake.api_key,
         "ANTHROPIC_BASE_URL": fake.base_url,
+        **(extra_env or {}),
     }
     port = port or free_port()
     stderr_path = home / f"serve-{port}-{time.monotonic_ns()}.log"

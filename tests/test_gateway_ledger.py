@@ -167,3 +167,50 @@ def test_budget_downgrades_then_refuses(settings: Settings) -> None:
         429,
         "rate_limit_error",
     )
+
+
+def test_metrics_parse_and_count(settings: Settings) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(base + "/metrics").text
+        values = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return values
+
+    keys = KeyStore(settings)
+    raw_key, _ = keys.create("metered", budget_usd="0.01", period="total")
+    keys.close()
+    with ServerThread(make_app(settings)) as running:
+        before = scrape(running.base_url)
+        client = anthropic.Anthropic(base_url=running.base_url, api_key=raw_key, max_retries=0)
+        arch: Any = [
+            {"role": "user", "content": "Review this distributed architecture for race conditions"}
+        ]
+        client.messages.create(
+            model="auto", max_tokens=1000, system="You are a principal architect.", messages=arch
+        )
+        with pytest.raises(anthropic.RateLimitError):
+            client.messages.create(model="auto", max_tokens=4096, messages=arch)
+        after = scrape(running.base_url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    ok = delta(
+        "tierwise_requests_total",
+        api="messages",
+        tier="haiku",
+        model="claude-haiku-4-5",
+        status="ok",
+    )
+    assert ok == 1
+    assert delta("tierwise_budget_events_total", event="downgraded") == 1
+    assert delta("tierwise_budget_events_total", event="refused") == 1
+    assert delta("tierwise_cost_usd_total", tier="haiku") > 0
+    assert delta("tierwise_decision_seconds_count") >= 1
+    assert delta("tierwise_upstream_seconds_count") >= 1
+    assert ("tierwise_ledger_queue_depth", ()) in after

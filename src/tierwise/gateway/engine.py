@@ -253,6 +253,7 @@ class Engine:
 
     @staticmethod
     def _refuse(adm: Admission, message: str) -> GatewayError:
+        adm.notes.append(f"budget refused: {message}")
         error = GatewayError(429, message, error_type="rate_limit_error")
         error.admission = adm
         return error
@@ -517,7 +518,7 @@ class Engine:
                 self.budgets.settle(adm.reservation, settlement.total_usd)
             else:
                 self.budgets.release(adm.reservation)
-        telemetry.observe(adm, status, target, settlement, error_type)
+        telemetry.observe(adm, status, target, settlement, error_type, upstream_ms)
         if self.sink is None:
             return settlement
         d = adm.decision

@@ -4,6 +4,7 @@ a prompt or a key's value (key *names* are not labels either: their number is un
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -42,13 +43,20 @@ _LATENCY = (
 )
 
 REQUESTS = Counter(
-    "tierwise_requests_total", "Model requests through the gateway", ["api", "tier", "status"]
+    "tierwise_requests_total",
+    "Model requests through the gateway",
+    ["api", "tier", "model", "status"],
 )
 ERRORS = Counter("tierwise_request_errors_total", "Failed requests by error type", ["error_type"])
 COST = Counter("tierwise_cost_usd_total", "Cost of answered requests (incl. classifier)", ["tier"])
 BASELINE = Counter(
     "tierwise_baseline_cost_usd_total", "The same usage priced on the baseline model"
 )
+SAVED = Gauge("tierwise_saved_usd", "Baseline cost minus cost, net of the classifier (cumulative)")
+UPSTREAM = Histogram(
+    "tierwise_upstream_seconds", "Upstream latency to the reply's headers", buckets=_LATENCY
+)
+BUDGET = Counter("tierwise_budget_events_total", "Budget refusals and downgrades", ["event"])
 UNPRICED = Counter("tierwise_unpriced_requests_total", "Requests whose model has no price")
 FALLBACKS = Counter("tierwise_fallbacks_total", "Tiers given up on before an answer", ["tier"])
 DECISION = Histogram("tierwise_decision_seconds", "Routing decision latency", buckets=_LATENCY)
@@ -67,9 +75,19 @@ def observe(
     target: Target | None,
     settlement: Settlement | None,
     error_type: str | None,
+    upstream_ms: float = 0.0,
 ) -> None:
     tier = (target.tier if target else None) or "none"
-    REQUESTS.labels(adm.api, tier, status).inc()
+    model = target.model if target else "none"
+    REQUESTS.labels(adm.api, tier, model, status).inc()
+    TOTAL.observe(time.perf_counter() - adm.t0)
+    if upstream_ms:
+        UPSTREAM.observe(upstream_ms / 1000)
+    for note in adm.notes:
+        if note.startswith("budget refused"):
+            BUDGET.labels("refused").inc()
+        elif note.startswith("budget of key"):
+            BUDGET.labels("downgraded").inc()
     if error_type:
         ERRORS.labels(error_type).inc()
     for step in adm.fallbacks:
@@ -83,10 +101,8 @@ def observe(
             COST.labels(tier).inc(float(settlement.total_usd))
             if settlement.baseline_usd is not None:
                 BASELINE.inc(float(settlement.baseline_usd))
-
-
-def observe_total(seconds: float) -> None:
-    TOTAL.observe(seconds)
+            if settlement.saved_usd is not None:
+                SAVED.inc(float(settlement.saved_usd))
 
 
 def watch_ledger(depth: Callable[[], float], dropped: Callable[[], float]) -> None:
@@ -99,4 +115,4 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__: list[Any] = ["metrics_endpoint", "observe", "observe_total", "watch_ledger"]
+__all__: list[Any] = ["metrics_endpoint", "observe", "watch_ledger"]

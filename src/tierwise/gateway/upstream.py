@@ -1,7 +1,7 @@
 """Where the gateway sends requests: the Anthropic API over HTTP, or the simulator.
 
-``HttpUpstream`` keeps one pooled aiohttp session and forwards bodies as bytes (never
-re-encoded here). ``SimulatedUpstream`` answers in the same wire format (JSON or SSE) from the
+``HttpUpstream`` keeps a pool of keep-alive connections (:mod:`tierwise.gateway.http1`) and
+forwards bodies as bytes (never re-encoded here). ``SimulatedUpstream`` answers in the same wire format (JSON or SSE) from the
 offline simulator, for laptops with no key. Both raise :class:`UpstreamError` for failures that
 happened before a status line arrived (connection errors, timeouts).
 """
@@ -9,6 +9,7 @@ happened before a status line arrived (connection errors, timeouts).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from tierwise.gateway.http1 import Pool
 from tierwise.gateway.sse import message_to_sse
 from tierwise.providers.base import CallSpec
 from tierwise.providers.simulated import estimate_input_tokens, simulate
@@ -60,7 +62,8 @@ class Upstream(Protocol):
 
 
 class HttpUpstream:
-    """The real API (or anything wire-compatible) at ``base_url``."""
+    """The real API (or anything wire-compatible) at ``base_url``, over pooled keep-alive
+    connections (:mod:`tierwise.gateway.http1`)."""
 
     simulated = False
 
@@ -68,74 +71,60 @@ class HttpUpstream:
         self._base = base_url.rstrip("/")
         self._api_key = api_key
         self._connect_timeout_s = connect_timeout_s
-        self._session: Any = None
+        self._pool: Pool | None = None
 
-    def _client(self) -> Any:
-        if self._session is None:
-            import aiohttp
-
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
-            )
-        return self._session
+    def _client(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(self._base, connect_timeout_s=self._connect_timeout_s)
+        return self._pool
 
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
     ) -> UpstreamReply:
-        import aiohttp
-
-        session = self._client()
+        pool = self._client()
         send_headers = {**headers, "x-api-key": self._api_key, "content-type": "application/json"}
-        timeout = aiohttp.ClientTimeout(
-            total=None if stream else timeout_s,
-            connect=self._connect_timeout_s,
-            sock_read=timeout_s,
-        )
+        deadline = time.monotonic() + timeout_s
         try:
-            response = await session.post(
-                self._base + path, data=body, headers=send_headers, timeout=timeout
-            )
+            response = await pool.post(path, body, send_headers, timeout_s)
         except TimeoutError as exc:
             raise UpstreamError(
                 "timeout_error", f"upstream timed out after {timeout_s:g}s"
             ) from exc
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise UpstreamError(
                 "connection_error", f"cannot reach upstream: {type(exc).__name__}"
             ) from exc
-        reply_headers = {k.lower(): v for k, v in response.headers.items()}
         if not stream or response.status != 200:
             try:
-                data = await response.read()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                response.release()
+                # Non-streaming: the whole exchange within timeout_s.
+                data = await response.read(max(deadline - time.monotonic(), 0.001))
+            except (TimeoutError, OSError) as exc:
+                response.close()
                 kind = "timeout_error" if isinstance(exc, TimeoutError) else "connection_error"
                 raise UpstreamError(
                     kind, f"upstream reply interrupted: {type(exc).__name__}"
                 ) from exc
-            response.release()
-            return UpstreamReply(response.status, reply_headers, body=data)
+            return UpstreamReply(response.status, response.headers, body=data)
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in response.content.iter_any():
+                async for chunk in response.iter(timeout_s):  # each piece within timeout_s
                     yield chunk
             except TimeoutError as exc:
                 raise UpstreamError("timeout_error", "upstream stream stalled") from exc
-            except aiohttp.ClientError as exc:
+            except OSError as exc:
                 raise UpstreamError(
                     "connection_error", f"upstream stream broke: {type(exc).__name__}"
                 ) from exc
             finally:
-                response.release()
+                response.close()
 
-        return UpstreamReply(200, reply_headers, chunks=chunks(), _release=response.close)
+        return UpstreamReply(200, response.headers, chunks=chunks(), _release=response.close)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
 
 class SimulatedUpstream:
