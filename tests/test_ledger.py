@@ -240,3 +240,42 @@ def test_spent_by_key_sums_model_and_classifier_cost(settings: Settings) -> None
         assert store.spent("nobody", None) == 0
     finally:
         store.close()
+
+
+class _FlakyStore(LedgerStore):
+    """A real store whose first ``failures`` writes fail (the database was briefly down)."""
+
+    def __init__(self, inner: LedgerStore, failures: int) -> None:
+        super().__init__(inner.db)
+        self.failures = failures
+
+    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("database unavailable")
+        super().insert(entries, gaps)
+
+
+def test_failed_writes_are_retried_and_nothing_is_lost(settings: Settings) -> None:
+    store = _FlakyStore(open_store(settings), failures=3)
+    ledger = Ledger(store, queue_size=100, batch_size=10, flush_interval_s=0.01)
+    for i in range(30):
+        ledger.record(entry(i))
+    ledger.close()
+    assert (ledger.write_errors, ledger.written, ledger.dropped) == (3, 30, 0)
+    check = open_store(settings)
+    try:
+        assert check.count() == 30
+    finally:
+        check.close()
+
+
+def test_close_gives_up_on_a_dead_database_and_counts_the_loss(settings: Settings) -> None:
+    store = _FlakyStore(open_store(settings), failures=10**9)
+    ledger = Ledger(store, queue_size=100, batch_size=10, flush_interval_s=0.01)
+    for i in range(25):
+        ledger.record(entry(i))
+    start = time.monotonic()
+    ledger.close(timeout_s=0.3)
+    assert time.monotonic() - start < 10
+    assert ledger.written == 0 and ledger.dropped == 25

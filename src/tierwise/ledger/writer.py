@@ -1,19 +1,23 @@
 """The write-behind ledger: a bounded queue and one batch-writer thread.
 
-``record()`` is what the request path calls. It only puts the entry on a bounded
-:class:`queue.Queue` (``put_nowait``: O(1), thread-safe, never waits, never touches the
-database), so it is safe from any thread and from inside an asyncio event loop.
+``record()`` is what the request path calls. It only appends the entry to a bounded in-memory
+queue (a :class:`collections.deque`: one atomic C call, O(1), thread-safe, never waits, never
+touches the database), so it is safe from any thread and from inside an asyncio event loop.
+It takes no lock, so a signal (Ctrl-C, SIGTERM turned into ``SystemExit``) that interrupts
+the caller can never leave the queue locked or a wake-up lost: the writer polls.
 
 The writer thread takes the first entry, lingers up to ``flush_interval_s`` for up to
-``batch_size`` entries, and writes them in one transaction. A failed write is retried with
-back-off (reconnecting) and the batch is kept meanwhile; the insert is idempotent on
-``request_id``, so a retry after a lost acknowledgement records nothing twice.
+``batch_size`` entries, and writes them in one transaction (it checks the queue every 20 ms
+while it is empty). A failed write is retried with back-off (reconnecting) and the batch is
+kept meanwhile; the insert is idempotent on ``request_id``, so a retry after a lost
+acknowledgement records nothing twice.
 
-**Full-queue policy.** When the queue is full (the database is slower than the traffic, or
-down) ``record()`` does not block: the entry is *dropped and counted*. The count is kept in
-:attr:`Ledger.dropped`, logged as a warning (the first drop, then at most every 10 s with the
-running count), and written to the ``ledger_gaps`` table with the next batch, so
-``tierwise report`` shows ``dropped_requests``. Nothing is dropped silently.
+**Full-queue policy.** When ``queue_size`` entries are waiting (the database is slower than
+the traffic, or down) ``record()`` does not block: the entry is *dropped and counted*. The
+count is kept in :attr:`Ledger.dropped`, logged as a warning (the first drop, then at most
+every 10 s with the running count), and written to the ``ledger_gaps`` table with the next
+batch, so ``tierwise report`` shows ``dropped_requests``. Nothing is dropped silently. (Threads
+racing at the limit can overshoot it by at most one entry each.)
 
 **Shutdown.** :meth:`Ledger.flush` waits until everything recorded before it was written;
 :meth:`Ledger.close` drains the queue completely, then stops the writer (idempotent; also
@@ -30,10 +34,10 @@ transactions). In time: with the writer keeping up, what arrived during the last
 from __future__ import annotations
 
 import atexit
+import collections
 import datetime as dt
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -48,13 +52,13 @@ log = logging.getLogger("tierwise.ledger")
 
 _WARN_EVERY_S = 10.0
 _MAX_BACKOFF_S = 5.0
+_POLL_S = 0.02
 
 
 @dataclass(eq=False)
 class _Marker:
-    """Put on the queue by flush()/close(): set once everything before it is written."""
+    """Put on the queue by flush(): set once everything before it is written."""
 
-    stop: bool = False
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -87,9 +91,10 @@ class Ledger:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.queue_size = queue_size
-        self._queue: queue.Queue[LedgerEntry | _Marker] = queue.Queue(maxsize=queue_size)
-        self._lock = threading.Lock()
-        self._closed = False
+        self._items: collections.deque[LedgerEntry | _Marker] = collections.deque()
+        self._lock = threading.Lock()  # counters and close(); never taken by record()'s fast path
+        self._closed = False  # no more records accepted
+        self._stopping = False  # the writer drains what is left, then ends
         self._give_up_at: float | None = None
         self.dropped = 0
         self.written = 0
@@ -110,16 +115,12 @@ class Ledger:
     # -- the request path ----------------------------------------------------------------
     def record(self, entry: LedgerEntry) -> None:
         """Queue one entry. Never blocks; a full queue counts the entry as dropped."""
-        with self._lock:
-            if not self._closed:
-                try:
-                    self._queue.put_nowait(entry)
-                except queue.Full:
-                    pass
-                else:
-                    return
-            reason = "closed" if self._closed else "queue full"
-        self._drop(1, reason)
+        if self._closed:
+            self._drop(1, "closed")
+        elif len(self._items) >= self.queue_size:
+            self._drop(1, "queue full")
+        else:
+            self._items.append(entry)
 
     def _drop(self, n: int, reason: str) -> None:
         with self._lock:
@@ -143,7 +144,7 @@ class Ledger:
 
     def stats(self) -> LedgerStats:
         return LedgerStats(
-            queued=self._queue.qsize(),
+            queued=len(self._items),
             written=self.written,
             dropped=self.dropped,
             write_errors=self.write_errors,
@@ -153,13 +154,10 @@ class Ledger:
     # -- flushing and closing ------------------------------------------------------------
     def flush(self, timeout_s: float | None = None) -> bool:
         """Block until everything recorded so far is written. False on timeout."""
-        if self._closed or not self._thread.is_alive():
-            return self._queue.qsize() == 0
+        if self._stopping or not self._thread.is_alive():
+            return not self._items
         marker = _Marker()
-        try:
-            self._queue.put(marker, timeout=timeout_s)
-        except queue.Full:
-            return False
+        self._items.append(marker)
         return marker.done.wait(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -174,12 +172,19 @@ class Ledger:
             self._closed = True
         atexit.unregister(self.close)
         self._give_up_at = time.monotonic() + timeout_s
-        marker = _Marker(stop=True)
-        self._queue.put(marker)  # the writer is alive and draining, so this cannot hang
+        self._stopping = True
         self._thread.join(timeout_s + 5)
         if self._thread.is_alive():  # pragma: no cover - a wedged driver call
             log.error("ledger: the writer did not stop within %.0f s", timeout_s)
             return
+        # Records that raced with close() (accepted just before it): write them here.
+        while self._items:
+            batch, markers = self._collect()
+            self._write(batch)
+            for marker in markers:
+                marker.done.set()
+        if self._unsaved_drops:
+            self._write([])  # the gap counts (one try once past the deadline)
         self.store.close()
 
     def __enter__(self) -> Ledger:
@@ -191,55 +196,40 @@ class Ledger:
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            try:
-                first = self._queue.get(timeout=max(self.flush_interval_s, 0.05))
-            except queue.Empty:
-                if self._unsaved_drops:
-                    self._write([])
-                continue
-            batch, markers = self._collect(first)
-            stopping = any(m.stop for m in markers)
-            if stopping:
-                self._drain(batch, markers)  # records that raced with close()
+            batch, markers = self._collect()
             if batch or self._unsaved_drops:
                 self._write(batch)
             for marker in markers:
                 marker.done.set()
-            if stopping:
+            if self._stopping and not self._items:
                 return
 
-    def _collect(self, first: LedgerEntry | _Marker) -> tuple[list[LedgerEntry], list[_Marker]]:
-        """A batch: ``first``, then whatever arrives within the linger time, up to
-        ``batch_size``; a marker ends the batch early."""
-        if isinstance(first, _Marker):
-            return [], [first]
-        batch = [first]
-        deadline = time.monotonic() + self.flush_interval_s
+    def _collect(self) -> tuple[list[LedgerEntry], list[_Marker]]:
+        """A batch: the first entry, then whatever arrives within the linger time, up to
+        ``batch_size``. A flush marker ends it early; while stopping, no lingering."""
+        batch: list[LedgerEntry] = []
+        markers: list[_Marker] = []
+        idle_until = time.monotonic() + max(self.flush_interval_s, _POLL_S)
+        deadline: float | None = None
         while len(batch) < self.batch_size:
-            remaining = deadline - time.monotonic()
             try:
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
-            except queue.Empty:
-                break
-            if isinstance(item, _Marker):
-                return batch, [item]
-            batch.append(item)
-        return batch, []
-
-    def _drain(self, batch: list[LedgerEntry], markers: list[_Marker]) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
+                item = self._items.popleft()
+            except IndexError:
+                if self._stopping:
+                    break
+                now = time.monotonic()
+                limit = idle_until if deadline is None else deadline
+                if now >= limit:
+                    break
+                time.sleep(min(_POLL_S, limit - now))
+                continue
             if isinstance(item, _Marker):
                 markers.append(item)
-            else:
-                batch.append(item)
+                break
+            batch.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + self.flush_interval_s
+        return batch, markers
 
     def _take_gaps(self) -> list[Gap]:
         with self._lock:
@@ -275,7 +265,8 @@ class Ledger:
                         "; giving up at shutdown" if give_up else f"; retrying in {backoff:.2f} s",
                     )
                     if give_up:
-                        self._drop(len(chunk), "write failed at shutdown")
+                        if chunk:
+                            self._drop(len(chunk), "write failed at shutdown")
                         break
                     time.sleep(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
