@@ -38,7 +38,10 @@ def test_two_replicas_share_one_budget(fake_anthropic: FakeAnthropic, tmp_path: 
     redis_url = redis_url_or_skip()
     prefix = f"tw_test_{uuid.uuid4().hex[:10]}:"
     with postgres_schema(pg) as db_url:
-        toml = f'[ledger]\nurl = "{db_url}"\n[budgets]\nredis_url = "{redis_url}"\nredis_prefix = "{prefix}"\n'
+        toml = (
+            f'[ledger]\nurl = "{db_url}"\n'
+            f'[budgets]\nredis_url = "{redis_url}"\nredis_prefix = "{prefix}"\n'
+        )
         settings = load(environ={"TIERWISE_HOME": str(tmp_path / "admin"), "TIERWISE_DB": db_url})
         keys = KeyStore(settings)
         raw_key, _ = keys.create("shared", budget_usd=str(BUDGET), period="total")
