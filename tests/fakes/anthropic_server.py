@@ -27,7 +27,6 @@ import math
 import random
 import re
 import secrets
-import socket
 import string
 import threading
 import time
@@ -36,11 +35,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.servers import ServerThread
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -645,8 +645,7 @@ class FakeAnthropic:
         self._chaos_rng = random.Random(0)
         self._chaos_slow_s = 1.0
         self.chaos_counts: dict[str, int] = {}
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ServerThread | None = None
         self._port: int | None = None
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
         self.app = Starlette(
@@ -662,38 +661,16 @@ class FakeAnthropic:
     # lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        if self._thread is not None:
+        if self._server is not None:
             raise RuntimeError("FakeAnthropic is already running")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        self._port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-anthropic", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("FakeAnthropic failed to start")
-            time.sleep(0.005)
+        self._server = ServerThread(self.app, lifespan="off").start()
+        self._port = self._server.port
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server, self._thread = None, None
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> Self:
         return self.start()

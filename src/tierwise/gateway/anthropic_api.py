@@ -18,6 +18,7 @@ from tierwise.gateway.engine import Admission, Attempt, Engine
 from tierwise.gateway.errors import GatewayError
 from tierwise.gateway.relay import ClientDisconnected, relay_anthropic, unless_disconnected
 from tierwise.gateway.sse import StreamTracker
+from tierwise.pricing import Settlement
 
 DEFAULT_VERSION = "2023-06-01"
 _PASS_HEADERS = ("request-id", "anthropic-organization-id")
@@ -116,51 +117,21 @@ async def messages(
         data = await reply.read()
         if reply.status >= 400:
             error_type = _error_type(data)
-            engine.record(
-                adm,
-                status="error",
-                target=attempt.target,
-                fallbacks=attempt.fallbacks,
-                error_type=error_type,
-                http_status=reply.status,
-                upstream_ms=attempt.upstream_ms,
-            )
+            engine.record_upstream_error(adm, attempt, error_type)
             if "retry-after" in reply.headers:
                 out_headers["retry-after"] = reply.headers["retry-after"]
             return Response(
                 data, status_code=reply.status, media_type="application/json", headers=out_headers
             )
         message = _json(data)
-        settlement = engine.record(
-            adm,
-            status="ok",
-            target=attempt.target,
-            usage_raw=message.get("usage") or {},
-            model=message.get("model"),
-            fallbacks=attempt.fallbacks,
-            http_status=200,
-            upstream_ms=attempt.upstream_ms,
-        )
-        out_headers["x-tierwise-cost-usd"] = _cost(settlement)
+        settlement = engine.record_answer(adm, attempt, message)
+        out_headers["x-tierwise-cost-usd"] = cost_header(settlement)
         return Response(data, status_code=200, media_type="application/json", headers=out_headers)
 
     tracker = StreamTracker()
     assert reply.chunks is not None
 
-    def finished(outcome: str | None) -> None:
-        reply.close()
-        engine.record(
-            adm,
-            status="ok" if outcome is None else "error",
-            target=attempt.target,
-            usage_raw=tracker.usage or None,
-            model=tracker.model,
-            fallbacks=attempt.fallbacks,
-            error_type=outcome,
-            http_status=200,
-            upstream_ms=attempt.upstream_ms,
-        )
-
+    finished = engine.stream_recorder(adm, attempt, tracker)
     out_headers["cache-control"] = "no-cache"
     return StreamingResponse(
         relay_anthropic(reply.chunks, tracker, finished),
@@ -204,7 +175,7 @@ def _error_type(data: bytes) -> str:
         return "api_error"
 
 
-def _cost(settlement: Any) -> str:
+def cost_header(settlement: Settlement | None) -> str:
     if settlement is None or settlement.total_usd is None:
         return "unpriced"
     return str(settlement.total_usd)

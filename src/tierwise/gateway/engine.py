@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -454,6 +454,54 @@ class Engine:
         return reason
 
     # -- the ledger -----------------------------------------------------------------------
+    def record_answer(
+        self, adm: Admission, attempt: Attempt, message: Mapping[str, Any]
+    ) -> Settlement | None:
+        """A complete non-streaming answer (a Messages API ``message``)."""
+        return self.record(
+            adm,
+            status="ok",
+            target=attempt.target,
+            usage_raw=message.get("usage") or {},
+            model=message.get("model"),
+            fallbacks=attempt.fallbacks,
+            http_status=200,
+            upstream_ms=attempt.upstream_ms,
+        )
+
+    def record_upstream_error(self, adm: Admission, attempt: Attempt, error_type: str) -> None:
+        """The upstream's error reply that the client gets."""
+        self.record(
+            adm,
+            status="error",
+            target=attempt.target,
+            fallbacks=attempt.fallbacks,
+            error_type=error_type,
+            http_status=attempt.reply.status,
+            upstream_ms=attempt.upstream_ms,
+        )
+
+    def stream_recorder(
+        self, adm: Admission, attempt: Attempt, tracker: StreamTracker
+    ) -> Callable[[str | None], None]:
+        """The callback a relayed stream calls once when it ends (None: it completed)."""
+
+        def finished(outcome: str | None) -> None:
+            attempt.reply.close()
+            self.record(
+                adm,
+                status="ok" if outcome is None else "error",
+                target=attempt.target,
+                usage_raw=tracker.usage or None,
+                model=tracker.model,
+                fallbacks=attempt.fallbacks,
+                error_type=outcome,
+                http_status=200,
+                upstream_ms=attempt.upstream_ms,
+            )
+
+        return finished
+
     def record_rejected(
         self, request_id: str, api: str, exc: GatewayError, key_name: str | None
     ) -> None:

@@ -19,7 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tierwise.gateway.anthropic_api import check_model, decision_headers
+from tierwise.gateway.anthropic_api import check_model, cost_header, decision_headers
 from tierwise.gateway.engine import Admission, Engine
 from tierwise.gateway.errors import GatewayError, openai_error_body
 from tierwise.gateway.relay import ClientDisconnected, complete_events, unless_disconnected
@@ -357,15 +357,7 @@ async def chat_completions(
             error = parsed.get("error") if isinstance(parsed, dict) else None
             error = error if isinstance(error, dict) else {}
             kind = str(error.get("type") or "api_error")
-            engine.record(
-                adm,
-                status="error",
-                target=attempt.target,
-                fallbacks=attempt.fallbacks,
-                error_type=kind,
-                http_status=reply.status,
-                upstream_ms=attempt.upstream_ms,
-            )
+            engine.record_upstream_error(adm, attempt, kind)
             message = str(error.get("message") or f"upstream returned {reply.status}")
             return Response(
                 openai_error_body(kind, message),
@@ -373,18 +365,8 @@ async def chat_completions(
                 media_type="application/json",
                 headers=out_headers,
             )
-        settlement = engine.record(
-            adm,
-            status="ok",
-            target=attempt.target,
-            usage_raw=parsed.get("usage") or {},
-            model=parsed.get("model"),
-            fallbacks=attempt.fallbacks,
-            http_status=200,
-            upstream_ms=attempt.upstream_ms,
-        )
-        total = settlement.total_usd if settlement else None
-        out_headers["x-tierwise-cost-usd"] = "unpriced" if total is None else str(total)
+        settlement = engine.record_answer(adm, attempt, parsed)
+        out_headers["x-tierwise-cost-usd"] = cost_header(settlement)
         return Response(
             orjson.dumps(to_completion(parsed, request_id)),
             media_type="application/json",
@@ -394,20 +376,7 @@ async def chat_completions(
     tracker = StreamTracker()
     assert reply.chunks is not None
 
-    def finished(outcome: str | None) -> None:
-        reply.close()
-        engine.record(
-            adm,
-            status="ok" if outcome is None else "error",
-            target=attempt.target,
-            usage_raw=tracker.usage or None,
-            model=tracker.model,
-            fallbacks=attempt.fallbacks,
-            error_type=outcome,
-            http_status=200,
-            upstream_ms=attempt.upstream_ms,
-        )
-
+    finished = engine.stream_recorder(adm, attempt, tracker)
     out_headers["cache-control"] = "no-cache"
     return StreamingResponse(
         _chunks(reply.chunks, tracker, adm, include_usage, finished),
