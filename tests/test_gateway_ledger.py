@@ -214,3 +214,40 @@ def test_metrics_parse_and_count(settings: Settings) -> None:
     assert delta("tierwise_decision_seconds_count") >= 1
     assert delta("tierwise_upstream_seconds_count") >= 1
     assert ("tierwise_ledger_queue_depth", ()) in after
+
+
+def test_report_after_graceful_stop_matches_hand_computed_costs(
+    settings: Settings, fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    usage = {
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        "output_tokens_details": {"thinking_tokens": 0},
+    }
+    fake_anthropic.script(usage=usage, times=5)
+    with ServerThread(make_app(settings)) as running:
+        client = anthropic.Anthropic(base_url=running.base_url, api_key="x", max_retries=0)
+        for _ in range(5):
+            client.messages.create(
+                model="haiku", max_tokens=300, messages=[{"role": "user", "content": "hi"}]
+            )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TIERWISE_"))}
+    env["TIERWISE_HOME"] = str(settings.home)
+    tierwise = str(Path(sys.executable).parent / "tierwise")
+    out = subprocess.run(
+        [tierwise, "report", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    data = json.loads(out.stdout)
+    # Haiku 4.5: 1000 x $1 + 200 x $5 per million = $0.002 a request; Opus 4.6 on the same
+    # usage: 1000 x $5 + 200 x $25 = $0.01. Five requests, no classifier (forced tier).
+    assert data["total_requests"] == 5
+    assert Decimal(data["total_cost_usd"]) == Decimal("0.010")
+    assert Decimal(data["baseline_cost_usd"]) == Decimal("0.050")
+    assert Decimal(data["saved_usd"]) == Decimal("0.040")
+    assert data["saved_pct"] == 80.0
+    assert data["by_tier"]["haiku"]["requests"] == 5
