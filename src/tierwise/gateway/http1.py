@@ -53,6 +53,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._complete = False
         self._until_eof = False
+        self._keep_alive = False
         self._error: BaseException | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -89,6 +90,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._status = self.parser.get_status_code()
+        self._keep_alive = self.parser.should_keep_alive()  # not reliable once complete
         names = {name.lower() for name, _ in self._headers}
         self._until_eof = (
             b"content-length" not in names
@@ -135,6 +137,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._complete = False
         self._until_eof = False
+        self._keep_alive = False
         self._error = None
         self._head = loop.create_future()
         self._wake = None
@@ -168,7 +171,8 @@ class _Connection(asyncio.Protocol):
             self._complete
             and not self.lost
             and self._error is None
-            and self.parser.should_keep_alive()
+            and self._keep_alive
+            and not self._until_eof
             and self.transport is not None
             and not self.transport.is_closing()
         )
@@ -249,14 +253,27 @@ class Response:
         finally:
             self.close()
 
-    async def read(self, read_timeout_s: float | None = None) -> bytes:
+    async def read(self, timeout_s: float | None = None) -> bytes:
+        """The whole body, within ``timeout_s``."""
+        conn = self._conn
         parts: list[bytes] = []
         try:
-            while True:
-                chunk = await self._raw_chunk(read_timeout_s)
-                if chunk is None:
-                    break
-                parts.append(chunk)
+            if conn is not None:
+                while conn._chunks:  # what already arrived (often all of it): no waiting
+                    parts.append(conn._chunks.popleft())
+                conn._buffered = 0
+                if conn._paused and conn.transport is not None:
+                    conn._paused = False
+                    conn.transport.resume_reading()
+                if conn._complete:
+                    self._done()
+                elif conn._error is not None:
+                    raise conn._error
+                else:
+                    async with asyncio.timeout(timeout_s):
+                        while (chunk := await conn.next_chunk()) is not None:
+                            parts.append(chunk)
+                    self._done()
         finally:
             self.close()
         body = parts[0] if len(parts) == 1 else b"".join(parts)

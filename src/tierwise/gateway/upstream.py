@@ -1,9 +1,10 @@
 """Where the gateway sends requests: the Anthropic API over HTTP, or the simulator.
 
 ``HttpUpstream`` keeps a pool of keep-alive connections (:mod:`tierwise.gateway.http1`) and
-forwards bodies as bytes (never re-encoded here). ``SimulatedUpstream`` answers in the same wire format (JSON or SSE) from the
-offline simulator, for laptops with no key. Both raise :class:`UpstreamError` for failures that
-happened before a status line arrived (connection errors, timeouts).
+forwards bodies as bytes (never re-encoded here). ``SimulatedUpstream`` answers in the same
+wire format (JSON or SSE) from the offline simulator, for laptops with no key. Both raise
+:class:`UpstreamError` for failures that happened before a status line arrived (connection
+errors, timeouts).
 """
 
 from __future__ import annotations
