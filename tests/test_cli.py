@@ -53,7 +53,7 @@ def test_route_dry_run_json_single_prompt(tmp_path: Path) -> None:
         "tier": "haiku",
         "model": "claude-haiku-4-5",
         "confidence": row["confidence"],
-        "classifier": "rules",
+        "classifier": "learned",
         "reason": row["reason"],
     }
     assert "translation" in row["reason"]

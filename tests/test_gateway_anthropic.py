@@ -49,7 +49,7 @@ def test_lesson_prompts_route_with_the_decision_in_headers(gateway: RunningGatew
         h = raw.headers
         assert h["x-tierwise-model"] == model
         assert h["x-tierwise-tier"] == model.split("-")[1]
-        assert h["x-tierwise-classifier"] == "rules"
+        assert h["x-tierwise-classifier"] == "learned"
         assert 0.7 <= float(h["x-tierwise-confidence"]) <= 1
         assert h["x-tierwise-request-id"].startswith("tw_")
         assert float(h["x-tierwise-cost-usd"]) > 0

@@ -12,7 +12,7 @@ Environment variables (each overrides the file):
 ``TIERWISE_DEFAULT_TIER``       tier used when the classifier is unsure
 ``TIERWISE_CONFIDENCE_THRESHOLD`` below this confidence the default tier is used
 ``TIERWISE_BASELINE``           ``top`` or a model id: what savings are measured against
-``TIERWISE_CLASSIFIER``         ``rules`` | ``llm`` | ``cascade``
+``TIERWISE_CLASSIFIER``         ``learned`` | ``rules`` | ``llm`` | ``cascade``
 ``TIERWISE_PROVIDER``           ``auto`` | ``anthropic`` | ``simulated``
 ``TIERWISE_DB``                 ledger database URL (default: SQLite in the home)
 ``TIERWISE_REDIS_URL``          budget counters in Redis (several replicas); unset → in process
@@ -59,18 +59,25 @@ class TierConfig(_Strict):
 
 
 class ClassifierConfig(_Strict):
-    """How requests are classified.
+    """How requests are classified, and the one knob that trades cost for quality.
 
-    ``rules``: the local, network-free classifier. ``llm``: the lesson's Haiku prompt.
-    ``cascade``: rules first; the LLM is consulted only when the rules' confidence is below
-    ``cascade_below``.
+    ``learned`` (default): the local model shipped in the package; it predicts each tier's
+    quality. ``rules``: the local keyword classifier. ``llm``: the lesson's Haiku prompt.
+    ``cascade``: the learned classifier first; the LLM is consulted only when its confidence
+    is below ``cascade_below``.
+
+    ``quality_tolerance``: with a classifier that predicts per-tier quality, the policy picks
+    the cheapest tier whose predicted quality is within this much of the best tier's. 0 → always
+    the best predicted tier; 1 → always the cheapest. ``tierwise calibrate`` sets it from a
+    sample of your prompts.
     """
 
-    kind: Literal["rules", "llm", "cascade"] = "rules"
+    kind: Literal["learned", "rules", "llm", "cascade"] = "learned"
     llm_model: str = "claude-haiku-4-5"
     llm_timeout_s: float = Field(default=10.0, gt=0)
     llm_max_tokens: int = Field(default=200, ge=16)
     cascade_below: float = Field(default=0.6, ge=0.0, le=1.0)
+    quality_tolerance: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class ProviderConfig(_Strict):

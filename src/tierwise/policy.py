@@ -1,13 +1,23 @@
 """Classification → decision: which tier, which model, with which thinking/effort settings.
 
-The lesson's rules: below the confidence threshold the default tier answers; a forced tier
-wins with confidence 1.0 and the reason "Manual override"; a caller's ``thinking`` wins over the
-tier's default. With any number of tiers, the classifier's level (1–3) is spread over the
-ordered tiers: level 1 → the cheapest, level 3 → the most capable.
+Two rules, by what the classifier gives:
+
+* **Per-tier predicted quality** (the learned classifier): the cheapest tier whose predicted
+  quality is within ``classifier.quality_tolerance`` of the best tier's. One knob for any
+  number of tiers: 0 → always the best predicted tier, 1 → always the cheapest.
+  :func:`choose_tier` is that rule alone (``tierwise calibrate`` replays it).
+* **A level and a confidence only** (rules, llm, or the learned classifier abstaining): the
+  lesson's rules — below the confidence threshold the default tier answers; otherwise the
+  level (1–3) is spread over the ordered tiers: level 1 → the cheapest, level 3 → the most
+  capable.
+
+Either way a forced tier wins with confidence 1.0 and the reason "Manual override", and a
+caller's ``thinking`` wins over the tier's default.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +27,18 @@ from tierwise.pricing import PriceCatalogue
 from tierwise.types import Classification, Decision
 
 MANUAL_OVERRIDE = "Manual override"
+
+
+def choose_tier(quality: Sequence[float], tolerance: float) -> int:
+    """Index of the cheapest tier (tiers ordered cheapest first) whose predicted quality is
+    within ``tolerance`` of the best predicted quality."""
+    if not quality:
+        raise ValueError("choose_tier needs at least one tier")
+    best = max(quality)
+    for index, q in enumerate(quality):
+        if q >= best - tolerance - 1e-12:
+            return index
+    return len(quality) - 1  # pragma: no cover - the best tier always qualifies
 
 
 class Policy:
@@ -46,6 +68,17 @@ class Policy:
         names = ", ".join(self.settings.tier_names)
         raise InputError(f"unknown tier {tier!r}; configured tiers: {names}")
 
+    def _tier_quality(self, classification: Classification) -> list[float] | None:
+        """The classification's predicted quality for every configured tier, in tier order
+        (None unless it names every tier)."""
+        given = classification.tier_quality
+        if not given:
+            return None
+        names = self.settings.tier_names
+        if any(name not in given for name in names):
+            return None
+        return [float(given[name]) for name in names]
+
     def decide(
         self,
         classification: Classification | None,
@@ -64,7 +97,15 @@ class Policy:
             classifier = classification.classifier
             confidence = classification.confidence
             threshold = self.settings.confidence_threshold
-            if confidence < threshold:
+            quality = self._tier_quality(classification)
+            if quality is not None:
+                tolerance = self.settings.classifier.quality_tolerance
+                tier = self.settings.tiers[choose_tier(quality, tolerance)]
+                reason = (
+                    f"{classification.reasoning}; chose {tier.name}: the cheapest within "
+                    f"{tolerance:.2f} of the best ({max(quality):.2f})"
+                )
+            elif confidence < threshold:
                 tier = self.settings.tier(self.settings.default_tier)
                 reason = (
                     f"Low confidence ({confidence:.2f} < {threshold:.2f}); default tier "

@@ -13,7 +13,13 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from tierwise.classifiers import CascadeClassifier, Classifier, LLMClassifier, RulesClassifier
+from tierwise.classifiers import (
+    CascadeClassifier,
+    Classifier,
+    LearnedClassifier,
+    LLMClassifier,
+    RulesClassifier,
+)
 from tierwise.config import Settings
 from tierwise.errors import InputError, ProviderError
 from tierwise.policy import Policy
@@ -39,12 +45,16 @@ def make_classifier(settings: Settings, provider: Provider) -> Classifier:
     cfg = settings.classifier
     if cfg.kind == "rules":
         return RulesClassifier()
+    if cfg.kind == "learned":
+        return LearnedClassifier(settings.tier_names)
     llm = LLMClassifier(
         provider, model=cfg.llm_model, timeout_s=cfg.llm_timeout_s, max_tokens=cfg.llm_max_tokens
     )
     if cfg.kind == "llm":
         return llm
-    return CascadeClassifier(RulesClassifier(), llm, consult_below=cfg.cascade_below)
+    return CascadeClassifier(
+        LearnedClassifier(settings.tier_names), llm, consult_below=cfg.cascade_below
+    )
 
 
 class Router:

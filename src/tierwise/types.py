@@ -99,7 +99,9 @@ class Classification:
 
     ``level`` is the lesson's taxonomy: 1 = simple (Haiku-class), 2 = standard (Sonnet-class),
     3 = hard (Opus-class). ``usage``/``model`` are set when the classifier itself called a model,
-    so its cost can be charged to the request.
+    so its cost can be charged to the request. ``score`` (0 = easy … 1 = needs the strongest
+    model) and ``tier_quality`` (each configured tier's predicted quality, by tier name) are set
+    by classifiers that predict them (the learned one); the policy then picks a tier from them.
     """
 
     level: int
@@ -110,6 +112,8 @@ class Classification:
     usage: Usage | None = None
     model: str | None = None
     fallback_reason: str | None = None
+    score: float | None = None
+    tier_quality: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
