@@ -207,3 +207,66 @@ def report(
         )
     finally:
         store.close()
+
+
+_BUCKET_FORMATS = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d"}
+_BUCKET_STEPS = {"hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1)}
+MAX_BUCKETS = 1000
+
+
+def build_series(
+    store: LedgerStore,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    bucket: str = "hour",
+    tier_order: list[str] | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Spend over time: per ``hour`` or ``day`` (UTC), each tier's requests and cost, and the
+    bucket's cost, stored-baseline cost and savings, with the definitions of
+    :func:`build_report` (the buckets add up to its totals with the stored baseline). Empty
+    buckets between the window's start (or the first row) and its end are filled with zeros;
+    at most the last :data:`MAX_BUCKETS`."""
+    if bucket not in _BUCKET_FORMATS:
+        raise InputError(f"bucket {bucket!r}: choose hour or day")
+    pairs = store.aggregate_pairs(bucket, "tier", since=since, until=until)
+    cells: dict[str, dict[str, _Group]] = {}
+    for (when, tier), agg in pairs.items():
+        cells.setdefault(when, {})[tier] = _Group(agg)
+    fmt, step = _BUCKET_FORMATS[bucket], _BUCKET_STEPS[bucket]
+    end = until or now or dt.datetime.now(dt.UTC)
+    start = since
+    if start is None and cells:
+        start = dt.datetime.strptime(min(cells), fmt).replace(tzinfo=dt.UTC)
+    keys: list[str] = []
+    if start is not None:
+        start = max(start.astimezone(dt.UTC), end - step * MAX_BUCKETS)
+        cursor = dt.datetime.strptime(start.strftime(fmt), fmt).replace(tzinfo=dt.UTC)
+        while cursor <= end:
+            keys.append(cursor.strftime(fmt))
+            cursor += step
+    keys = sorted(set(keys) | set(cells))[-MAX_BUCKETS:]
+    order = list(tier_order or [])
+    seen = {t for by_tier in cells.values() for t in by_tier}
+    tiers = [*[t for t in order if t in seen], *sorted(seen - set(order))]
+    points: list[dict[str, Any]] = []
+    for key in keys:
+        by_tier = cells.get(key, {})
+        total = _Group()
+        for group in by_tier.values():
+            total.agg.add(group.agg)
+        points.append(
+            {
+                "t": dt.datetime.strptime(key, fmt).replace(tzinfo=dt.UTC).isoformat(),
+                "requests": total.agg.requests,
+                "cost_usd": money(total.total()),
+                "baseline_cost_usd": money(total.agg.comparable_baseline_usd),
+                "saved_usd": money(total.saved()),
+                "by_tier": {
+                    t: {"requests": g.agg.requests, "cost_usd": money(g.total())}
+                    for t, g in by_tier.items()
+                },
+            }
+        )
+    return {"bucket": bucket, "tiers": tiers, "points": points}

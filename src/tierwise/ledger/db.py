@@ -88,6 +88,10 @@ class Database:
     def day_expr(self, column: str) -> str:
         raise NotImplementedError
 
+    def hour_expr(self, column: str) -> str:
+        """``YYYY-MM-DD HH`` of a timestamp column, in UTC."""
+        raise NotImplementedError
+
     def ts_param(self, ts: dt.datetime) -> Any:
         raise NotImplementedError
 
@@ -176,6 +180,9 @@ class SQLiteDatabase(Database):
 
     def day_expr(self, column: str) -> str:
         return f"substr({column}, 1, 10)"
+
+    def hour_expr(self, column: str) -> str:
+        return f"substr({column}, 1, 13)"
 
     def ts_param(self, ts: dt.datetime) -> str:
         if ts.tzinfo is not None:
@@ -274,6 +281,9 @@ class PostgresDatabase(Database):
 
     def day_expr(self, column: str) -> str:
         return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+
+    def hour_expr(self, column: str) -> str:
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')"
 
     def ts_param(self, ts: dt.datetime) -> dt.datetime:
         return ts if ts.tzinfo is not None else ts.replace(tzinfo=dt.UTC)

@@ -101,6 +101,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE UNIQUE INDEX api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL",
         ),
     ),
+    Migration(
+        3,
+        "feedback",
+        (
+            # Users' judgement of one answer (0 = useless … 1 = perfect), the latest one per
+            # request. No foreign key: the library's feedback can arrive while the request's
+            # own row is still in the write-behind queue; reports join on request_id.
+            """CREATE TABLE feedback (
+                request_id TEXT PRIMARY KEY,
+                ts {ts} NOT NULL,
+                score {float} NOT NULL,
+                comment TEXT,
+                source TEXT NOT NULL,
+                key_name TEXT
+            )""",
+            "CREATE INDEX feedback_ts ON feedback (ts)",
+        ),
+    ),
 )
 
 

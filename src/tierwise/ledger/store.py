@@ -112,6 +112,18 @@ class Aggregate:
 
 
 @dataclass(frozen=True, slots=True)
+class QualitySums:
+    """Feedback on one tier's requests: ``rated`` requests, the sum of their scores, how many
+    scored below the floor, and the exact total cost of the ``priced`` ones."""
+
+    rated: int
+    score_sum: float
+    below_floor: int
+    priced: int
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class BaselineRow:
     group: str
     tier: str
@@ -290,6 +302,8 @@ class LedgerStore:
             return "COALESCE(key_name, '(none)')"
         if by == "day":
             return self.db.day_expr("ts")
+        if by == "hour":  # the dashboard's time series (not a report grouping)
+            return self.db.hour_expr("ts")
         raise ValueError(f"unknown grouping {by!r}; choose one of {', '.join(GROUPS)}")
 
     def aggregate(
@@ -302,15 +316,44 @@ class LedgerStore:
     ) -> dict[str, Aggregate]:
         """Sums per group. Rows outside ``stored_baseline_where`` are left out of the
         comparable sums (the caller prices their baseline itself)."""
+        return {
+            k[0]: v
+            for k, v in self._aggregate(
+                [self.group_expr(by)], since, until, stored_baseline_where
+            ).items()
+        }
+
+    def aggregate_pairs(
+        self,
+        by: str,
+        then_by: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> dict[tuple[str, str], Aggregate]:
+        """Sums per pair of groups (``("hour", "tier")``: each hour's sums per tier), with the
+        stored baseline. The same sums as :meth:`aggregate`, split once more."""
+        groups = [self.group_expr(by), self.group_expr(then_by)]
+        return {(k[0], k[1]): v for k, v in self._aggregate(groups, since, until, "1=1").items()}
+
+    def _aggregate(
+        self,
+        groups: list[str],
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        stored_baseline_where: str,
+    ) -> dict[tuple[str, ...], Aggregate]:
         s = self.db.money_sum
-        group = self.group_expr(by)
+        n = len(groups)
+        group = ", ".join(f"{g} AS grp{i}" for i, g in enumerate(groups))
+        positions = ", ".join(str(i + 1) for i in range(n))
         comparable = (
             f"cost_usd IS NOT NULL AND baseline_cost_usd IS NOT NULL AND ({stored_baseline_where})"
         )
         where, params = self._window(since, until)
         # Every interpolated fragment is built here from fixed text; values go in params.
         sql = f"""
-            SELECT {group} AS grp,
+            SELECT {group},
                    COUNT(*),
                    SUM(CASE WHEN status = 'ok' THEN 1 ELSE 0 END),
                    SUM(CASE WHEN status = 'ok' THEN 0 ELSE 1 END),
@@ -322,13 +365,14 @@ class LedgerStore:
                    SUM(CASE WHEN status = 'ok' AND ({stored_baseline_where})
                             AND NOT ({comparable}) THEN 1 ELSE 0 END)
             FROM requests WHERE {where}
-            GROUP BY 1
-            ORDER BY 1
+            GROUP BY {positions}
+            ORDER BY {positions}
         """  # noqa: S608
-        out: dict[str, Aggregate] = {}
-        for row in self.db.query(sql, params):
+        out: dict[tuple[str, ...], Aggregate] = {}
+        for full in self.db.query(sql, params):
+            key, row = tuple(str(k) for k in full[:n]), full[n - 1 :]
             zero = Decimal(0)
-            out[str(row[0])] = Aggregate(
+            out[key] = Aggregate(
                 requests=int(row[1]),
                 ok=int(row[2] or 0),
                 errors=int(row[3] or 0),
@@ -379,3 +423,147 @@ class LedgerStore:
         )
         cost, classifier = rows[0]
         return (to_decimal(cost) or Decimal(0)) + (to_decimal(classifier) or Decimal(0))
+
+    # -- the dashboard and the quality loop -----------------------------------------------
+    def get(self, request_id: str) -> LedgerEntry | None:
+        """One request's row, or None when it is not (yet) in the database."""
+        rows = self.db.query(
+            f"SELECT {', '.join(COLUMNS)} FROM requests WHERE request_id = ?",  # noqa: S608
+            (request_id,),
+        )
+        return self.from_row(rows[0]) if rows else None
+
+    def recent(
+        self,
+        limit: int,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> list[LedgerEntry]:
+        """The newest rows first, at most ``limit`` of them (uses the ``ts`` index)."""
+        where, params = self._window(since, until)
+        sql = (
+            f"SELECT {', '.join(COLUMNS)} FROM requests WHERE {where} "  # noqa: S608
+            f"ORDER BY ts DESC, request_id DESC LIMIT {max(0, int(limit))}"
+        )
+        return [self.from_row(r) for r in self.db.query(sql, params)]
+
+    def latency_percentiles(
+        self,
+        column: str,
+        by: str | None = None,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        percentiles: Sequence[int] = (50, 95, 99),
+    ) -> dict[str, dict[str, float | int]]:
+        """Nearest-rank percentiles of a latency column (``decision_ms``, ``upstream_ms``,
+        ``total_ms``) per group, over rows where it is positive: ``{group: {"n": count,
+        "p50": ms, …}}``. One query, the same on SQLite and PostgreSQL (window functions)."""
+        if column not in ("decision_ms", "upstream_ms", "total_ms"):
+            raise ValueError(f"not a latency column: {column!r}")
+        ranks = [int(p) for p in percentiles]
+        if any(not 0 < p <= 100 for p in ranks):
+            raise ValueError(f"percentiles must be in (0, 100], got {ranks}")
+        where, params = self._window(since, until)
+        group = self.group_expr(by)
+        partition = "" if by is None else f"PARTITION BY {group} "
+        # nearest rank: the ceil(p·n/100)-th smallest value, in integer arithmetic
+        wanted = " OR ".join(f"rn = ({p} * n + 99) / 100" for p in ranks)
+        sql = f"""
+            SELECT grp, n, rn, v FROM (
+                SELECT {group} AS grp, {column} AS v,
+                       ROW_NUMBER() OVER ({partition}ORDER BY {column}) AS rn,
+                       COUNT(*) OVER ({partition.strip()}) AS n
+                FROM requests WHERE {where} AND {column} > 0
+            ) ranked
+            WHERE {wanted}
+        """  # noqa: S608 - fixed fragments; values are parameters
+        out: dict[str, dict[str, float | int]] = {}
+        for grp, n, rn, value in self.db.query(sql, params):
+            cell = out.setdefault(str(grp), {"n": int(n)})
+            for p in ranks:
+                if int(rn) == (p * int(n) + 99) // 100:
+                    cell[f"p{p}"] = float(value)
+        return out
+
+    def add_feedback(
+        self,
+        request_id: str,
+        score: float,
+        *,
+        comment: str | None = None,
+        source: str = "api",
+        key_name: str | None = None,
+        ts: dt.datetime | None = None,
+    ) -> None:
+        """Store a judgement of one request (0–1); a later one for the same request replaces
+        it. The caller validates (see :mod:`tierwise.quality`)."""
+        when = ts or dt.datetime.now(dt.UTC)
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO feedback (request_id, ts, score, comment, source, key_name) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET "
+                "ts = excluded.ts, score = excluded.score, comment = excluded.comment, "
+                "source = excluded.source, key_name = excluded.key_name",
+                (request_id, self.db.ts_param(when), float(score), comment, source, key_name),
+            )
+
+    def feedback_scores(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        request_ids: Sequence[str] | None = None,
+    ) -> dict[str, float]:
+        """``{request_id: score}`` for requests made in the window (or the ids given)."""
+        if request_ids is not None:
+            if not request_ids:
+                return {}
+            marks = ", ".join("?" for _ in request_ids)
+            rows = self.db.query(
+                f"SELECT request_id, score FROM feedback WHERE request_id IN ({marks})",  # noqa: S608
+                list(request_ids),
+            )
+        else:
+            where, params = self._window(since, until, "r.ts")
+            rows = self.db.query(
+                "SELECT f.request_id, f.score FROM feedback f "  # noqa: S608
+                f"JOIN requests r ON r.request_id = f.request_id WHERE {where}",
+                params,
+            )
+        return {str(r[0]): float(r[1]) for r in rows}
+
+    def quality_by_tier(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        floor: float = 0.7,
+    ) -> dict[str, QualitySums]:
+        """Per tier, over rated requests made in the window: how many, the sum of scores,
+        how many below ``floor``, and the exact cost of the priced ones (model + classifier,
+        as the lesson's ``result["cost"]``)."""
+        s = self.db.money_sum
+        where, params = self._window(since, until, "r.ts")
+        sql = f"""
+            SELECT COALESCE(r.tier, '(none)'), COUNT(*), SUM(f.score),
+                   SUM(CASE WHEN f.score < ? THEN 1 ELSE 0 END),
+                   COUNT(r.cost_usd), {s}(r.cost_usd),
+                   {s}(CASE WHEN r.cost_usd IS NOT NULL THEN r.classifier_cost_usd END)
+            FROM feedback f JOIN requests r ON r.request_id = f.request_id
+            WHERE {where}
+            GROUP BY 1 ORDER BY 1
+        """  # noqa: S608
+        out: dict[str, QualitySums] = {}
+        for tier, n, total, below, priced, cost, classifier in self.db.query(
+            sql, [float(floor), *params]
+        ):
+            out[str(tier)] = QualitySums(
+                rated=int(n),
+                score_sum=float(total or 0.0),
+                below_floor=int(below or 0),
+                priced=int(priced or 0),
+                cost_usd=(to_decimal(cost) or Decimal(0)) + (to_decimal(classifier) or Decimal(0)),
+            )
+        return out
