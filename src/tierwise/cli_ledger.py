@@ -52,6 +52,14 @@ def report(
             help="stored (as recorded), requested (the model the client named), or a model id.",
         ),
     ] = None,
+    quality: Annotated[
+        bool,
+        typer.Option(
+            "--quality",
+            help="Users' feedback per tier instead: average satisfaction, how many below 0.7, "
+            "ratings, average cost (the lesson's tier quality report).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -59,6 +67,9 @@ def report(
     from tierwise.reports import parse_since
     from tierwise.reports import report as build
 
+    if quality:
+        _quality_report(since, as_json, config)
+        return
     try:
         data = build(_settings(config), since=parse_since(since), by=by, baseline=baseline)
     except TierwiseError as exc:
@@ -67,6 +78,49 @@ def report(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     _print_report(data)
+
+
+def _quality_report(since: str, as_json: bool, config: Path | None) -> None:
+    from tierwise.ledger import open_store
+    from tierwise.quality import quality_report
+    from tierwise.reports import parse_since
+
+    try:
+        settings = _settings(config)
+        store = open_store(settings)
+        try:
+            data = quality_report(store, since=parse_since(since), tier_order=settings.tier_names)
+        finally:
+            store.close()
+    except TierwiseError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    window = f"since {data['since'][:19].replace('T', ' ')} UTC" if data["since"] else "all time"
+    floor = data["threshold"]
+    table = Table(title=f"tier quality ({window}): users' satisfaction, 0–1")
+    for column in ("tier", "avg satisfaction", f"below {floor}", "ratings", "avg cost"):
+        table.add_column(column, justify="left" if column == "tier" else "right")
+    rows = [*data["tiers"].items(), ("all tiers", data["overall"])]
+    for name, row in rows:
+        avg = row["avg_satisfaction"]
+        table.add_row(
+            name,
+            "-" if avg is None else f"{avg:.2f}",
+            str(row["below_threshold"]),
+            str(row["total"]),
+            "-" if row["avg_cost_usd"] is None else _usd(row["avg_cost_usd"]),
+            end_section=len(rows) > 1 and name == rows[-2][0],
+        )
+    out.print(table)
+    if not data["overall"]["total"]:
+        out.print(
+            "No feedback yet: POST /v1/feedback, or RouterQualityMonitor.evaluate() "
+            "in the library.",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _usd(text: str) -> str:

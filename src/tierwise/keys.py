@@ -125,6 +125,14 @@ class KeyStore:
         """Whether at least one live key exists (then every gateway request needs one)."""
         return bool(self._snapshot())
 
+    def live_hash(self, name: str) -> str | None:
+        """The stored SHA-256 of the live key called ``name`` (the secret that signs its
+        dashboard sessions: revoking the key ends them), or None."""
+        for digest, info in self._snapshot().values():
+            if info.name == name:
+                return digest
+        return None
+
     def refresh(self) -> None:
         """Re-read the key table now (the CLI's changes are otherwise seen within the TTL)."""
         rows = self.store.db.query(

@@ -5,13 +5,20 @@ These are in-memory counters for one router object (what the lesson's ``report()
 
 from __future__ import annotations
 
+import atexit
+import datetime as dt
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierwise.types import RouteResult
+
+if TYPE_CHECKING:
+    from tierwise.config import Settings
+    from tierwise.ledger import LedgerStore
 
 
 def usd(value: Decimal | None, places: int = 6) -> str:
@@ -106,15 +113,69 @@ class RouterMetrics:
 SATISFACTION_FLOOR = 0.7
 
 
-class RouterQualityMonitor:
-    """The lesson's quality monitor: users' satisfaction per tier, thread-safe."""
+def _field(result: Any, name: str) -> Any:
+    """A field of a result: a :class:`RouteResult` or the lesson's dict."""
+    if isinstance(result, Mapping):
+        return result.get(name)
+    return getattr(result, name, None)
 
-    def __init__(self) -> None:
+
+class RouterQualityMonitor:
+    """The lesson's quality monitor: users' satisfaction per tier, thread-safe.
+
+    ``tier_quality_report()`` is the lesson's in-memory report of what this object saw. Each
+    evaluation is also **stored in the ledger** with the request it judges (``feedback``
+    table), so ``tierwise report --quality``, the dashboard and ``tierwise calibrate
+    --from-ledger`` see it. Which ledger:
+
+    - ``router=``: the one that router records to (none when its ledger is disabled);
+    - ``store=``: that :class:`~tierwise.ledger.LedgerStore` (not closed here);
+    - ``settings=``: the ledger those settings configure;
+    - none of them: the configured ledger (``tierwise.config.load()``), as ``ModelRouter()``
+      uses by default. ``persist=False`` keeps everything in memory.
+
+    The ledger is opened on the first evaluation. A result without a ``request_id`` (a
+    hand-made dict) is kept in memory only.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        store: LedgerStore | None = None,
+        router: Any = None,
+        persist: bool = True,
+    ) -> None:
         self._lock = threading.Lock()
         self._scores: dict[str, list[float]] = {}
         self._costs: dict[str, list[Decimal]] = {}
+        self._persist = persist
+        self._settings = settings
+        self._router = router
+        self._store = store
+        self._owned: LedgerStore | None = None
+        self._resolved = store is not None or not persist
 
-    def evaluate(self, result: RouteResult, user_satisfaction: float) -> None:
+    def _ledger(self) -> LedgerStore | None:
+        """The store feedback is written to (opened once), or None."""
+        with self._lock:
+            if not self._resolved:
+                if self._router is not None:
+                    ledger = getattr(self._router, "ledger", None)
+                    self._store = None if ledger is None else ledger.store
+                else:
+                    from tierwise import config as config_mod
+
+                    settings = self._settings or config_mod.load()
+                    if settings.ledger.enabled:
+                        from tierwise.ledger import open_store
+
+                        self._owned = self._store = open_store(settings)
+                        atexit.register(self.close)
+                self._resolved = True
+            return self._store
+
+    def evaluate(self, result: Any, user_satisfaction: float) -> None:
         """Record a user's satisfaction (0–1) with one routed result."""
         if isinstance(user_satisfaction, bool) or not isinstance(user_satisfaction, int | float):
             raise ValueError(
@@ -122,10 +183,16 @@ class RouterQualityMonitor:
             )
         if not 0.0 <= float(user_satisfaction) <= 1.0:
             raise ValueError(f"user_satisfaction must be in [0, 1], got {user_satisfaction}")
+        tier = str(_field(result, "tier"))
+        request_id = _field(result, "request_id")
+        store = self._ledger() if self._persist and request_id else None
+        if store is not None:
+            store.add_feedback(str(request_id), float(user_satisfaction), source="library")
+        cost = _field(result, "cost")
         with self._lock:
-            self._scores.setdefault(result.tier, []).append(float(user_satisfaction))
-            if result.cost is not None:
-                self._costs.setdefault(result.tier, []).append(result.cost)
+            self._scores.setdefault(tier, []).append(float(user_satisfaction))
+            if cost is not None:
+                self._costs.setdefault(tier, []).append(cost)
 
     def tier_quality_report(self) -> dict[str, dict[str, Any]]:
         """Per tier: average satisfaction, how many below 0.7, total, average cost."""
@@ -140,3 +207,27 @@ class RouterQualityMonitor:
                     "avg_cost": (sum(costs, Decimal(0)) / len(costs)) if costs else None,
                 }
             return report
+
+    def stored_quality_report(self, since: dt.datetime | None = None) -> dict[str, Any]:
+        """The same report over everything stored in the ledger (all sources), as
+        ``tierwise report --quality --json`` prints it; raises when there is no ledger."""
+        from tierwise.quality import quality_report
+
+        store = self._ledger()
+        if store is None:
+            raise ValueError("this monitor has no ledger (persist=False or ledger disabled)")
+        return quality_report(store, since=since)
+
+    def close(self) -> None:
+        """Close the ledger connection this monitor opened (idempotent)."""
+        with self._lock:
+            owned, self._owned = self._owned, None
+        if owned is not None:
+            owned.close()
+            atexit.unregister(self.close)
+
+    def __enter__(self) -> RouterQualityMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

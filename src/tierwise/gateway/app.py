@@ -327,6 +327,8 @@ def build_app(
     budgets: Budgets | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
+    from tierwise.dashboard import dashboard_routes, feedback_route
+
     gw = Gateway(settings, upstream=upstream, sink=sink, keys=keys, budgets=budgets)
 
     @contextlib.asynccontextmanager
@@ -356,6 +358,8 @@ def build_app(
         Route("/health", gw.health, methods=["GET"]),
         Route("/metrics", telemetry.metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
+        feedback_route(gw),
+        *dashboard_routes(gw),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
