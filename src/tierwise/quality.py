@@ -28,7 +28,8 @@ fewer than ``min_ratings`` ratings in all); so a tier whose users are unhappy ge
 fewer requests, and when every tier is comfortably above the target the knob may loosen, by at
 most ``max_raise`` per calibration (moving requests down is the less certain estimate). When
 no candidate meets the target, the one with the best worst-tier estimate is proposed and the
-result says so. Nothing is written here: :func:`write_knob` does that, when asked.
+result says so. Nothing is written here (``tierwise calibrate --from-ledger --write FILE``
+does that, with :func:`tierwise.evals.calibrate.write_knob`).
 """
 
 from __future__ import annotations
@@ -37,14 +38,12 @@ import asyncio
 import datetime as dt
 import math
 import re
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tierwise.errors import ConfigError, InputError
+from tierwise.errors import InputError
 
 if TYPE_CHECKING:
     from tierwise.config import Settings
@@ -494,65 +493,3 @@ def propose_from_ledger(
             else f"every tier meets the target {target:.2f}: cheaper tiers can take more"
         )
     return proposal(now, best, met, replayed, reason)
-
-
-# -- writing the knob -----------------------------------------------------------------------
-_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\"-]+)\s*\]\s*(#.*)?$")
-_KEY = re.compile(r"^\s*quality_tolerance\s*=")
-
-
-def config_path_for_write(config: Path | None, settings: Settings) -> Path:
-    """The file ``--write`` changes: ``--config``, ``$TIERWISE_CONFIG``, or
-    ``$TIERWISE_HOME/config.toml`` (created when missing)."""
-    import os
-
-    if config is not None:
-        return config
-    env = os.environ.get("TIERWISE_CONFIG")
-    if env:
-        return Path(env).expanduser()
-    return settings.home / "config.toml"
-
-
-def write_knob(path: Path, value: float) -> None:
-    """Set ``[classifier] quality_tolerance`` in a TOML file, keeping everything else (and
-    its comments) as it is; checked by reading the file back."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    setting = f"quality_tolerance = {value:.2f}"
-    lines = text.splitlines()
-    section: str | None = None
-    header_at: int | None = None
-    done = False
-    for i, line in enumerate(lines):
-        table = _TABLE.match(line)
-        if table:
-            section = table.group(1).strip()
-            if section == "classifier":
-                header_at = i
-            continue
-        if section == "classifier" and _KEY.match(line):
-            lines[i] = setting
-            done = True
-            break
-    if not done:
-        if header_at is not None:
-            lines.insert(header_at + 1, setting)
-        else:
-            if re.search(r"^\s*classifier\s*=", text, re.MULTILINE):
-                raise ConfigError(
-                    f"{path}: 'classifier' is an inline table; set {KNOB} = {value:.2f} by hand"
-                )
-            if lines and lines[-1].strip():
-                lines.append("")
-            lines += ["[classifier]", setting]
-    new_text = "\n".join(lines) + "\n"
-    try:
-        parsed = tomllib.loads(new_text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: could not update it safely ({exc}); edit it by hand") from exc
-    if parsed.get("classifier", {}).get("quality_tolerance") != round(value, 2):
-        raise ConfigError(f"{path}: could not update it safely; edit {KNOB} by hand")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new_text, encoding="utf-8")
-    tmp.replace(path)
