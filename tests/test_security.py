@@ -43,12 +43,27 @@ def exercise(base: str, gateway_key: str | None) -> list[str]:
         ("/v1/messages", {**msg, "model": "claude-unknown-model"}),
     ]
     with httpx.Client(timeout=30) as client:
+        first_id = "tw_none"
         for path, body in calls:
             response = client.post(base + path, json=body, headers=headers)
             seen.append(response.text + str(dict(response.headers)))
-        for path in ("/metrics", "/health", "/v1/models", "/openapi.json", "/nowhere"):
+            if first_id == "tw_none":
+                first_id = response.headers.get("x-tierwise-request-id", first_id)
+        for path in (
+            "/metrics",
+            "/health",
+            "/v1/models",
+            "/openapi.json",
+            "/nowhere",
+            "/dashboard",
+            "/dashboard/data?since=all",
+        ):
             response = client.get(base + path, headers=headers)
             seen.append(response.text + str(dict(response.headers)))
+        # feedback on the first answer (its comment is stored: that is what it is for)
+        rating = {"request_id": first_id, "score": 0.5, "comment": "too long"}
+        response = client.post(base + "/v1/feedback", json=rating, headers=headers)
+        seen.append(response.text + str(dict(response.headers)))
     return seen
 
 

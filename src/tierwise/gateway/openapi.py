@@ -106,6 +106,17 @@ _CHAT_REQUEST: dict[str, Any] = {
 }
 
 
+_FEEDBACK_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["request_id", "score"],
+    "properties": {
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 200},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "comment": {"type": "string", "maxLength": 4000},
+    },
+}
+
+
 def _errors(schema: dict[str, Any], *codes: str) -> dict[str, Any]:
     return {
         code: {"description": "error", "content": {"application/json": {"schema": schema}}}
@@ -163,6 +174,22 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": page}},
                         },
                         **_errors(_ANTHROPIC_ERROR, "401"),
+                    },
+                }
+            },
+            "/v1/feedback": {
+                "post": {
+                    "summary": "A user's judgement (0–1) of one answer, by its request id",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _FEEDBACK_REQUEST}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "stored (a later judgement of the request replaces it)",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_errors(_ANTHROPIC_ERROR, "400", "401", "404", "429", "503"),
                     },
                 }
             },

@@ -113,6 +113,7 @@ def run_server(
         else f"upstream {settings.provider.base_url or 'https://api.anthropic.com'}"
     )
     print(f"tierwise gateway on http://{gw.host}:{gw.port}  ({mode})", file=sys.stderr, flush=True)
+    print(f"dashboard: http://{gw.host}:{gw.port}/dashboard", file=sys.stderr, flush=True)
     common: dict[str, Any] = {
         "host": gw.host,
         "port": gw.port,
