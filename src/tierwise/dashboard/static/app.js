@@ -182,8 +182,8 @@
     var box = clear($("chart-savings"));
     var legend = clear($("legend-savings"));
     var top = d.baseline_model;
-    legend.appendChild(h("span", null, swatch("#9aa1ad", "dashed"), "if all " + top));
-    legend.appendChild(h("span", null, swatch("#4f46e5", "line"), "actual (net of classifier)"));
+    legend.appendChild(h("span", { title: "the same usage priced on " + top }, swatch("#9aa1ad", "dashed"), "baseline"));
+    legend.appendChild(h("span", { title: "what was spent, classifier included" }, swatch("#4f46e5", "line"), "actual"));
     legend.appendChild(h("span", null, swatch("rgba(4,120,87,0.25)"), "saved"));
     var points = d.series.points;
     var base = 0, act = 0, xs = [];
@@ -287,9 +287,11 @@
     var b = latencyBlock("Upstream (to headers)", up.all); b.id = "lat-upstream";
     blocks.appendChild(a); blocks.appendChild(b);
     box.appendChild(blocks);
-    var table = h("table", { cls: "data" },
-      h("thead", null, h("tr", null, h("th", { text: "tier" }), h("th", { cls: "r", text: "decision p50" }), h("th", { cls: "r", text: "decision p99" }),
-        h("th", { cls: "r", text: "upstream p50" }), h("th", { cls: "r", text: "upstream p95" }), h("th", { cls: "r", text: "upstream p99" }))));
+    var table = h("table", { cls: "data", id: "latency-table" },
+      h("thead", null,
+        h("tr", null, h("th", { text: "" }), h("th", { cls: "r group", colspan: 2, text: "decision" }), h("th", { cls: "r group", colspan: 3, text: "upstream" })),
+        h("tr", null, h("th", { text: "tier" }), h("th", { cls: "r", text: "p50" }), h("th", { cls: "r", text: "p99" }),
+          h("th", { cls: "r", text: "p50" }), h("th", { cls: "r", text: "p95" }), h("th", { cls: "r", text: "p99" }))));
     var body = h("tbody");
     d.tiers.forEach(function (t) {
       var dc = dec.by_tier[t.name] || {}, uc = up.by_tier[t.name] || {};
@@ -395,9 +397,8 @@
     $("kpi-requests-sub").textContent = count(r.by_status.ok) + " ok · " + count(r.by_status.error) + " failed";
     exact($("kpi-cost"), r.total_cost_usd, usd(r.total_cost_usd));
     $("kpi-cost-sub").textContent = "classifier " + usd(r.classifier_cost_usd);
-    $("kpi-baseline-label").textContent = "If all " + d.baseline_model;
     exact($("kpi-baseline"), r.baseline_cost_usd, usd(r.baseline_cost_usd));
-    $("kpi-baseline-sub").textContent = r.unpriced_requests ? r.unpriced_requests + " unpriced left out" : "same usage, baseline prices";
+    $("kpi-baseline-sub").textContent = "if all " + d.baseline_model + (r.unpriced_requests ? " · " + r.unpriced_requests + " unpriced left out" : "");
     exact($("kpi-saved"), r.saved_usd, usd(r.saved_usd));
     exact($("kpi-saved-pct"), r.saved_pct, pct(r.saved_pct));
     var overall = d.quality.overall;
