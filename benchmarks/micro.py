@@ -4,6 +4,9 @@
     python benchmarks/micro.py classifier --prompts ../shared/data/prompts/sharegpt_first_turns.jsonl
     python benchmarks/micro.py ledger --url sqlite --rows 50000
     python benchmarks/micro.py ledger --url postgresql://postgres@127.0.0.1:5432/test
+    python benchmarks/micro.py upstream-client --base-url http://127.0.0.1:9100  # fake running
+    python benchmarks/micro.py gc
+    python benchmarks/micro.py asgi --requests 20000   # the gateway's CPU per request, no sockets
 
 ``benchmarks/run.py`` runs these as subprocesses (fresh interpreters) and takes medians.
 """
@@ -182,6 +185,217 @@ def bench_ledger(url: str, rows: int) -> dict[str, Any]:
     }
 
 
+def bench_upstream_client(base_url: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """CPU time per upstream call: the gateway's client (``HttpUpstream`` on
+    ``tierwise.gateway.http1``) against aiohttp configured as the gateway used it before
+    (pooled ``TCPConnector``, a ``ClientTimeout`` per call), ``concurrency`` calls in flight."""
+    import aiohttp
+    import uvloop
+
+    from tierwise.gateway.upstream import HttpUpstream
+
+    body = orjson_body()
+    headers = {"anthropic-version": "2023-06-01"}
+
+    async def load(call: Any) -> tuple[float, float]:
+        left = requests
+
+        async def worker() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                await call()
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        upstream = HttpUpstream(base_url, "sk-bench")
+
+        async def ours() -> None:
+            reply = await upstream.post("/v1/messages", body, headers, stream=False, timeout_s=300)
+            assert reply.status == 200
+
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+        )
+
+        async def theirs() -> None:
+            timeout = aiohttp.ClientTimeout(total=300, connect=5, sock_read=300)
+            send = {**headers, "x-api-key": "sk-bench", "content-type": "application/json"}
+            response = await session.post(
+                base_url + "/v1/messages", data=body, headers=send, timeout=timeout
+            )
+            await response.read()
+            response.release()
+            assert response.status == 200
+
+        for name, call in (("http1", ours), ("aiohttp", theirs), ("http1_again", ours)):
+            await load(call)  # warm-up: connections, caches
+            wall, cpu = await load(call)
+            out[name] = {"rps": requests / wall, "cpu_us_per_call": 1e6 * cpu / requests}
+        await upstream.aclose()
+        await session.close()
+        return out
+
+    return {"requests": requests, "concurrency": concurrency, **uvloop.run(run())}
+
+
+def orjson_body() -> bytes:
+    return json.dumps(
+        {
+            "model": "claude-haiku-4-5",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Convert to JSON: name=Ann, age=31"}],
+        }
+    ).encode()
+
+
+def bench_gc() -> dict[str, Any]:
+    """What ``gc.freeze()`` at start-up saves: tracked objects after building the gateway app,
+    and the time of a full collection before and after freezing them."""
+    import gc
+
+    from tierwise import config
+    from tierwise.gateway.server import make_app
+
+    with tempfile.TemporaryDirectory() as home:
+        env = {
+            "TIERWISE_HOME": home,
+            "ANTHROPIC_API_KEY": "sk-bench",
+            "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+        }
+        make_app(config.load(environ=env))
+        gc.collect()
+        gc.unfreeze()
+        tracked = len(gc.get_objects())
+        t0 = time.perf_counter()
+        gc.collect()
+        before = time.perf_counter() - t0
+        gc.freeze()
+        t0 = time.perf_counter()
+        gc.collect()
+        after = time.perf_counter() - t0
+    return {"tracked_objects": tracked, "full_gc_ms": before * 1000, "frozen_gc_ms": after * 1000}
+
+
+def bench_asgi(requests: int, model: str) -> dict[str, Any]:
+    """The gateway's own CPU per request, without sockets: ``make_app`` (ledger on, SQLite)
+    driven through the ASGI interface, the upstream an in-memory object answering a fixed
+    reply. Excludes uvicorn's HTTP parsing and the upstream connection; includes routing,
+    Starlette, admission (classifier), the engine, the response and the ledger record."""
+    import uvloop
+
+    from tierwise import config
+    from tierwise.gateway import server
+    from tierwise.gateway.upstream import UpstreamReply
+
+    reply_body = json.dumps(
+        {
+            "id": "msg_bench_0001",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-haiku-4-5",
+            "content": [{"type": "text", "text": "Hello from the benchmark upstream."}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 8},
+        }
+    ).encode()
+
+    class Upstream:
+        simulated = False
+
+        async def post(self, *args: Any, **kwargs: Any) -> UpstreamReply:
+            return UpstreamReply(200, {"content-type": "application/json"}, body=reply_body)
+
+        async def aclose(self) -> None:
+            return None
+
+    body = json.dumps(
+        {
+            "model": model,
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Convert to JSON: name=Ann, age=31"}],
+        }
+    ).encode()
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"anthropic-version", b"2023-06-01"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    async def run(app: Any) -> tuple[float, float]:
+        statuses: list[int] = []
+
+        async def one() -> None:
+            sent = False
+
+            async def receive() -> dict[str, Any]:
+                nonlocal sent
+                if not sent:
+                    sent = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await asyncio.sleep(3600)  # the client never disconnects
+                return {"type": "http.disconnect"}
+
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/v1/messages",
+                "raw_path": b"/v1/messages",
+                "root_path": "",
+                "query_string": b"",
+                "headers": headers,
+                "client": ("127.0.0.1", 50000),
+                "server": ("127.0.0.1", 8080),
+                "state": {},
+            }
+            await app(scope, receive, send)
+
+        for _ in range(min(2000, requests)):
+            await one()
+        statuses.clear()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(requests):
+            await one()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        assert statuses.count(200) == requests, statuses[:5]
+        return wall, cpu
+
+    with tempfile.TemporaryDirectory() as home:
+        env = {
+            "TIERWISE_HOME": home,
+            "ANTHROPIC_API_KEY": "sk-bench",
+            "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+        }
+        settings = config.load(environ=env)
+        from tierwise.gateway import app as app_mod
+
+        built = server.make_app(settings)
+        gateway = built.state.gateway
+        gateway.upstream = gateway.engine.upstream = Upstream()
+        del app_mod
+        wall, cpu = uvloop.run(run(built))
+    return {
+        "requests": requests,
+        "model": model,
+        "us_per_request_wall": 1e6 * wall / requests,
+        "us_per_request_cpu": 1e6 * cpu / requests,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -193,12 +407,26 @@ def main(argv: list[str] | None = None) -> None:
     p_led = sub.add_parser("ledger")
     p_led.add_argument("--url", default="sqlite")
     p_led.add_argument("--rows", type=int, default=50_000)
+    p_up = sub.add_parser("upstream-client")
+    p_up.add_argument("--base-url", required=True)
+    p_up.add_argument("--requests", type=int, default=20_000)
+    p_up.add_argument("--concurrency", type=int, default=32)
+    sub.add_parser("gc")
+    p_asgi = sub.add_parser("asgi")
+    p_asgi.add_argument("--requests", type=int, default=20_000)
+    p_asgi.add_argument("--model", default="auto")
     args = parser.parse_args(argv)
     os.environ.pop("TIERWISE_CONFIG", None)
     if args.cmd == "import":
         result = bench_import(args.repeat)
     elif args.cmd == "classifier":
         result = bench_classifier(args.prompts, args.passes)
+    elif args.cmd == "upstream-client":
+        result = bench_upstream_client(args.base_url, args.requests, args.concurrency)
+    elif args.cmd == "gc":
+        result = bench_gc()
+    elif args.cmd == "asgi":
+        result = bench_asgi(args.requests, args.model)
     else:
         result = bench_ledger("" if args.url == "sqlite" else args.url, args.rows)
     print(json.dumps(result))

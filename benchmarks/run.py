@@ -37,7 +37,7 @@ import procs
 import report
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
+BENCH = Path(os.environ.get("TIERWISE_BENCH_DIR") or ROOT / ".bench")
 RESULTS = ROOT / "benchmarks" / "results"
 PY = Path(sys.executable)
 TIERWISE = PY.parent / "tierwise"
@@ -499,8 +499,11 @@ def main(argv: list[str] | None = None) -> None:
             meta["litellm"] = litellm_version(litellm) if litellm else None
             meta["profile"] = "quick" if args.quick else "full"
             result = {"machine": meta, "micro": micro_all(prof), "runs": []}
+            partial = BENCH / "bench.partial.json"
+            partial.write_text(json.dumps(result, indent=1))
             for i in range(1, prof.runs + 1):
                 result["runs"].append(one_run(i, prof, wrk, litellm, workdir))
+                partial.write_text(json.dumps(result, indent=1))  # survives a crash later
             result["elapsed_s"] = time.monotonic() - started
             (out_dir / "bench.json").write_text(json.dumps(result, indent=1))
             if not args.quick:

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from tierwise.budgets import Budgets
 from tierwise.config import Settings
 from tierwise.gateway import anthropic_api, openai_api, telemetry
+from tierwise.gateway.asgi import GatewayApp
 from tierwise.gateway.engine import AUTO, Engine
 from tierwise.gateway.errors import GatewayError, error_response
 from tierwise.gateway.relay import ClientDisconnected
@@ -362,6 +363,6 @@ def build_app(
         *dashboard_routes(gw),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = GatewayApp(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
     return app

@@ -93,15 +93,26 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
     Raises :class:`ClientDisconnected` in that case, so the caller records it and the
     upstream connection is closed instead of finishing a reply nobody will read.
     """
-    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(work)
 
     async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(disconnected())
+    watcher = loop.create_task(disconnected())
+    # What asyncio.wait(FIRST_COMPLETED) does, without its per-call sets and bookkeeping
+    # (profiled at ~4 % of the gateway's CPU per request).
+    first: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object) -> None:
+        if not first.done():
+            first.set_result(None)
+
+    task.add_done_callback(wake)
+    watcher.add_done_callback(wake)
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await first
     finally:
         watcher.cancel()
     if task.done():
