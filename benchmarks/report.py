@@ -176,6 +176,25 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
         s[f"ledger_{db}_runs"] = [get(x, "rows_per_s") for x in rows]
         s[f"ledger_{db}_error"] = next((get(x, "error") for x in rows if get(x, "error")), None)
         s[f"ledger_{db}_rows"] = next((get(x, "rows") for x in rows if get(x, "rows")), None)
+    for k in ("direct_us_cpu", "full_stack_us_cpu", "direct_again_us_cpu"):
+        s[f"asgi_{k}"] = med([get(x, k) for x in m.get("asgi", [])])
+    s["asgi_saved_runs"] = [
+        None
+        if get(x, "full_stack_us_cpu") is None
+        else get(x, "full_stack_us_cpu")
+        - min(get(x, "direct_us_cpu"), get(x, "direct_again_us_cpu"))
+        for x in m.get("asgi", [])
+    ]
+    s["asgi_saved"] = med(s["asgi_saved_runs"])
+    for client in ("http1", "aiohttp", "http1_again"):
+        s[f"client_{client}"] = med(
+            [get(x, client, "cpu_us_per_call") for x in m.get("upstream_client", [])]
+        )
+        s[f"client_{client}_runs"] = [
+            get(x, client, "cpu_us_per_call") for x in m.get("upstream_client", [])
+        ]
+    gc_runs = m.get("gc") or [{}]
+    s["gc"] = gc_runs[0]
     return s
 
 
@@ -437,6 +456,26 @@ def render(res: dict[str, Any] | None, soak_res: dict[str, Any] | None) -> str:
             "`shared/data/prompts/sharegpt_first_turns.jsonl`. Ledger throughput is measured through "
             "`tierwise.ledger.open_ledger`: `record()` of every row, then `flush()` until all are "
             "committed (batches of the configured size).",
+            "",
+            "## Hot path: what the optimisations bought (measured in this run)",
+            "",
+            "| Measure | value | per run |",
+            "|---|---:|---|",
+            f"| upstream call, CPU per call at 32 in flight — tierwise's client (`gateway/http1.py`) (µs) | "
+            f"{fmt(s['client_http1'], 1)} | {spread(s['client_http1_runs'], 1)} |",
+            f"| the same with aiohttp as the gateway used it before (µs) | {fmt(s['client_aiohttp'], 1)} | "
+            f"{spread(s['client_aiohttp_runs'], 1)} |",
+            f'| gateway in-process, no sockets, `model="auto"`: CPU per request with the direct route '
+            f"(`gateway/asgi.py`) (µs) | {fmt(s['asgi_direct_us_cpu'], 1)} | – |",
+            f"| the same through Starlette's full middleware stack and router (µs) | "
+            f"{fmt(s['asgi_full_stack_us_cpu'], 1)} | saved per run: {spread(s['asgi_saved_runs'], 1)} |",
+            f"| objects tracked by the GC after start-up; a full collection before / after `gc.freeze()` (ms) | "
+            f"{fmt(get(s['gc'], 'tracked_objects'), 0)} | {fmt(get(s['gc'], 'full_gc_ms'), 2)} / "
+            f"{fmt(get(s['gc'], 'frozen_gc_ms'), 3)} |",
+            "",
+            "(`benchmarks/micro.py upstream-client`, `asgi`, `gc`; the in-process figure includes the "
+            "classifier, the engine, the response and the ledger record, and excludes uvicorn's HTTP "
+            "parsing and the upstream connection.)",
             "",
             "## Targets (issue 7)",
             "",

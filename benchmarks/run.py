@@ -420,13 +420,35 @@ def micro(cmd: list[str], timeout_s: float = 900) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def micro_all(prof: Profile) -> dict[str, Any]:
+def micro_all(prof: Profile, workdir: Path) -> dict[str, Any]:
     res: dict[str, Any] = {
         "import": [],
         "classifier": [],
         "ledger_sqlite": [],
         "ledger_postgres": [],
+        "asgi": [],
+        "upstream_client": [],
+        "gc": [micro(["gc"])],
     }
+    stack = Stack(workdir)
+    try:
+        upstream = start_fake(stack)
+        for i in range(max(3, prof.runs)):
+            log(f"hot path {i + 1}: in-process ASGI, upstream client")
+            res["asgi"].append(micro(["asgi", "--requests", str(prof.lat_count * 4)]))
+            res["upstream_client"].append(
+                micro(
+                    [
+                        "upstream-client",
+                        "--base-url",
+                        f"http://127.0.0.1:{upstream}",
+                        "--requests",
+                        str(prof.lat_count * 10),
+                    ]
+                )
+            )
+    finally:
+        stack.close()
     for i in range(max(3, prof.runs)):
         log(f"micro {i + 1}: import, classifier, ledger")
         res["import"].append(micro(["import", "--repeat", "5"]))
@@ -498,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
             meta = machine()
             meta["litellm"] = litellm_version(litellm) if litellm else None
             meta["profile"] = "quick" if args.quick else "full"
-            result = {"machine": meta, "micro": micro_all(prof), "runs": []}
+            result = {"machine": meta, "micro": micro_all(prof, workdir), "runs": []}
             partial = BENCH / "bench.partial.json"
             partial.write_text(json.dumps(result, indent=1))
             for i in range(1, prof.runs + 1):
