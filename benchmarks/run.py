@@ -343,6 +343,33 @@ def one_run(i: int, prof: Profile, wrk: str, litellm: Path | None, workdir: Path
             "throughput": throughput(wrk, fake_pid, upstream, workdir, prof.wrk_s, "direct"),
         }
 
+        log(f"run {i}: floor (bare uvicorn app, no upstream call)")
+        port = procs.free_port()
+        floor = stack.start(
+            "floor",
+            [
+                str(PY.parent / "uvicorn"),
+                "floor_app:app",
+                "--app-dir",
+                str(ROOT / "benchmarks"),
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            clean_env(),
+        )
+        floor.wait_ready(port, probe(port), 30)
+        run["floor"] = {
+            "throughput": throughput(wrk, floor.pid, port, workdir, prof.wrk_s, "floor")
+        }
+        stack.stop(floor)
+
         log(f"run {i}: tierwise serve")
         server, port, startup = start_tierwise(stack, upstream)
         rss_start = procs.rss_mb(server.pid)
