@@ -57,3 +57,29 @@ profile: setup
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# -- learned router: rebuild and evaluate (slow; not part of `make test`) ------------------------
+DATA ?= ../shared/data
+EVAL_OUT ?= docs/eval
+
+.PHONY: train eval eval-latency
+
+# Rebuilds src/tierwise/models/router-v1.json and its model card from the train splits.
+train: setup
+	$(BIN)/tierwise train --data $(DATA)
+
+# Every number and plot in EVALUATION.md (test splits).
+eval: setup
+	@mkdir -p $(EVAL_OUT)
+	$(BIN)/tierwise eval routellm --benchmark mmlu --data $(DATA)/routellm --plot $(EVAL_OUT)/routellm-mmlu.png --json > $(EVAL_OUT)/routellm-mmlu.json
+	$(BIN)/tierwise eval routellm --benchmark gsm8k --data $(DATA)/routellm --plot $(EVAL_OUT)/routellm-gsm8k.png --json > $(EVAL_OUT)/routellm-gsm8k.json
+	$(BIN)/tierwise eval arena --data $(DATA) --plot $(EVAL_OUT)/arena.png --json > $(EVAL_OUT)/arena.json
+	$(BIN)/tierwise eval routerbench --data $(DATA) --plot $(EVAL_OUT)/routerbench.png --json > $(EVAL_OUT)/routerbench.json
+	$(BIN)/tierwise eval tiers --json > $(EVAL_OUT)/tiers.json
+	$(MAKE) eval-latency
+	$(BIN)/python -m tierwise.evals.report $(EVAL_OUT)
+
+# Decision latency over the real ShareGPT first turns (a benchmark: depends on the machine's load).
+eval-latency: setup
+	@mkdir -p $(EVAL_OUT)
+	$(BIN)/tierwise eval latency --prompts $(DATA)/prompts/sharegpt_first_turns.jsonl --repeat 5 --json > $(EVAL_OUT)/latency.json

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (hand-written prompt templates read better unwrapped)
 """Writes tierwise's tier-labelled training corpus (src/tierwise/data/tier_corpus.jsonl).
 
 The lesson's taxonomy, one block per category: hand-written request templates with
@@ -280,6 +281,142 @@ COMPLEX: dict[str, list[str]] = {
     ],
 }
 
+for _cat, _extra in {
+    "formatting": [
+        "make this title case: {lowtitle}",
+        "put a comma between each of these words: {words}",
+        "Wrap each line of this list in double quotes:\n{person}\n{person2}\n{city}",
+        'Indent this JSON nicely: {{"id":{n},"tags":["a","b"],"ok":true}}',
+        "fix the capitalization: {lowtitle}",
+    ],
+    "extraction": [
+        "What's the invoice number in this text? 'Invoice INV-{n}{m} is due on 4 June.'",
+        "Grab the SKU codes from: 'Restock SKU-{n}A and SKU-{m}B before Friday.'",
+        "Which cities are mentioned? '{person} flew from {city} to {city2} last week.'",
+        "Give me only the email from this signature: '{person} | Sales | {email} | +1 555 0100'",
+        "pull the amounts out of: 'paid $12.50 for lunch and $48 for the taxi'",
+    ],
+    "classification": [
+        "Which language is this sentence in? '{PHRASE}'",
+        "Rate the tone of this message as friendly, neutral or angry: 'I have asked three times already.'",
+        "Is this a bug report or a feature request? 'It would be great to export to PDF.'",
+        "Mark each transaction as food, travel or office: taxi $30, sandwich $8, printer paper $12.",
+        "spam or not spam: 'Meeting moved to 3pm, same room.'",
+    ],
+    "simple q&a": [
+        "What year did {event}?",
+        "how many sides does a hexagon have",
+        "What is the square root of 144?",
+        "Which ocean is the largest?",
+        "What's the opposite of 'generous'?",
+        "Who is the author of '1984'?",
+    ],
+    "data transformation": [
+        "Turn this list into a JSON array: {person}, {person2}, {city}",
+        "Convert 3 hours 45 minutes to minutes.",
+        "Change these dates to US format (MM/DD/YYYY): 2024-03-15, 2023-11-02.",
+        "Convert this markdown table to CSV:\n| name | qty |\n|---|---|\n| pens | {n} |",
+        "Join these lines with semicolons:\nalpha\nbeta\ngamma",
+    ],
+    "translation": [
+        "translate to {lang} pls: {PHRASE}",
+        "Can you put this into {lang}? '{PHRASE}'",
+        "What does 'merci beaucoup' mean in English?",
+    ],
+}.items():
+    SIMPLE[_cat] += _extra
+for _cat, _extra in {
+    "code generation": [
+        "Code a small {framework} app with one endpoint that returns {thing} as JSON.",
+        "{plang}: a function that groups a list of {domain} orders by customer and sums the totals.",
+        "SQL: count {domain} orders per month for the last year, newest first.",
+        "Write a TypeScript type and a fetch helper for GET /api/{resource}/:id.",
+        "Give me a {plang} snippet that reads environment variables with defaults.",
+        "I need a {plang} class that wraps a rate limiter for outgoing API calls.",
+        "Write a CLI in {plang} that renames all .txt files in a folder to .md.",
+        "Create a GitHub Actions workflow that runs tests on every push for a {plang} project.",
+    ],
+    "summarization": [
+        "Summarize this customer email in one sentence: {LONG}",
+        "Boil these notes down to three action items: {LONG}",
+        "Give me a short recap of this thread for someone who missed it: {LONG}",
+        "Write a two-line summary of this product review: the {product} is {adj}, but the battery and the app are disappointing.",
+        "Summarise this paragraph for a newsletter: {LONG}",
+    ],
+    "bug fixing": [
+        "My {plang} test fails with AssertionError: expected 3 but got 4. Here is the function: `def count(xs): return len(xs) + 1`",
+        "Why do I get 'ModuleNotFoundError: No module named {module}' when I run my script?",
+        "CORS error in the browser when my frontend calls the {domain} API on another port. How do I fix it?",
+        "This {plang} code leaks memory in a loop, can you spot the bug?\n```\ncache = []\nfor item in stream:\n    cache.append(item)\n```",
+        "Fix: my cron job runs twice every hour instead of once.",
+    ],
+    "content creation": [
+        "Write a friendly reminder email about the {topic} workshop next week.",
+        "Explain {concept} to a beginner with a simple analogy.",
+        "Write a short toast for {person}'s wedding.",
+        "Draft a job post for a part-time barista in {city}.",
+        "Write an Instagram caption for our new {product}.",
+        "Explain the difference between {concept} and {concept2} in plain words.",
+    ],
+}.items():
+    STANDARD[_cat] += _extra
+for _cat, _extra in {
+    "architecture": [
+        "Our {domain} service must stay available during a full region outage. Design the failover, data replication and consistency approach, and explain the trade-offs.",
+        "Evaluate whether we should move our {domain} system from a single Postgres to a distributed database; consider consistency, cost, and operational risk.",
+        "Design the backend for {domain} with millions of concurrent users, including caching, queues, sharding and how failures propagate.",
+    ],
+    "security": [
+        "Threat model our {domain} mobile app: who would attack it, how, and which mitigations matter most.",
+        "Assess the cryptographic design of our {domain} service: passwords hashed with MD5 and tokens encrypted with AES-ECB.",
+        "Find the exploitable weaknesses in this setup: admin panel on a public IP, default credentials, and debug mode enabled.",
+        "Review our API key handling for {domain}: keys are logged in plain text and never rotated. What attacks does this enable?",
+        "Identify attack vectors in a plugin system that runs user-uploaded scripts on our servers.",
+    ],
+    "novel algorithm": [
+        "Come up with an algorithm that detects anomalies in {domain} metrics streams in sub-linear memory, and prove its guarantees.",
+        "Give a rigorous proof that this {domain} matching problem can be solved in polynomial time, or show it is NP-hard.",
+    ],
+    "multi-step reasoning": [
+        "Given churn, pricing and support data for {domain}, reason through why revenue fell and which of three recovery plans to choose, with second-order effects.",
+        "Analyse these conflicting requirements from legal, sales and engineering for our {domain} launch and propose a plan that resolves them. {LONG}",
+    ],
+    "maximum accuracy": [
+        "Check these clinical dosage numbers before they go into the protocol; patient safety depends on it: {n} mg/kg for a {m} kg patient twice daily.",
+        "This is for an audit and must be exactly right: reconcile these ledger entries and explain every discrepancy. {LONG}",
+        "Review this regulatory filing for errors; a mistake means a fine. {LONG}",
+    ],
+    "research synthesis": [
+        "Survey the state of the art in {field} and compare the main approaches and their trade-offs.",
+        "What does the evidence from multiple studies say about {topic}? Weigh the sources and conclude.",
+        "Write a literature review on {field} with the key papers, their findings and open questions.",
+    ],
+}.items():
+    COMPLEX[_cat] += _extra
+
+SIMPLE["formatting"] += [
+    "Convert this heading to sentence case: {lowtitle}",
+    "Add bullet points in front of each line:\n{person}\n{city}\n{product}",
+]
+STANDARD["summarization"] += [
+    "Summarize this document in {k} bullet points: ...",
+    "Give me the key points of the attached report.",
+    "Summarize the article below in plain English.",
+    "Can you summarise this PDF for me in a short paragraph?",
+    "Write an executive summary of this quarterly update: {LONG}",
+]
+STANDARD["code generation"] += [
+    "Could you build a tiny {framework} service that stores {resource} in SQLite?",
+    "Make a {plang} script that downloads a web page and counts the links.",
+    "Write a {plang} function that validates a credit card number with the Luhn check.",
+]
+STANDARD["bug fixing"] += [
+    "Uncaught TypeError: Cannot read properties of undefined (reading 'map') in my React "
+    "component. How do I fix it?",
+    "My {plang} build fails with 'undefined reference to main'. What did I do wrong?",
+    "Why does my for loop in {plang} skip the last element?",
+]
+
 SYSTEMS_SIMPLE = [
     "You are a JSON formatter. Only output JSON.",
     "You are a translator. Reply with the translation only.",
@@ -298,6 +435,21 @@ SYSTEMS_COMPLEX = [
     "You are a research scientist who synthesizes academic literature rigorously.",
     "You are a staff engineer reviewing designs for correctness under failure.",
 ]
+LOWTITLES = ["the art of slow travel", "a beginner's guide to sourdough", "why cities need trees"]
+WORDS = ["red green blue", "alpha beta gamma delta", "north south east west"]
+EVENTS = ["the first moon landing happen", "World War II end", "the euro launch"]
+FRAMEWORKS = ["Flask", "FastAPI", "Express", "Spring Boot", "Django", "Gin"]
+THINGS = ["the server time", "a health status", "the current user's profile"]
+RESOURCES = ["orders", "invoices", "users", "shipments"]
+MODULES = ["'requests'", "'numpy'", "'yaml'"]
+CONCEPTS = ["an API", "recursion", "a database index", "compound interest", "DNS", "a VPN"]
+ADJS = ["sturdy", "stylish", "quiet"]
+FIELDS = [
+    "retrieval-augmented generation",
+    "federated learning",
+    "battery chemistry",
+    "protein structure prediction",
+]
 COUNTRIES = ["Kenya", "Canada", "Portugal", "Vietnam", "Chile", "Norway", "Egypt"]
 LONG_BITS = [
     "Revenue rose 4% while support tickets doubled after the March release.",
@@ -308,6 +460,9 @@ LONG_BITS = [
     "A partner integration failed silently for nine hours before anyone noticed.",
     "The board wants a plan to cut cloud spend by 20% without slowing delivery.",
     "Survey respondents rated onboarding 3.1 out of 5, down from 3.8.",
+    "The customer says the invoice was sent to the wrong address and wants a copy.",
+    "Marketing wants the launch moved to May so it does not clash with the conference.",
+    "Shipping to the west coast takes five days on average, two more than last year.",
 ]
 
 
@@ -315,6 +470,7 @@ def _fill(template: str, rng: random.Random) -> str:
     people = rng.sample(PEOPLE, 2)
     cities = rng.sample(CITIES, 2)
     long_text = " ".join(rng.sample(LONG_BITS, rng.randint(3, 7)))
+    concepts = rng.sample(CONCEPTS, 2)
     values = {
         "person": people[0],
         "person2": people[1],
@@ -331,6 +487,18 @@ def _fill(template: str, rng: random.Random) -> str:
         "email": f"{people[0].split()[0].lower()}@example.com",
         "country": rng.choice(COUNTRIES),
         "LONG": long_text,
+        "lowtitle": rng.choice(LOWTITLES),
+        "words": rng.choice(WORDS),
+        "event": rng.choice(EVENTS),
+        "framework": rng.choice(FRAMEWORKS),
+        "thing": rng.choice(THINGS),
+        "resource": rng.choice(RESOURCES),
+        "module": rng.choice(MODULES),
+        "concept": concepts[0],
+        "concept2": concepts[1],
+        "adj": rng.choice(ADJS),
+        "field": rng.choice(FIELDS),
+        "k": str(rng.randint(3, 7)),
     }
     return template.format(**values)
 

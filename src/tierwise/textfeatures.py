@@ -20,8 +20,8 @@ import itertools
 import math
 import re
 
-SCAN_CHARS = 6_000
-BIGRAM_TOKENS = 600
+SCAN_CHARS = 4_000
+BIGRAM_TOKENS = 400
 SYSTEM_CHARS = 1_000
 
 _TOKEN = re.compile(r"[a-z0-9_]+|[^\sa-z0-9_]")

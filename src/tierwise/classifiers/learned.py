@@ -164,6 +164,20 @@ class RouterModel:
         ):
             raise ConfigError(f"{source}: weight shapes do not match the vocabulary and columns")
         self._np = np
+        # Fast path for the product's decision: only the taxonomy head, with idf² alongside so
+        # one gather gives both the weights' sum and the norm.
+        tier_cols = list(self.groups["tier"]["columns"])
+        self._tier_sparse = np.ascontiguousarray(
+            np.hstack([self._sparse[:, tier_cols], self._idf2[:, None]])
+        )
+        self._tier_dense_w = np.ascontiguousarray(
+            self._dense_w[:, tier_cols] / self._dense_scale[:, None]
+        )
+        self._tier_bias = [
+            float(b)
+            for b in self._bias[tier_cols]
+            - (self._dense_mean / self._dense_scale) @ self._dense_w[:, tier_cols]
+        ]
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> RouterModel:
@@ -195,6 +209,24 @@ class RouterModel:
         if idx:
             z = z + self._sparse[idx].sum(axis=0) / math.sqrt(float(self._idf2[idx].sum()))
         return z, len(idx), keys, dense
+
+    def tier_probs(
+        self, prompt: str, system: str = ""
+    ) -> tuple[tuple[float, float, float], int, set[str]]:
+        """P(level 1, 2, 3) alone — the decision's fast path (same numbers as :meth:`predict`)."""
+        keys, dense = featurize(prompt, system)
+        index = self.index
+        idx = [i for i in map(index.get, keys) if i is not None]
+        z = [float(v) for v in self._np.asarray(dense) @ self._tier_dense_w]
+        if idx:
+            summed = self._tier_sparse[idx].sum(axis=0).tolist()
+            norm = math.sqrt(summed[3])
+            z = [z[j] + summed[j] / norm for j in range(3)]
+        z = [z[j] + self._tier_bias[j] for j in range(3)]
+        top = max(z)
+        e = [math.exp(v - top) for v in z]
+        total = e[0] + e[1] + e[2]
+        return (e[0] / total, e[1] / total, e[2] / total), len(idx), keys
 
     def predict(self, prompt: str, system: str = "") -> Prediction:
         np = self._np
@@ -238,13 +270,14 @@ def tier_quality(probs: tuple[float, float, float], n_tiers: int) -> list[float]
     if n_tiers == 1:
         return [1.0]
     out: list[float] = []
-    for i in range(n_tiers):
+    for i in range(n_tiers - 1):
         cover = 1.0 + 2.0 * i / (n_tiers - 1)
         q = sum(
             p * min(1.0, max(0.0, cover - level + 1.0))
             for level, p in zip(LEVELS, probs, strict=True)
         )
         out.append(min(1.0, q))
+    out.append(1.0)  # the top tier covers every level
     return out
 
 
@@ -265,8 +298,9 @@ class LearnedClassifier:
 
     def classify_now(self, request: ClassifyInput) -> Classification:
         start = time.perf_counter()
-        pred = self.model.predict(request.prompt, request.system)
-        if pred.known_keys == 0 and not pred.cues:
+        probs, known, keys = self.model.tier_probs(request.prompt, request.system)
+        cue_list = cue_categories(keys)
+        if known == 0 and not cue_list:
             return Classification(
                 level=2,
                 confidence=ABSTAIN_CONFIDENCE,
@@ -274,11 +308,10 @@ class LearnedClassifier:
                 classifier=_NAME,
                 latency_ms=(time.perf_counter() - start) * 1000,
             )
-        probs = pred.tier_probs()
         level = max(LEVELS, key=lambda lv: (probs[lv - 1], lv == 2))
         need = (probs[1] + 2.0 * probs[2]) / 2.0  # expected level, scaled to 0..1
         quality = tier_quality(probs, len(self.tiers))
-        cues = ", ".join(c for lv, c in pred.cues if lv == level) or "no taxonomy cue"
+        cues = ", ".join(c for lv, c in cue_list if lv == level) or "no taxonomy cue"
         shown = " / ".join(f"{n} {q:.2f}" for n, q in zip(self.tiers, quality, strict=True))
         return Classification(
             level=level,

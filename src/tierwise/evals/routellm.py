@@ -26,7 +26,7 @@ from tierwise.evals.metrics import (
 )
 
 # RouteLLM paper v4, Tables 1–3 (best router per benchmark), for the report and the plots.
-PAPER = {
+PAPER: dict[str, dict[str, Any]] = {
     "mmlu": {"apgr": 0.603, "cpt50": 35.40, "cpt80": 71.55, "router": "SW ranking (+golden)"},
     "gsm8k": {"apgr": 0.622, "cpt50": 33.64, "cpt80": None, "router": "causal LLM (+judge)"},
     "random": {"apgr": 0.50},
