@@ -152,3 +152,26 @@ def test_gain_score_is_finite_for_odd_input() -> None:
     for prompt in ["", " ", "🙂" * 50, "a" * 20_000, "\n".join(["1 + 1 ="] * 500)]:
         gain = model.predict(prompt).gain
         assert -2.0 < gain < 2.0
+
+
+def test_make_classifier_uses_the_learned_one_by_default_and_first_in_cascade(
+    tmp_path: Path,
+) -> None:
+    from tierwise.classifiers import CascadeClassifier, RulesClassifier
+    from tierwise.config import load
+    from tierwise.providers.simulated import SimulatedProvider
+    from tierwise.router import make_classifier
+
+    provider = SimulatedProvider()
+    default = make_classifier(load(environ={"TIERWISE_HOME": str(tmp_path)}), provider)
+    assert isinstance(default, LearnedClassifier)
+    assert default.tiers == ["haiku", "sonnet", "opus"]
+    cascade = make_classifier(
+        load(environ={"TIERWISE_HOME": str(tmp_path), "TIERWISE_CLASSIFIER": "cascade"}), provider
+    )
+    assert isinstance(cascade, CascadeClassifier)
+    assert isinstance(cascade.first, LearnedClassifier)
+    rules = make_classifier(
+        load(environ={"TIERWISE_HOME": str(tmp_path), "TIERWISE_CLASSIFIER": "rules"}), provider
+    )
+    assert isinstance(rules, RulesClassifier)

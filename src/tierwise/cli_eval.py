@@ -441,6 +441,13 @@ def eval_latency(
         f"p99 {result['p99_ms'] * 1000:.1f} µs   max {result['max_ms'] * 1000:.1f} µs",
         highlight=False,
     )
+    best = result["min_of_repeats"]
+    out.print(
+        f"fastest of {result['repeat']} runs per prompt: p50 {best['p50_ms'] * 1000:.1f} µs   "
+        f"p99 {best['p99_ms'] * 1000:.1f} µs   max {best['max_ms'] * 1000:.1f} µs   "
+        f"(load average at start {result['load_average_1m_at_start']} on {result['cpus']} CPUs)",
+        highlight=False,
+    )
     for bucket, row in result["by_length"].items():
         out.print(
             f"  {bucket:>10} chars: n={row['n']:<6} p50 {row['p50_ms'] * 1000:.1f} µs  "

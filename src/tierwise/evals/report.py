@@ -62,10 +62,13 @@ def render(folder: Path) -> str:
         )
     lat = _load(folder, "latency")
     if lat is not None:
+        best = lat["min_of_repeats"]
         lines.append(
-            f"Decision latency ({lat['samples']} decisions over {lat['prompts']} prompts): "
-            f"p50 {lat['p50_ms'] * 1000:.0f} µs, p99 {lat['p99_ms'] * 1000:.0f} µs, "
-            f"max {lat['max_ms'] * 1000:.0f} µs."
+            f"Decision latency ({lat['samples']} decisions over {lat['prompts']} prompts, load "
+            f"average {lat['load_average_1m_at_start']} on {lat['cpus']} CPUs): every sample "
+            f"p50 {lat['p50_ms'] * 1000:.0f} µs, p99 {lat['p99_ms'] * 1000:.0f} µs; fastest of "
+            f"{lat['repeat']} per prompt p50 {best['p50_ms'] * 1000:.0f} µs, "
+            f"p99 {best['p99_ms'] * 1000:.0f} µs."
         )
     return "\n".join(lines)
 
