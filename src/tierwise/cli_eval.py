@@ -100,8 +100,11 @@ def train_command(
         ),
     ] = True,
 ) -> None:
-    """Rebuild the learned classifier's artifact from the data (train splits only), and write
-    its model card (data hashes, rows, cross-validation and test metrics) next to it."""
+    """Rebuild the learned classifier's artifact and its model card from the train splits.
+
+    The card (next to the artifact) records the data files' hashes, the rows used, the
+    cross-validation choices and, unless --no-eval, the test-split metrics.
+    """
     from tierwise.classifiers.learned import RouterModel
     from tierwise.evals import card as card_mod
     from tierwise.evals import train as train_mod
@@ -140,7 +143,7 @@ def _print_pair_result(res: dict[str, Any]) -> None:
         _fmt(res["cpt80"], ".2f", "%"),
     )
     table.add_row(
-        f"random (mean of {len(range(20))} seeds)",
+        f"random (mean of {res['random_seeds']} seeds)",
         _fmt(res["random_apgr"]),
         _fmt(res["random_cpt50"], ".2f", "%"),
         _fmt(res["random_cpt80"], ".2f", "%"),
@@ -217,8 +220,11 @@ def eval_routellm(
         str | None, typer.Option("--strong", help="Strong model's column/name.")
     ] = None,
 ) -> None:
-    """The RouteLLM paper's metric (APGR, CPT(50%), CPT(80%)) for the learned router, a random
-    router and the oracle, on a directory laid out as RouteLLM's repository."""
+    """The RouteLLM paper's metric (APGR, CPT(50%), CPT(80%)): router, random and oracle.
+
+    DIR is laid out as RouteLLM's repository (mmlu/responses/mmlu_<domain>.csv,
+    gsm8k/gsm8k_responses.csv, mt_bench/question.jsonl + judgements.jsonl).
+    """
     from tierwise.evals import datasets as ds
 
     try:
@@ -255,8 +261,7 @@ def eval_arena(
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
-    """Arena-bench v1 judge scores (1–10) with the paper's metric: two models, the learned
-    router's gain score, random and oracle."""
+    """Arena-bench v1 judge scores (1–10) with the paper's metric, for two of its models."""
     from tierwise.evals import routellm
 
     try:
@@ -289,8 +294,10 @@ def eval_routerbench(
     as_json: JsonOption = False,
     model: ModelOption = None,
 ) -> None:
-    """Cost–quality over many models with real per-query costs: the learned router with
-    tierwise's policy, every single model, random mixing and the oracle."""
+    """Cost–quality over many models with their real per-query costs (RouterBench).
+
+    The learned router with tierwise's policy, every single model, random mixing, the oracle.
+    """
     from tierwise.evals import datasets as ds
     from tierwise.evals import routerbench
 
@@ -360,8 +367,10 @@ def eval_tiers(
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """The whole decision (classifier + policy) on tier-labelled prompts: accuracy, the
-    confusion matrix, and severe errors (a top-tier prompt sent to the cheapest tier)."""
+    """Accuracy of the whole decision on tier-labelled prompts (the lesson's taxonomy).
+
+    Prints the confusion matrix and severe errors (a top-tier prompt sent to the cheapest tier).
+    """
     from tierwise import config as config_mod
     from tierwise.evals import card as card_mod
     from tierwise.evals import datasets as ds
@@ -410,7 +419,7 @@ def eval_latency(
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Decision latency of the configured classifier + policy (no model call), per request."""
+    """Decision latency of the configured classifier + policy (no model call)."""
     from tierwise import config as config_mod
     from tierwise.evals import datasets as ds
     from tierwise.evals import latency
@@ -473,8 +482,11 @@ def calibrate_command(
     as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Set the cost/quality knob (classifier.quality_tolerance) from a sample of your prompts,
-    print the tier shares it gives, and optionally write it to a config file."""
+    """Set the cost/quality knob (classifier.quality_tolerance) from a sample of prompts.
+
+    Prints the tier shares and quality kept at the calibrated and the current setting, and
+    writes the knob to a config file with --write.
+    """
     from tierwise import config as config_mod
     from tierwise.evals import calibrate
     from tierwise.evals import datasets as ds

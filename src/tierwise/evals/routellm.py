@@ -98,6 +98,7 @@ def evaluate_pairs(
         **_summary(router),
         "random_apgr": round(float(np.mean([r.apgr for r in randoms])), 4),
         "random_apgr_std": round(float(np.std([r.apgr for r in randoms])), 4),
+        "random_seeds": RANDOM_SEEDS,
         "random_cpt50": mean_opt([r.cpt50 for r in randoms]),
         "random_cpt80": mean_opt([r.cpt80 for r in randoms]),
         "random_points": _summary(randoms[0])["points"],
