@@ -281,6 +281,28 @@ def tier_quality(probs: tuple[float, float, float], n_tiers: int) -> list[float]
     return out
 
 
+SHAPE_CONFIDENCE = 0.8
+LARGE_CONTEXT_TOKENS = 50_000
+
+
+def shape_floor(request: ClassifyInput) -> tuple[int, str]:
+    """The lowest level a conversation's shape allows, and why (1, "" when it sets none).
+
+    A large context needs the top tier's long-context reasoning; tools, attachments and long
+    multi-turn histories need at least the middle tier (the lesson's taxonomy puts
+    "multi-step reasoning across large contexts" at tier 3)."""
+    if request.context_tokens is not None and request.context_tokens > LARGE_CONTEXT_TOKENS:
+        return 3, f"~{request.context_tokens} input tokens"
+    reasons = []
+    if request.tools:
+        reasons.append(f"{request.tools} tool{'s' if request.tools > 1 else ''}")
+    if request.attachments:
+        reasons.append(f"{request.attachments} attachment{'s' if request.attachments > 1 else ''}")
+    if request.turns > 12:
+        reasons.append(f"{request.turns} turns")
+    return (2, ", ".join(reasons)) if reasons else (1, "")
+
+
 class LearnedClassifier:
     """The default classifier: the shipped linear model, no I/O, microseconds per decision.
 
@@ -312,11 +334,20 @@ class LearnedClassifier:
         need = (probs[1] + 2.0 * probs[2]) / 2.0  # expected level, scaled to 0..1
         quality = tier_quality(probs, len(self.tiers))
         cues = ", ".join(c for lv, c in cue_list if lv == level) or "no taxonomy cue"
+        confidence = probs[level - 1]
+        floor, why = shape_floor(request)
+        note = ""
+        if floor > level:
+            # The text model sees one turn; the conversation's shape sets a minimum tier.
+            cut = round((floor - 1) * (len(self.tiers) - 1) / 2)
+            quality = [0.0 if i < cut else q for i, q in enumerate(quality)]
+            level, confidence = floor, max(confidence, SHAPE_CONFIDENCE)
+            note = f"; conversation shape ({why}) needs at least {self.tiers[cut]}"
         shown = " / ".join(f"{n} {q:.2f}" for n, q in zip(self.tiers, quality, strict=True))
         return Classification(
             level=level,
-            confidence=round(probs[level - 1], 3),
-            reasoning=f"{_LEVEL_NAMES[level]} task ({cues}); predicted quality {shown}",
+            confidence=round(confidence, 3),
+            reasoning=f"{_LEVEL_NAMES[level]} task ({cues}); predicted quality {shown}{note}",
             classifier=_NAME,
             latency_ms=(time.perf_counter() - start) * 1000,
             score=need,
