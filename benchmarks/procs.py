@@ -37,7 +37,8 @@ def _children() -> dict[int, list[int]]:
 
 def tree_pids(pid: int) -> list[int]:
     tree = _children()
-    out, todo = [], [pid]
+    out: list[int] = []
+    todo = [pid]
     while todo and len(out) < 10_000:
         p = todo.pop()
         out.append(p)

@@ -326,7 +326,9 @@ def targets(s: dict[str, Any], soak: dict[str, Any] | None) -> list[tuple[str, s
     return rows
 
 
-def render(res: dict[str, Any] | None, soak_res: dict[str, Any] | None) -> str:
+def render(
+    res: dict[str, Any] | None, soak_res: dict[str, Any] | None, *, notes: bool = True
+) -> str:
     out: list[str] = ["# tierwise benchmarks", ""]
     commit = res["machine"]["commit"] if res else "COMMIT"
     out.append(
@@ -568,7 +570,7 @@ def render(res: dict[str, Any] | None, soak_res: dict[str, Any] | None) -> str:
         "LiteLLM (`pip install 'litellm[proxy]==1.108.7'` into `.bench/litellm-venv`, git-ignored).",
         "",
     ]
-    if NOTES.exists():
+    if notes and NOTES.exists():
         out.append(NOTES.read_text().rstrip() + "\n")
     return "\n".join(out)
 
@@ -678,7 +680,7 @@ def soak_chart(soak_res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write(results_dir: Path, md: Path, chart_dir: Path) -> None:
+def write(results_dir: Path, md: Path, chart_dir: Path, *, notes: bool = True) -> None:
     bench = results_dir / "bench.json"
     soak = results_dir / "soak.json"
     res = json.loads(bench.read_text()) if bench.exists() else None
@@ -690,7 +692,7 @@ def write(results_dir: Path, md: Path, chart_dir: Path) -> None:
             soak_chart(soak_res, chart_dir / "soak.png")
     except ImportError as exc:  # matplotlib comes with the dev/train extras
         print(f"charts skipped: {exc}", file=sys.stderr)
-    md.write_text(render(res, soak_res))
+    md.write_text(render(res, soak_res, notes=notes))
 
 
 if __name__ == "__main__":
