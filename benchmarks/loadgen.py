@@ -71,9 +71,13 @@ class LatencyClient:
         t0 = clock()
         sock.sendall(raw)
         self._done = False
+        deadline = t0 + self.timeout_s
         while not self._done:
-            data = sock.recv(262144)
+            data = sock.recv(262144)  # each recv is bounded by the socket's timeout
             self._now = clock()
+            if self._now > deadline:
+                self.close()
+                raise TimeoutError(f"no complete response within {self.timeout_s:g}s")
             if not data:
                 self.close()
                 raise ConnectionError("server closed the connection")
