@@ -132,6 +132,13 @@ def train_command(
 # -- eval routellm / arena ----------------------------------------------------------------------
 
 
+def _show_pair_result(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit_json(result)
+    else:
+        _print_pair_result(result)
+
+
 def _print_pair_result(res: dict[str, Any]) -> None:
     table = Table(title=f"{res['benchmark']} ({res['split']}, n={res['n']})")
     for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
@@ -245,10 +252,7 @@ def eval_routellm(
         result = _run_pairs(items, model, benchmark, chosen, ties, scores_file, plot)
     except (TierwiseError, OSError, ValueError, KeyError) as exc:
         raise _fail(exc) from exc
-    if as_json:
-        _emit_json(result)
-    else:
-        _print_pair_result(result)
+    _show_pair_result(result, as_json)
 
 
 @eval_app.command("arena")
@@ -274,10 +278,7 @@ def eval_arena(
         result["weak_model"], result["strong_model"] = weak, strong
     except (TierwiseError, OSError, ValueError, KeyError) as exc:
         raise _fail(exc) from exc
-    if as_json:
-        _emit_json(result)
-    else:
-        _print_pair_result(result)
+    _show_pair_result(result, as_json)
 
 
 # -- eval routerbench -----------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class Admission:
     fallbacks: list[str] = field(default_factory=list)
     recorded: bool = False
     reservation: budgets_mod.Reservation | None = None
+    budget_event: str | None = None  # "downgraded" | "refused", for /metrics
     max_tokens: int = 0
 
     @property
@@ -243,6 +244,7 @@ class Engine:
             if outcome.downgraded_from:
                 adm.targets.insert(0, Target(outcome.tier, outcome.model))
                 adm.targets = list(dict.fromkeys(adm.targets))
+                adm.budget_event = "downgraded"
                 adm.notes.append(
                     f"budget of key {key.name!r} cannot cover {outcome.downgraded_from}; "
                     f"downgraded to {outcome.tier}"
@@ -253,6 +255,7 @@ class Engine:
 
     @staticmethod
     def _refuse(adm: Admission, message: str) -> GatewayError:
+        adm.budget_event = "refused"
         adm.notes.append(f"budget refused: {message}")
         error = GatewayError(429, message, error_type="rate_limit_error")
         error.admission = adm

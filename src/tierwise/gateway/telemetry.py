@@ -83,11 +83,8 @@ def observe(
     TOTAL.observe(time.perf_counter() - adm.t0)
     if upstream_ms:
         UPSTREAM.observe(upstream_ms / 1000)
-    for note in adm.notes:
-        if note.startswith("budget refused"):
-            BUDGET.labels("refused").inc()
-        elif note.startswith("budget of key"):
-            BUDGET.labels("downgraded").inc()
+    if adm.budget_event is not None:
+        BUDGET.labels(adm.budget_event).inc()
     if error_type:
         ERRORS.labels(error_type).inc()
     for step in adm.fallbacks:
