@@ -131,7 +131,9 @@ def test_keys_are_required_once_one_exists(settings: Settings) -> None:
         store.close()
     ok_rows = [r for r in rows if r.status == "ok"]
     assert [r.key_name for r in ok_rows] == ["team-a", "team-a"]
-    assert len(rows) == 5  # the three rejected requests are recorded too
+    # Anonymous 401s are not model requests of anyone: counted in /metrics, never written to
+    # the ledger (a flood of them must not grow the database).
+    assert len(rows) == 2
 
 
 def test_budget_downgrades_then_refuses(settings: Settings) -> None:
@@ -230,11 +232,14 @@ def test_report_after_graceful_stop_matches_hand_computed_costs(
         "output_tokens_details": {"thinking_tokens": 0},
     }
     fake_anthropic.script(usage=usage, times=5)
+    # A prompt that can really hold 1,000 input tokens (usage above what a request could
+    # consume is clamped as bad upstream data: see test_hostile_usage.py).
+    prompt = "Summarise the following notes. " + "note " * 1000
     with ServerThread(make_app(settings)) as running:
         client = anthropic.Anthropic(base_url=running.base_url, api_key="x", max_retries=0)
         for _ in range(5):
             client.messages.create(
-                model="haiku", max_tokens=300, messages=[{"role": "user", "content": "hi"}]
+                model="haiku", max_tokens=300, messages=[{"role": "user", "content": prompt}]
             )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TIERWISE_"))}
     env["TIERWISE_HOME"] = str(settings.home)

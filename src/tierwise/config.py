@@ -135,14 +135,17 @@ class BudgetConfig(_Strict):
     when several gateway replicas share keys, so they reserve against one atomic counter.
     ``on_exceeded``: when the remaining budget cannot cover the chosen tier's worst case,
     ``downgrade`` to the most capable tier that fits, or ``refuse`` (HTTP 429).
-    ``reservation_ttl_s``: a reservation never settled (a crashed replica) stops counting
-    after this long.
+    ``reservation_ttl_s``: a hold never settled (a crashed replica, a lost process) stops
+    counting after this long; it is never shorter than ``gateway.upstream_timeout_s`` + 60 s,
+    the longest a request can run. ``redis_timeout_s``: the deadline of each Redis call (a slow
+    or dead Redis refuses budgeted keys instead of stalling requests).
     """
 
     redis_url: str | None = None
     redis_prefix: str = "tierwise:"
     on_exceeded: Literal["downgrade", "refuse"] = "downgrade"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
 
 
 class KeysConfig(_Strict):

@@ -7,7 +7,10 @@
     │                        reported as *unpriced*, never raised)
     ├── ClassifierError      a classifier could not produce a decision (the router falls back)
     ├── ProviderError        the upstream call failed; ``retryable`` says whether to try again
-    └── BudgetExceeded       a gateway key's budget cannot cover a request (HTTP 429)
+    ├── BudgetExceeded       a gateway key's budget cannot cover a request (HTTP 429)
+    └── BudgetUnavailable    a budget cannot be checked right now (Redis down or slow, or
+                             several workers without shared counters): budgeted keys are
+                             refused (HTTP 503), never let through unchecked
 
 Each carries a message that says what was wrong and where.
 """
@@ -103,3 +106,12 @@ class BudgetExceeded(TierwiseError):
             f"(spent ${self.spent_usd:f}, ${self.reserved_usd:f} reserved by requests in "
             f"flight); this request needs up to ${self.needed_usd:f}{on}"
         )
+
+
+class BudgetUnavailable(TierwiseError):
+    """A budget cannot be checked now, so a budgeted key is refused (fail closed).
+
+    Raised by :meth:`tierwise.budgets.Budgets.reserve` when the shared counters (Redis) did not
+    answer in time, or when budgets are not shared between the processes that serve a key.
+    The message says which and what to do.
+    """

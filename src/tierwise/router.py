@@ -7,12 +7,12 @@ async; :mod:`tierwise.facade` offers the lesson's blocking API on top.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
+from tierwise.accounting import UsageBounds, usage_to_api
 from tierwise.classifiers import (
     CascadeClassifier,
     Classifier,
@@ -22,15 +22,15 @@ from tierwise.classifiers import (
 )
 from tierwise.config import Settings
 from tierwise.errors import InputError, ProviderError
+from tierwise.lifecycle import Books, Outcome, RequestLife, Target
 from tierwise.policy import Policy
-from tierwise.pricing import PriceCatalogue
+from tierwise.pricing import PriceCatalogue, Settlement
 from tierwise.providers import Provider, make_provider
 from tierwise.providers.base import CallSpec
 from tierwise.types import (
     ClassifyInput,
     Completion,
     Decision,
-    LedgerEntry,
     LedgerSink,
     RouteResult,
 )
@@ -111,6 +111,16 @@ class Router:
             classifier_cost_usd=classifier_cost,
         )
 
+    @property
+    def books(self) -> Books:
+        """What closing a request needs (prices, baseline, the ledger sink)."""
+        return Books(
+            catalogue=self.catalogue,
+            baseline_model=self.settings.baseline_model(),
+            sink=self.sink,
+            simulated=self.provider.simulated,
+        )
+
     async def run(
         self,
         prompt: str,
@@ -124,18 +134,27 @@ class Router:
     ) -> RouteResult:
         """Decide, call the chosen model, price the result, and record it in the ledger sink.
 
-        Every call is recorded exactly once, failures included (with their error type).
+        Every call is recorded exactly once, failures included (with their error type): the
+        call is one :class:`~tierwise.lifecycle.RequestLife`.
         """
-        start = time.perf_counter()
-        request_id = new_request_id()
-        ts = dt.datetime.now(dt.UTC)
-        decision: Decision | None = None
-        upstream_ms = 0.0
-        try:
+        life = RequestLife(self.books, request_id=new_request_id(), api=None, source=source)
+        life.tags = dict(tags or {})
+        store = self.settings.ledger.store_prompts
+        life.prompt = prompt if store and isinstance(prompt, str) else None
+        async with life:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-                raise InputError(f"max_tokens must be a positive int, got {max_tokens!r}")
-            decision = await self.decide(prompt, system, force_tier=force_tier, thinking=thinking)
-            self._check_thinking(decision, max_tokens)
+                self._invalid(life, f"max_tokens must be a positive int, got {max_tokens!r}")
+            try:
+                decision = await self.decide(
+                    prompt, system, force_tier=force_tier, thinking=thinking
+                )
+                self._check_thinking(decision, max_tokens)
+            except InputError as exc:
+                self._invalid(life, str(exc), exc)
+            target = Target(decision.tier, decision.model)
+            life.admitted(decision, "auto" if force_tier is None else "tier", target)
+            life.requested_model = None if force_tier is None else decision.model
+            life.bounds = UsageBounds(None, max_tokens)
             call = CallSpec(
                 model=decision.model,
                 messages=[{"role": "user", "content": prompt}],
@@ -147,129 +166,70 @@ class Router:
             upstream_start = time.perf_counter()
             try:
                 completion = await self.provider.complete(call)
-            finally:
-                upstream_ms = (time.perf_counter() - upstream_start) * 1000
-        except Exception as exc:
-            self._record_failure(
-                request_id, ts, exc, decision, start, upstream_ms, source, tags, prompt
-            )
-            raise
-        result = self._price(request_id, decision, completion, start, upstream_ms, ts)
-        if self.sink is not None:
-            self.sink.record(
-                LedgerEntry(
-                    request_id=request_id,
-                    ts=ts,
-                    source=source,
-                    status="ok",
-                    tags=dict(tags or {}),
-                    requested_model=None if force_tier is None else decision.model,
-                    tier=result.tier,
-                    model=result.model,
-                    classifier=result.classifier,
-                    confidence=result.confidence,
-                    reason=result.routing_reason,
-                    usage=result.usage,
-                    cost_usd=result.model_cost,
-                    classifier_cost_usd=result.classifier_cost,
-                    price_version=result.price_version,
-                    baseline_model=result.baseline_model,
-                    baseline_cost_usd=result.cost_if_opus,
-                    saved_usd=result.savings,
-                    decision_ms=result.decision_ms,
-                    upstream_ms=result.upstream_ms,
-                    total_ms=result.latency_ms,
-                    simulated=result.simulated,
-                    prompt=prompt if self.settings.ledger.store_prompts else None,
-                    reply=result.text if self.settings.ledger.store_prompts else None,
+            except ProviderError as exc:
+                life.ended(
+                    status="error",
+                    target=target,
+                    error_type=exc.error_type or "api_error",
+                    http_status=exc.status,
+                    upstream_ms=(time.perf_counter() - upstream_start) * 1000,
+                    billed=False,
                 )
+                raise
+            upstream_ms = (time.perf_counter() - upstream_start) * 1000
+            money = life.ended(
+                status="ok",
+                target=target,
+                raw_usage=usage_to_api(completion.usage),
+                model=completion.model,
+                upstream_ms=upstream_ms,
+                stop_reason=completion.stop_reason,
             )
-        return result
+            life.reply = completion.text if store else None
+        outcome = life.close()
+        return self._result(outcome, decision, completion, money)
 
-    def _price(
+    @staticmethod
+    def _invalid(life: RequestLife, message: str, cause: Exception | None = None) -> NoReturn:
+        life.ended(
+            status="error",
+            target=None,
+            error_type="invalid_request_error",
+            http_status=400,
+            billed=False,
+        )
+        raise InputError(message) from cause
+
+    def _result(
         self,
-        request_id: str,
+        outcome: Outcome,
         decision: Decision,
         completion: Completion,
-        start: float,
-        upstream_ms: float,
-        at: dt.datetime,
+        money: Settlement | None,
     ) -> RouteResult:
-        price_model = completion.model if self.catalogue.info(completion.model) else decision.model
-        money = self.catalogue.settle(
-            completion.usage,
-            price_model,
-            self.settings.baseline_model(),
-            classifier_cost_usd=decision.classifier_cost_usd,
-            at=at,
-        )
+        baseline = self.settings.baseline_model()
         return RouteResult(
             text=completion.text,
             model=completion.model,
             tier=decision.tier,
             routing_reason=decision.reason,
             confidence=decision.confidence,
-            cost=money.total_usd,
-            cost_if_opus=money.baseline_usd,
-            savings=money.saved_usd,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            usage=completion.usage,
+            cost=money.total_usd if money else None,
+            cost_if_opus=money.baseline_usd if money else None,
+            savings=money.saved_usd if money else None,
+            latency_ms=outcome.total_ms,
+            usage=outcome.usage,
             classifier=decision.classifier,
             classifier_cost=decision.classifier_cost_usd,
-            model_cost=money.model_cost.usd,
-            baseline_model=money.baseline_model,
-            price_version=money.model_cost.price_version,
+            model_cost=money.model_cost.usd if money else None,
+            baseline_model=money.baseline_model if money else baseline,
+            price_version=money.model_cost.price_version if money else None,
             decision_ms=decision.decision_ms,
-            upstream_ms=upstream_ms,
+            upstream_ms=outcome.upstream_ms,
             simulated=completion.simulated,
             stop_reason=completion.stop_reason,
-            request_id=request_id,
+            request_id=outcome.request_id,
             upstream_request_id=completion.request_id,
-        )
-
-    def _record_failure(
-        self,
-        request_id: str,
-        ts: dt.datetime,
-        exc: Exception,
-        decision: Decision | None,
-        start: float,
-        upstream_ms: float,
-        source: str,
-        tags: dict[str, str] | None,
-        prompt: str,
-    ) -> None:
-        if self.sink is None:
-            return
-        if isinstance(exc, ProviderError):
-            error_type, status = exc.error_type or "api_error", exc.status
-        elif isinstance(exc, InputError):
-            error_type, status = "invalid_request_error", 400
-        else:
-            error_type, status = type(exc).__name__, None
-        self.sink.record(
-            LedgerEntry(
-                request_id=request_id,
-                ts=ts,
-                source=source,
-                status="error",
-                tags=dict(tags or {}),
-                tier=decision.tier if decision else None,
-                model=decision.model if decision else None,
-                classifier=decision.classifier if decision else None,
-                confidence=decision.confidence if decision else None,
-                reason=decision.reason if decision else None,
-                error_type=error_type,
-                http_status=status,
-                classifier_cost_usd=decision.classifier_cost_usd if decision else Decimal(0),
-                decision_ms=decision.decision_ms if decision else 0.0,
-                upstream_ms=upstream_ms,
-                total_ms=(time.perf_counter() - start) * 1000,
-                simulated=self.provider.simulated,
-                prompt=prompt
-                if self.settings.ledger.store_prompts and isinstance(prompt, str)
-                else None,
-            )
         )
 
     def _check_thinking(self, decision: Decision, max_tokens: int) -> None:

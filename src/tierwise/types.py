@@ -236,6 +236,9 @@ class LedgerEntry:
     simulated: bool = False
     prompt: str | None = None
     reply: str | None = None
+    usage_flags: tuple[str, ...] = ()  # why usage differs from what the upstream reported
+    adapted: tuple[str, ...] = ()  # what tierwise changed in the body for the model
+    stop_reason: str | None = None
 
     @property
     def total_cost_usd(self) -> Decimal | None:

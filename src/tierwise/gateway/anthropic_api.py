@@ -8,16 +8,20 @@ SSE events are relayed byte for byte; usage is read on the side for the ledger.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from tierwise.gateway.engine import Admission, Attempt, Engine
-from tierwise.gateway.errors import GatewayError
-from tierwise.gateway.relay import ClientDisconnected, relay_anthropic, unless_disconnected
-from tierwise.gateway.sse import StreamTracker
+from tierwise.gateway.attempts import Attempt
+from tierwise.gateway.engine import Engine, Exchange
+from tierwise.gateway.errors import GatewayError, anthropic_error_body
+from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
+from tierwise.gateway.sse import Event, error_event
+from tierwise.gateway.upstream import UpstreamReply
+from tierwise.gateway.validate import BadUpstreamReply, check_message
 from tierwise.pricing import Settlement
 
 DEFAULT_VERSION = "2023-06-01"
@@ -64,6 +68,10 @@ def require_fields(body: dict[str, Any], *, count_only: bool = False) -> None:
         raise GatewayError(400, "messages: Field required", param="messages")
     if not isinstance(messages, list):
         raise GatewayError(400, "messages: Input should be a valid list", param="messages")
+    if not messages:
+        raise GatewayError(
+            400, "messages: List should have at least 1 item after validation", param="messages"
+        )
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise GatewayError(
@@ -82,14 +90,16 @@ def require_fields(body: dict[str, Any], *, count_only: bool = False) -> None:
             )
 
 
-def decision_headers(adm: Admission, attempt: Attempt | None, simulated: bool) -> dict[str, str]:
-    target = attempt.target if attempt else (adm.targets[0] if adm.targets else None)
+def decision_headers(ex: Exchange, attempt: Attempt | None, simulated: bool) -> dict[str, str]:
+    life = ex.life
+    target = attempt.target if attempt else (ex.targets[0] if ex.targets else None)
+    decision = life.decision
     headers = {
-        "x-tierwise-request-id": adm.request_id,
+        "x-tierwise-request-id": life.request_id,
         "x-tierwise-tier": (target.tier if target and target.tier else "none"),
-        "x-tierwise-model": target.model if target else adm.requested_model,
-        "x-tierwise-classifier": adm.classifier,
-        "x-tierwise-confidence": "" if adm.confidence is None else f"{adm.confidence:.3f}",
+        "x-tierwise-model": target.model if target else (life.requested_model or ""),
+        "x-tierwise-classifier": decision.classifier if decision else "none",
+        "x-tierwise-confidence": "" if decision is None else f"{decision.confidence:.3f}",
     }
     if attempt and attempt.fallbacks:
         headers["x-tierwise-fallbacks"] = ",".join(attempt.fallbacks)
@@ -98,81 +108,147 @@ def decision_headers(adm: Admission, attempt: Attempt | None, simulated: bool) -
     return headers
 
 
-async def messages(
-    engine: Engine, request: Request, body: dict[str, Any], adm: Admission
-) -> Response:
-    headers = forward_headers(request)
-    stream = bool(body.get("stream"))
-    try:
-        attempt = await unless_disconnected(request, engine.call(adm, body, headers, stream=stream))
-    except ClientDisconnected as exc:
-        exc.admission = adm
-        raise
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]{1,200}")
+
+
+def passed_headers(reply: UpstreamReply, names: tuple[str, ...]) -> dict[str, str]:
+    """Upstream response headers worth passing on, when they look like what they claim to be
+    (printable, short): an upstream's 8 MB ``request-id`` is not forwarded."""
+    out = {}
+    for name in names:
+        value = reply.headers.get(name)
+        if value is not None and _HEADER_VALUE.fullmatch(value):
+            out[name] = value
+    return out
+
+
+def upstream_error(ex: Exchange, attempt: Attempt, data: bytes) -> tuple[int, str, str, bool]:
+    """(status for the client, error type, message, whether the upstream's body is a valid
+    error to pass on as it is) for an upstream reply that is not a 200, recorded."""
     reply = attempt.reply
-    out_headers = decision_headers(adm, attempt, engine.upstream.simulated)
-    for name in _PASS_HEADERS:
-        if name in reply.headers:
-            out_headers[name] = reply.headers[name]
-    if reply.status >= 400 or not stream:
-        data = await reply.read()
-        if reply.status >= 400:
-            error_type = _error_type(data)
-            engine.record_upstream_error(adm, attempt, error_type)
-            if "retry-after" in reply.headers:
-                out_headers["retry-after"] = reply.headers["retry-after"]
-            return Response(
-                data, status_code=reply.status, media_type="application/json", headers=out_headers
-            )
-        message = _json(data)
-        settlement = engine.record_answer(adm, attempt, message)
-        out_headers["x-tierwise-cost-usd"] = cost_header(settlement)
-        return Response(data, status_code=200, media_type="application/json", headers=out_headers)
+    status = reply.status
+    kind, message, valid = error_details(data)
+    if not 400 <= status <= 599:
+        # A redirect, a 1xx/2xx other than 200: not an answer the API gives to this call.
+        kind, valid = "api_error", False
+        message = f"upstream answered HTTP {status}, which is not a Messages API reply"
+        status = 502
+    ex.life.ended(
+        status="error",
+        target=attempt.target,
+        error_type=kind,
+        http_status=status,
+        fallbacks=attempt.fallbacks,
+        upstream_ms=attempt.upstream_ms,
+        billed=False,
+    )
+    return status, kind, message, valid
 
-    tracker = StreamTracker()
-    assert reply.chunks is not None
 
-    finished = engine.stream_recorder(adm, attempt, tracker)
-    out_headers["cache-control"] = "no-cache"
-    return StreamingResponse(
-        relay_anthropic(reply.chunks, tracker, finished),
-        status_code=200,
-        media_type="text/event-stream; charset=utf-8",
-        headers=out_headers,
+def bad_reply(ex: Exchange, attempt: Attempt, problem: str, usage: Any = None) -> GatewayError:
+    """A 200 whose body is not a valid reply: recorded as an error (the upstream may have
+    billed it: the budget keeps what its usage says, or the whole hold when that is unknown)."""
+    ex.life.ended(
+        status="error",
+        target=attempt.target,
+        raw_usage=usage,
+        error_type="bad_upstream_reply",
+        http_status=502,
+        fallbacks=attempt.fallbacks,
+        upstream_ms=attempt.upstream_ms,
+        billed=True,
+    )
+    return GatewayError(
+        502, f"upstream returned an invalid reply: {problem}", error_type="api_error"
     )
 
 
-async def count_tokens(
-    engine: Engine, request: Request, body: dict[str, Any], adm: Admission
-) -> Response:
-    headers = forward_headers(request)
-    attempt = await engine.call(adm, body, headers, path="/v1/messages/count_tokens")
+async def answer(ex: Exchange, attempt: Attempt) -> tuple[dict[str, Any], bytes, str]:
+    """Read and check a non-streaming 200, record it; (message, body, cost header).
+    Raises GatewayError 502 when the reply is not a valid Messages API message."""
     data = await attempt.reply.read()
-    out_headers = decision_headers(adm, attempt, engine.upstream.simulated)
+    try:
+        message = check_message(data)
+    except BadUpstreamReply as exc:
+        raise bad_reply(ex, attempt, str(exc)) from exc
+    settlement = ex.life.ended(
+        status="ok",
+        target=attempt.target,
+        raw_usage=message.get("usage"),
+        model=message.get("model"),
+        http_status=200,
+        fallbacks=attempt.fallbacks,
+        upstream_ms=attempt.upstream_ms,
+        stop_reason=message.get("stop_reason"),
+    )
+    if ex.life.failed:
+        raise GatewayError(
+            502,
+            "upstream returned an invalid reply: its usage is not valid",
+            error_type="api_error",
+        )
+    return message, data, cost_header(settlement)
+
+
+class AnthropicRelay(StreamRelay):
+    """The upstream's bytes, event by event, unchanged."""
+
+    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+        return event.raw
+
+    def error(self, kind: str, message: str) -> bytes:
+        return error_event(kind, message)
+
+
+async def messages(engine: Engine, request: Request, ex: Exchange) -> Response:
+    headers = forward_headers(request)
+    stream = ex.life.stream
+    attempt = await unless_disconnected(request, ex.call(headers, stream=stream))
+    reply = attempt.reply
+    out_headers = decision_headers(ex, attempt, engine.upstream.simulated)
+    out_headers.update(passed_headers(reply, _PASS_HEADERS))
+    if reply.status != 200:
+        data = await reply.read()
+        status, kind, message, valid = upstream_error(ex, attempt, data)
+        out_headers.update(passed_headers(reply, ("retry-after",)))
+        body = data if valid else anthropic_error_body(kind, message, ex.request_id)
+        return Response(
+            body, status_code=status, media_type="application/json", headers=out_headers
+        )
+    if not stream:
+        _, data, cost = await answer(ex, attempt)
+        out_headers["x-tierwise-cost-usd"] = cost
+        return Response(data, status_code=200, media_type="application/json", headers=out_headers)
+    out_headers["cache-control"] = "no-cache"
+    deadline = time.perf_counter() + ex.remaining_s
+    relay = AnthropicRelay(ex.detach(), attempt, max_tokens=ex.max_tokens, deadline=deadline)
+    return RelayResponse(relay, headers=out_headers)
+
+
+async def count_tokens(engine: Engine, request: Request, ex: Exchange) -> Response:
+    headers = forward_headers(request)
+    attempt = await ex.call(headers, path="/v1/messages/count_tokens")
+    data = await attempt.reply.read()
+    out_headers = decision_headers(ex, attempt, engine.upstream.simulated)
+    ex.life.ended(status="ok", target=attempt.target, billed=False)
     return Response(
         data, status_code=attempt.reply.status, media_type="application/json", headers=out_headers
     )
 
 
-def _json(data: bytes) -> dict[str, Any]:
+def error_details(data: bytes) -> tuple[str, str, bool]:
+    """(error type, message, valid) of an upstream error body; valid means it is the API's
+    error shape and can be passed on unchanged."""
     try:
         value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            502, "upstream returned a body that is not JSON", error_type="api_error"
-        ) from exc
-    if not isinstance(value, dict):
-        raise GatewayError(502, "upstream returned an unexpected JSON body", error_type="api_error")
-    return value
-
-
-def _error_type(data: bytes) -> str:
-    try:
-        value = orjson.loads(data)
-        error = value.get("error") if isinstance(value, dict) else None
-        kind = error.get("type") if isinstance(error, dict) else None
-        return kind if isinstance(kind, str) else "api_error"
     except orjson.JSONDecodeError:
-        return "api_error"
+        return "api_error", "upstream returned an error whose body is not JSON", False
+    error = value.get("error") if isinstance(value, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(kind, str) and isinstance(message, str) and len(kind) <= 64:
+        return kind, message[:2000], value.get("type") == "error"
+    return "api_error", "upstream returned an error in an unknown shape", False
 
 
 def cost_header(settlement: Settlement | None) -> str:

@@ -25,6 +25,7 @@ from tierwise.gateway.errors import GatewayError, error_response
 from tierwise.gateway.relay import ClientDisconnected
 from tierwise.gateway.upstream import HttpUpstream, SimulatedUpstream, Upstream
 from tierwise.keys import KeyInfo
+from tierwise.lifecycle import Books, Observer
 from tierwise.router import Router, new_request_id
 from tierwise.types import LedgerSink
 
@@ -106,6 +107,7 @@ class Gateway:
         sink: LedgerSink | None = None,
         keys: Authenticator | None = None,
         budgets: Budgets | None = None,
+        observers: list[Observer] | None = None,
     ) -> None:
         self.settings = settings
         if upstream is None:
@@ -121,7 +123,23 @@ class Gateway:
         self.upstream = upstream
         self.keys = keys or NoKeys()
         self.router = Router(settings, provider=_NoProvider(), sink=None)
-        self.engine = Engine(settings, self.router, upstream, sink, budgets)
+        catalogue = self.router.catalogue
+        known = {t.model for t in settings.tiers} | {m.model for m in catalogue.models()}
+        for info in catalogue.models():
+            known.update(info.aliases)
+        self.books = Books(
+            catalogue=catalogue,
+            baseline_model=settings.baseline_model(),
+            budgets=budgets,
+            sink=sink,
+            observers=[
+                telemetry.MetricsObserver(known, set(settings.tier_names)),
+                *(observers or ()),
+            ],
+            simulated=upstream.simulated,
+        )
+        self.sink = sink
+        self.engine = Engine(settings, self.router, upstream, self.books)
         self._warned_open = False
         self.limiter = RateLimiter(settings.gateway.rate_limit_rpm)
         self.started = time.time()
@@ -179,14 +197,10 @@ class Gateway:
         return key
 
     def endpoint(
-        self,
-        dialect: str,
-        handler: Callable[[Request, str], Awaitable[Response]],
-        *,
-        api: str | None = None,
+        self, dialect: str, handler: Callable[[Request, str], Awaitable[Response]]
     ) -> Handler:
-        """Wrap a handler: errors become the dialect's error shape, and every model request
-        that fails before an upstream reply is still recorded once (``api`` set)."""
+        """Wrap a handler: errors become the dialect's error shape. (Model requests record
+        themselves: their :class:`~tierwise.gateway.engine.Exchange` closes on every path.)"""
 
         async def run(request: Request) -> Response:
             request_id = new_request_id()
@@ -194,19 +208,13 @@ class Gateway:
                 return await handler(request, request_id)
             except GatewayError as exc:
                 error = exc
-            except ClientDisconnected as gone:
-                error = GatewayError(499, "client disconnected", error_type="client_disconnected")
-                error.admission = gone.admission
-                if api is not None:
-                    self.engine.record_rejected(request_id, api, error, None)
+            except ClientDisconnected:
                 return Response(status_code=499)
             except Exception:
                 log.exception("unhandled error in %s %s", request.method, request.url.path)
                 error = GatewayError(
                     500, "internal error in the tierwise gateway", error_type="api_error"
                 )
-            if api is not None:
-                self.engine.record_rejected(request_id, api, error, None)
             return error_response(error, dialect, request_id)
 
         return run
@@ -214,22 +222,30 @@ class Gateway:
     # -- endpoints ------------------------------------------------------------------------
     async def messages(self, request: Request, request_id: str) -> Response:
         key = self.authenticate(request)
-        body = await self.read_json(request)
-        anthropic_api.require_fields(body)
-        adm = await self.engine.admit(body, api="messages", request_id=request_id, key=key)
-        return await anthropic_api.messages(self.engine, request, body, adm)
+        async with self.engine.exchange(api="messages", request_id=request_id, key=key) as ex:
+            body = await self.read_json(request)
+            anthropic_api.require_fields(body)
+            await ex.admit(body)
+            return await anthropic_api.messages(self.engine, request, ex)
 
     async def count_tokens(self, request: Request, request_id: str) -> Response:
-        self.authenticate(request)
-        body = await self.read_json(request)
-        anthropic_api.require_fields(body, count_only=True)
-        adm = await self.engine.admit(body, api="count_tokens", request_id=request_id)
-        return await anthropic_api.count_tokens(self.engine, request, body, adm)
+        key = self.authenticate(request)
+        ex = self.engine.exchange(api="count_tokens", request_id=request_id, key=None)
+        ex.life.silent = True  # not a model request: no ledger row, no budget
+        del key
+        async with ex:
+            body = await self.read_json(request)
+            anthropic_api.require_fields(body, count_only=True)
+            await ex.admit(body)
+            return await anthropic_api.count_tokens(self.engine, request, ex)
 
     async def chat(self, request: Request, request_id: str) -> Response:
         key = self.authenticate(request)
-        body = await self.read_json(request)
-        return await openai_api.chat_completions(self.engine, request, body, request_id, key)
+        async with self.engine.exchange(
+            api="chat.completions", request_id=request_id, key=key
+        ) as ex:
+            body = await self.read_json(request)
+            return await openai_api.chat_completions(self.engine, request, ex, body)
 
     async def models(self, request: Request, request_id: str) -> Response:
         self.authenticate(request)
@@ -289,12 +305,29 @@ class Gateway:
         return Response(orjson.dumps(body), media_type="application/json")
 
     async def not_found(self, request: Request, request_id: str) -> Response:
+        allowed = _METHODS.get(request.url.path.rstrip("/") or "/")
+        if allowed is not None:
+            raise GatewayError(
+                405,
+                f"{request.method} is not allowed on {request.url.path}; use {allowed}",
+                error_type="invalid_request_error",
+                headers={"allow": allowed},
+            )
         raise GatewayError(
             404, f"no route for {request.method} {request.url.path}", error_type="not_found_error"
         )
 
 
 _OPENAPI = b""
+_METHODS = {
+    "/v1/messages": "POST",
+    "/v1/messages/count_tokens": "POST",
+    "/v1/chat/completions": "POST",
+    "/v1/models": "GET",
+    "/health": "GET",
+    "/metrics": "GET",
+    "/openapi.json": "GET",
+}
 
 
 async def _openapi(request: Request) -> Response:
@@ -326,11 +359,14 @@ def build_app(
     sink: LedgerSink | None = None,
     keys: Authenticator | None = None,
     budgets: Budgets | None = None,
+    observers: list[Observer] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     from tierwise.dashboard import dashboard_routes, feedback_route
 
-    gw = Gateway(settings, upstream=upstream, sink=sink, keys=keys, budgets=budgets)
+    gw = Gateway(
+        settings, upstream=upstream, sink=sink, keys=keys, budgets=budgets, observers=observers
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -338,20 +374,20 @@ def build_app(
             yield
         finally:
             await gw.upstream.aclose()
+            if budgets is not None:
+                await budgets.aclose()
             if on_shutdown is not None:
                 await on_shutdown()
 
     not_found = gw.endpoint("anthropic", gw.not_found)
     routes = [
-        Route(
-            "/v1/messages", gw.endpoint("anthropic", gw.messages, api="messages"), methods=["POST"]
-        ),
+        Route("/v1/messages", gw.endpoint("anthropic", gw.messages), methods=["POST"]),
         Route(
             "/v1/messages/count_tokens", gw.endpoint("anthropic", gw.count_tokens), methods=["POST"]
         ),
         Route(
             "/v1/chat/completions",
-            gw.endpoint("openai", gw.chat, api="chat.completions"),
+            gw.endpoint("openai", gw.chat),
             methods=["POST"],
         ),
         Route("/v1/models", gw.endpoint("anthropic", gw.models), methods=["GET"]),

@@ -12,20 +12,18 @@ the upstream stream fails.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from tierwise.gateway.anthropic_api import check_model, cost_header, decision_headers
-from tierwise.gateway.engine import Admission, Engine
+from tierwise.gateway.anthropic_api import answer, check_model, decision_headers, upstream_error
+from tierwise.gateway.engine import Engine, Exchange
 from tierwise.gateway.errors import GatewayError, openai_error_body
-from tierwise.gateway.relay import ClientDisconnected, complete_events, unless_disconnected
-from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker
-from tierwise.gateway.upstream import UpstreamError
-from tierwise.keys import KeyInfo
+from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
+from tierwise.gateway.sse import Event
 
 DEFAULT_MAX_TOKENS = 4096
 FINISH = {
@@ -331,72 +329,57 @@ def to_completion(message: dict[str, Any], request_id: str) -> dict[str, Any]:
 
 
 async def chat_completions(
-    engine: Engine, request: Request, body: dict[str, Any], request_id: str, key: KeyInfo | None
+    engine: Engine, request: Request, ex: Exchange, body: dict[str, Any]
 ) -> Response:
     anthropic_body, sampling, include_usage = to_anthropic(body)
-    adm = await engine.admit(anthropic_body, api="chat.completions", request_id=request_id, key=key)
-    adm.sampling = sampling
+    await ex.admit(anthropic_body, sampling=sampling)
     headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
-    stream = bool(anthropic_body.get("stream"))
-    try:
-        attempt = await unless_disconnected(
-            request, engine.call(adm, anthropic_body, headers, stream=stream)
-        )
-    except ClientDisconnected as exc:
-        exc.admission = adm
-        raise
+    stream = ex.life.stream
+    attempt = await unless_disconnected(request, ex.call(headers, stream=stream))
     reply = attempt.reply
-    out_headers = decision_headers(adm, attempt, engine.upstream.simulated)
-    if reply.status >= 400 or not stream:
+    out_headers = decision_headers(ex, attempt, engine.upstream.simulated)
+    if reply.status != 200:
         data = await reply.read()
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            parsed = {}
-        if reply.status >= 400:
-            error = parsed.get("error") if isinstance(parsed, dict) else None
-            error = error if isinstance(error, dict) else {}
-            kind = str(error.get("type") or "api_error")
-            engine.record_upstream_error(adm, attempt, kind)
-            message = str(error.get("message") or f"upstream returned {reply.status}")
-            return Response(
-                openai_error_body(kind, message),
-                status_code=reply.status,
-                media_type="application/json",
-                headers=out_headers,
-            )
-        settlement = engine.record_answer(adm, attempt, parsed)
-        out_headers["x-tierwise-cost-usd"] = cost_header(settlement)
+        status, kind, message, _ = upstream_error(ex, attempt, data)
         return Response(
-            orjson.dumps(to_completion(parsed, request_id)),
+            openai_error_body(kind, message),
+            status_code=status,
             media_type="application/json",
             headers=out_headers,
         )
-
-    tracker = StreamTracker()
-    assert reply.chunks is not None
-
-    finished = engine.stream_recorder(adm, attempt, tracker)
+    if not stream:
+        message_obj, _, cost = await answer(ex, attempt)
+        out_headers["x-tierwise-cost-usd"] = cost
+        return Response(
+            orjson.dumps(to_completion(message_obj, ex.request_id)),
+            media_type="application/json",
+            headers=out_headers,
+        )
     out_headers["cache-control"] = "no-cache"
-    return StreamingResponse(
-        _chunks(reply.chunks, tracker, adm, include_usage, finished),
-        media_type="text/event-stream; charset=utf-8",
-        headers=out_headers,
+    relay = OpenAIRelay(
+        ex.detach(),
+        attempt,
+        max_tokens=ex.max_tokens,
+        deadline=time.perf_counter() + ex.remaining_s,
+        include_usage=include_usage,
+        model=attempt.target.model,
     )
+    return RelayResponse(relay, headers=out_headers)
 
 
 def _data(obj: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-class _ChunkWriter:
-    """Anthropic stream events → OpenAI ``chat.completion.chunk`` data lines."""
+class OpenAIRelay(StreamRelay):
+    """Anthropic stream events → OpenAI ``chat.completion.chunk`` data lines, ending with
+    ``[DONE]`` only after ``message_stop`` (an error chunk otherwise)."""
 
-    def __init__(self, adm: Admission, tracker: StreamTracker, include_usage: bool) -> None:
-        self.id = f"chatcmpl-{adm.request_id}"
+    def __init__(self, *args: Any, include_usage: bool, model: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.id = f"chatcmpl-{self.life.request_id}"
         self.created = int(time.time())
-        self.model = adm.targets[0].model if adm.targets else adm.requested_model
-        self.tracker = tracker
+        self.model = model
         self.include_usage = include_usage
         self.tools: dict[int, int] = {}  # Anthropic block index → OpenAI tool call index
 
@@ -418,101 +401,69 @@ class _ChunkWriter:
             [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
         )
 
-    @staticmethod
-    def error(kind: str, message: str) -> bytes:
+    def error(self, kind: str, message: str) -> bytes:
         return _data(
             {"error": {"message": message, "type": "server_error", "param": None, "code": kind}}
         )
 
-    def event(self, name: str | None, data: bytes, obj: dict[str, Any] | None) -> list[bytes]:
-        if name == "message_start":
-            return [self.chunk({"role": "assistant", "content": ""})]
-        if name == "content_block_start" and obj is not None:
-            return self._block_start(obj)
-        if name == "content_block_delta" and obj is not None:
-            return self._block_delta(obj)
-        if name == "error" and obj is not None:
-            err = self.tracker.error or {}
-            kind, message = str(err.get("type", "api_error")), str(err.get("message", "error"))
-            return [self.error(kind, message)]
-        if name == "message_stop":
-            out = [self.chunk({}, FINISH.get(self.tracker.stop_reason or "", "stop"))]
-            if self.include_usage:
-                out.append(self._envelope([], openai_usage(self.tracker.usage)))
-            out.append(b"data: [DONE]\n\n")
-            return out
-        return []
+    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+        if obj is None:
+            return b""
+        handler = self._HANDLERS.get(event.name or "")
+        return handler(self, obj) if handler is not None else b""
 
-    def _block_start(self, event: dict[str, Any]) -> list[bytes]:
-        cb = event.get("content_block") or {}
-        if cb.get("type") != "tool_use":
-            return []
-        k = self.tools.setdefault(int(event.get("index", 0)), len(self.tools))
+    def _message_start(self, obj: dict[str, Any]) -> bytes:
+        return self.chunk({"role": "assistant", "content": ""})
+
+    def _error_event(self, obj: dict[str, Any]) -> bytes:
+        err = self.tracker.error or {}
+        return self.error(str(err.get("type", "api_error")), str(err.get("message", "error")))
+
+    def _message_stop(self, obj: dict[str, Any]) -> bytes:
+        out = [self.chunk({}, FINISH.get(self.tracker.stop_reason or "", "stop"))]
+        if self.include_usage:
+            out.append(self._envelope([], openai_usage(self.tracker.usage)))
+        out.append(b"data: [DONE]\n\n")
+        return b"".join(out)
+
+    @staticmethod
+    def _index(event: dict[str, Any]) -> int:
+        index = event.get("index", 0)
+        return index if isinstance(index, int) and not isinstance(index, bool) else -1
+
+    def _block_start(self, event: dict[str, Any]) -> bytes:
+        cb = event.get("content_block")
+        if not isinstance(cb, dict) or cb.get("type") != "tool_use":
+            return b""
+        k = self.tools.setdefault(self._index(event), len(self.tools))
         call = {
             "index": k,
             "id": cb.get("id"),
             "type": "function",
             "function": {"name": cb.get("name"), "arguments": ""},
         }
-        return [self.chunk({"tool_calls": [call]})]
+        return self.chunk({"tool_calls": [call]})
 
-    def _block_delta(self, event: dict[str, Any]) -> list[bytes]:
-        delta = event.get("delta") or {}
-        index = int(event.get("index", 0))
-        if delta.get("type") == "text_delta":
-            return [self.chunk({"content": delta.get("text", "")})]
+    def _block_delta(self, event: dict[str, Any]) -> bytes:
+        delta = event.get("delta")
+        if not isinstance(delta, dict):
+            return b""
+        index = self._index(event)
+        if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+            return self.chunk({"content": delta["text"]})
         if delta.get("type") == "input_json_delta" and index in self.tools:
-            args = delta.get("partial_json", "")
-            return [
-                self.chunk(
-                    {"tool_calls": [{"index": self.tools[index], "function": {"arguments": args}}]}
-                )
-            ]
-        return []
+            args = delta.get("partial_json")
+            if not isinstance(args, str):
+                return b""
+            return self.chunk(
+                {"tool_calls": [{"index": self.tools[index], "function": {"arguments": args}}]}
+            )
+        return b""
 
-
-async def _chunks(
-    upstream: AsyncIterator[bytes],
-    tracker: StreamTracker,
-    adm: Admission,
-    include_usage: bool,
-    on_end: Callable[[str | None], None],
-) -> AsyncIterator[bytes]:
-    """Anthropic SSE → OpenAI chunks. Ends with ``[DONE]`` only after ``message_stop``."""
-    writer = _ChunkWriter(adm, tracker, include_usage)
-    parser = SSEParser()
-    outcome: str | None = "client_disconnected"
-    try:
-        try:
-            async for block in complete_events(upstream):
-                out: list[bytes] = []
-                for name, data in parser.feed(block):
-                    try:
-                        obj = tracker.observe(name, data)
-                    except MalformedEvent as exc:
-                        out.append(
-                            writer.error(
-                                "malformed_stream", f"upstream sent a malformed event: {exc}"
-                            )
-                        )
-                        yield b"".join(out)
-                        outcome = "malformed_stream"
-                        return
-                    out += writer.event(name, data, obj)
-                if out:
-                    yield b"".join(out)
-                if tracker.error is not None:
-                    break
-        except UpstreamError as exc:
-            outcome = exc.kind
-            yield writer.error(exc.kind, f"upstream stream failed: {exc}")
-            return
-        if tracker.error is not None:
-            outcome = str(tracker.error.get("type") or "api_error")
-        elif not tracker.complete:
-            outcome = "incomplete_stream"
-            yield writer.error("incomplete_stream", "upstream stream ended before message_stop")
-        else:
-            outcome = None
-    finally:
-        on_end(outcome)
+    _HANDLERS: ClassVar[dict[str, Callable[[OpenAIRelay, dict[str, Any]], bytes]]] = {
+        "message_start": _message_start,
+        "content_block_start": _block_start,
+        "content_block_delta": _block_delta,
+        "error": _error_event,
+        "message_stop": _message_stop,
+    }

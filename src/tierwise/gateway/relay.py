@@ -1,87 +1,171 @@
-"""Relaying an upstream SSE stream: whole events only, usage read on the side, and an explicit
-``error`` event whenever the upstream stream ends without ``message_stop``."""
+"""Relaying an upstream SSE stream to the client, with the request's life closed however the
+stream ends.
+
+:class:`StreamRelay` reads the upstream's events, checks each (a client must be able to parse
+what it gets), tracks usage on the side, and writes the dialect's bytes: the upstream's own
+bytes, event by event, for the Messages API; ``chat.completion.chunk`` lines for OpenAI. It
+ends with the dialect's explicit error whenever the upstream stream ends without
+``message_stop``, breaks, stalls, runs past the request's deadline, or sends more output than
+``max_tokens`` allows.
+
+:class:`RelayResponse` runs a relay as a Starlette response and, when the response ends for any
+reason (completed, client gone, cancelled, failed), calls :meth:`StreamRelay.finish`: the
+upstream connection is closed and the request's life is closed exactly once with what the
+stream said about itself (usage, stop reason, how it ended).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
-from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker, error_event
+from tierwise.gateway.attempts import Attempt
+from tierwise.gateway.sse import Event, MalformedEvent, SSEParser, StreamTracker
 from tierwise.gateway.upstream import UpstreamError
+from tierwise.lifecycle import RequestLife
+
+# Output a stream may carry per token of max_tokens before it is cut as impossible: a token is
+# at most a few dozen characters; an upstream streaming far more than max_tokens could hold is
+# lying or broken, and would run past the request's budget hold.
+MAX_CHARS_PER_TOKEN = 32
+_SLACK_CHARS = 4_096
 
 
-def reframe(name: str | None, data: bytes) -> bytes:
-    head = b"event: " + name.encode() + b"\n" if name else b""
-    return head + b"data: " + data + b"\n\n"
+class StreamRelay:
+    """One upstream stream relayed to one client. Subclasses write the dialect."""
 
+    def __init__(self, life: RequestLife, attempt: Attempt, *, max_tokens: int, deadline: float):
+        self.life = life
+        self.attempt = attempt
+        self.tracker = StreamTracker()
+        self.deadline = deadline  # time.perf_counter() instant
+        self.max_chars = max_tokens * MAX_CHARS_PER_TOKEN + _SLACK_CHARS
+        self.chars = 0
+        # How it ended: None = complete; an error type otherwise. Until the relay says
+        # otherwise, a stream that stopped early stopped because the client went away.
+        self.outcome: str | None = "client_disconnected"
 
-def _last_boundary(data: bytes) -> int:
-    """End of the last complete event in ``data`` (0 when there is none)."""
-    cut = 0
-    for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        i = data.rfind(sep)
-        if i >= 0:
-            cut = max(cut, i + len(sep))
-    return cut
+    # -- dialect hooks --------------------------------------------------------------------
+    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+        raise NotImplementedError
 
+    def error(self, kind: str, message: str) -> bytes:
+        raise NotImplementedError
 
-async def complete_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Re-chunk a byte stream on event boundaries; a trailing partial event is never emitted."""
-    held = b""
-    async for chunk in chunks:
-        data = held + chunk if held else chunk
-        cut = _last_boundary(data)
-        if cut:
-            yield data[:cut]
-        held = data[cut:]
+    # -- the relay ------------------------------------------------------------------------
+    def _output_chars(self, obj: Mapping[str, Any]) -> int:
+        delta = obj.get("delta")
+        if not isinstance(delta, Mapping):
+            return 0
+        for field in ("text", "partial_json", "thinking", "signature"):
+            value = delta.get(field)
+            if isinstance(value, str):
+                return len(value)
+        return 0
 
-
-async def relay_anthropic(
-    chunks: AsyncIterator[bytes],
-    tracker: StreamTracker,
-    on_end: Callable[[str | None], None],
-) -> AsyncIterator[bytes]:
-    """Yield the upstream's bytes unchanged (whole events), tracking usage.
-
-    ``on_end`` gets None when the stream completed with ``message_stop``, else the error type
-    that ended it; it runs exactly once, also when the client goes away (cancellation).
-    """
-    parser = SSEParser()
-    outcome: str | None = "client_disconnected"
-    try:
+    def _check(self, event: Event) -> tuple[dict[str, Any] | None, bytes | None]:
+        """(the event's object, or the error bytes that end the stream)."""
         try:
-            async for block in complete_events(chunks):
-                events = parser.feed(block)
-                for i, (name, data) in enumerate(events):
-                    try:
-                        tracker.observe(name, data)
-                    except MalformedEvent as exc:
-                        # Relay the good events before it (re-framed), then end with an error.
-                        yield b"".join(reframe(n, d) for n, d in events[:i])
-                        outcome = "malformed_stream"
-                        yield error_event("api_error", f"upstream sent a malformed event: {exc}")
+            obj = self.tracker.observe(event.name, event.data)
+        except MalformedEvent as exc:
+            self.outcome = "malformed_stream"
+            return None, self.error("api_error", f"upstream sent a malformed event: {exc}")
+        if obj is not None and event.name == "content_block_delta":
+            self.chars += self._output_chars(obj)
+            if self.chars > self.max_chars:
+                self.outcome = "output_overrun"
+                message = "upstream sent more output than max_tokens allows; the stream was cut"
+                return None, self.error("api_error", message)
+        return obj, None
+
+    async def run(self) -> AsyncIterator[bytes]:
+        chunks = self.attempt.reply.chunks
+        assert chunks is not None
+        parser = SSEParser()
+        tracker = self.tracker
+        try:
+            async for chunk in chunks:
+                out: list[bytes] = []
+                for event in parser.feed(chunk):
+                    obj, fatal = self._check(event)
+                    if fatal is not None:
+                        yield b"".join([*out, fatal])
                         return
-                yield block
+                    out.append(self.convert(event, obj))
+                    if tracker.error is not None:
+                        break
+                if out:
+                    yield b"".join(out)
+                if tracker.error is not None or tracker.complete:
+                    break
+                if time.perf_counter() > self.deadline:
+                    yield self.error("timeout_error", "the request's deadline passed mid-stream")
+                    self.outcome = "timeout_error"
+                    return
         except UpstreamError as exc:
-            outcome = exc.kind
-            yield error_event(
-                "api_error" if exc.kind != "timeout_error" else "timeout_error",
+            self.outcome = exc.kind
+            yield self.error(
+                "timeout_error" if exc.kind == "timeout_error" else "api_error",
                 f"upstream stream failed: {exc}",
             )
             return
         if tracker.error is not None:
-            outcome = str(tracker.error.get("type") or "api_error")
+            self.outcome = str(tracker.error.get("type") or "api_error")
         elif not tracker.complete:
-            outcome = "incomplete_stream"
-            yield error_event("api_error", "upstream stream ended before message_stop")
+            self.outcome = "incomplete_stream"
+            yield self.error("api_error", "upstream stream ended before message_stop")
         else:
-            outcome = None
-    finally:
-        on_end(outcome)
+            self.outcome = None
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """Close the upstream connection and the request's life (idempotent)."""
+        self.attempt.reply.close()
+        if self.life.closed:
+            return
+        tracker = self.tracker
+        outcome = self.outcome
+        self.life.ended(
+            status="ok" if outcome is None else "error",
+            target=self.attempt.target,
+            raw_usage=tracker.usage or None,
+            model=tracker.model,
+            error_type=outcome,
+            http_status=200,
+            fallbacks=self.attempt.fallbacks,
+            upstream_ms=self.attempt.upstream_ms,
+            stop_reason=tracker.stop_reason,
+            billed=tracker.started,
+        )
+        self.life.close(None if outcome is not None or exc is None else exc)
+
+
+class RelayResponse(StreamingResponse):
+    """A streaming response whose relay is finished however the response ends."""
+
+    def __init__(self, relay: StreamRelay, *, headers: Mapping[str, str]) -> None:
+        self.relay = relay
+        super().__init__(
+            relay.run(), media_type="text/event-stream; charset=utf-8", headers=dict(headers)
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        error: BaseException | None = None
+        try:
+            await super().__call__(scope, receive, send)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.relay.finish(error)
+            iterator: Any = self.body_iterator
+            with contextlib.suppress(Exception):
+                await iterator.aclose()
 
 
 T = TypeVar("T")
@@ -90,8 +174,8 @@ T = TypeVar("T")
 async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` (the upstream call) but cancel it if the client goes away first.
 
-    Raises :class:`ClientDisconnected` in that case, so the caller records it and the
-    upstream connection is closed instead of finishing a reply nobody will read.
+    Raises :class:`ClientDisconnected` in that case, so the request is recorded as such and
+    the upstream connection is closed instead of finishing a reply nobody will read.
     """
     loop = asyncio.get_running_loop()
     task = loop.create_task(work)
@@ -115,15 +199,17 @@ async def unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) ->
         await first
     finally:
         watcher.cancel()
-    if task.done():
+        if not task.done():
+            task.cancel()
+    if task.done() and not task.cancelled():
         return task.result()
-    task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    raise ClientDisconnected
+    raise ClientDisconnected("client disconnected")
 
 
 class ClientDisconnected(Exception):
     """The client closed the connection before its reply was ready."""
 
-    admission: Any = None
+    status = 499
+    error_type = "client_disconnected"

@@ -37,12 +37,11 @@ def make_app(settings: Settings) -> Starlette:
     ledger = open_ledger(settings) if settings.ledger.enabled else None
     store = ledger.store if ledger is not None else None
     keys = KeyStore(settings, store=store) if store is not None else KeyStore(settings)
-    budgets = open_budgets(settings, store)
+    budgets = open_budgets(settings, store, workers=settings.gateway.workers)
     if ledger is not None:
         telemetry.watch_ledger(lambda: ledger.stats().queued, lambda: ledger.stats().dropped)
 
     async def shutdown() -> None:
-        budgets.close()
         if ledger is not None:
             ledger.close()  # drains the queue: nothing recorded is lost on a graceful stop
         keys.close()

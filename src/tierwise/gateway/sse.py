@@ -9,25 +9,34 @@ find event boundaries, and :class:`StreamTracker` keeps what billing and the led
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 
+class Event(NamedTuple):
+    """One complete SSE event: its name (None without an ``event:`` line), its data, and its
+    raw bytes as received (blank line included), for byte-exact relaying."""
+
+    name: str | None
+    data: bytes
+    raw: bytes
+
+
 class SSEParser:
-    """Incremental SSE framing: feed bytes, get ``(event, data)`` pairs of complete events."""
+    """Incremental SSE framing: feed bytes, get the complete :class:`Event` objects."""
 
     def __init__(self) -> None:
         self._buf = b""
 
-    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+    def feed(self, chunk: bytes) -> list[Event]:
         buf = self._buf + chunk
         if b"\r" in buf:
             # Normalise CRLF/CR, but keep a trailing CR: its LF may be in the next chunk.
             keep_cr = buf.endswith(b"\r")
             body = buf[:-1] if keep_cr else buf
             buf = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if keep_cr else b"")
-        events: list[tuple[str | None, bytes]] = []
+        events: list[Event] = []
         while True:
             end = buf.find(b"\n\n")
             if end < 0:
@@ -42,7 +51,7 @@ class SSEParser:
                 elif line.startswith(b"event:"):
                     name = line[6:].strip().decode("utf-8", "replace")
             if name is not None or data:
-                events.append((name, b"\n".join(data)))
+                events.append(Event(name, b"\n".join(data), raw + b"\n\n"))
         self._buf = buf
         return events
 

@@ -4,7 +4,6 @@ a prompt or a key's value (key *names* are not labels either: their number is un
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 if TYPE_CHECKING:
-    from tierwise.gateway.engine import Admission, Target
-    from tierwise.pricing import Settlement
+    from tierwise.lifecycle import Outcome
 
 _LATENCY = (
     0.0001,
@@ -65,41 +63,83 @@ TOTAL = Histogram(
     "Gateway request latency (to the end of the reply)",
     buckets=_LATENCY,
 )
+CLAMPED = Counter(
+    "tierwise_usage_clamped_total",
+    "Replies whose usage exceeded what the request could consume (clamped, flagged in the ledger)",
+)
 LEDGER_QUEUE = Gauge("tierwise_ledger_queue_depth", "Ledger entries waiting to be written")
 LEDGER_DROPPED = Gauge("tierwise_ledger_dropped_total", "Ledger entries dropped on a full queue")
 
 
-def observe(
-    adm: Admission,
-    status: str,
-    target: Target | None,
-    settlement: Settlement | None,
-    error_type: str | None,
-    upstream_ms: float = 0.0,
-) -> None:
-    tier = (target.tier if target else None) or "none"
-    model = target.model if target else "none"
-    REQUESTS.labels(adm.api, tier, model, status).inc()
-    TOTAL.observe(time.perf_counter() - adm.t0)
-    if upstream_ms:
-        UPSTREAM.observe(upstream_ms / 1000)
-    if adm.budget_event is not None:
-        BUDGET.labels(adm.budget_event).inc()
-    if error_type:
-        ERRORS.labels(error_type).inc()
-    for step in adm.fallbacks:
-        FALLBACKS.labels(step.split(":", 1)[0]).inc()
-    if adm.decision is not None:
-        DECISION.observe(adm.decision.decision_ms / 1000)
-    if settlement is not None:
-        if settlement.total_usd is None:
-            UNPRICED.inc()
-        else:
-            COST.labels(tier).inc(float(settlement.total_usd))
-            if settlement.baseline_usd is not None:
-                BASELINE.inc(float(settlement.baseline_usd))
-            if settlement.saved_usd is not None:
-                SAVED.inc(float(settlement.saved_usd))
+_ERROR_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+        "timeout_error",
+        "overloaded_error",
+        "connection_error",
+        "client_disconnected",
+        "internal_error",
+        "stream_error",
+        "malformed_stream",
+        "incomplete_stream",
+        "output_overrun",
+        "bad_upstream_reply",
+        "bad_upstream_usage",
+        "interrupted",
+    }
+)
+_APIS = frozenset({"messages", "chat.completions", "responses", "library"})
+
+
+class MetricsObserver:
+    """Counts finished requests for ``/metrics``. Label values come from bounded sets: a model
+    the catalogue and the tiers do not know is ``other``, and so is an error type the API does
+    not define (an upstream or a client cannot grow the page without limit)."""
+
+    def __init__(self, known_models: set[str], known_tiers: set[str]) -> None:
+        self.known_models = frozenset(known_models)
+        self.known_tiers = frozenset(known_tiers)
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        target = outcome.target
+        tier = (target.tier if target else None) or "none"
+        model = target.model if target else "none"
+        if model != "none" and model not in self.known_models:
+            model = "other"
+        api = outcome.api if outcome.api in _APIS else "other"
+        REQUESTS.labels(api, tier, model, outcome.status).inc()
+        TOTAL.observe(outcome.total_ms / 1000)
+        if outcome.upstream_ms:
+            UPSTREAM.observe(outcome.upstream_ms / 1000)
+        if outcome.budget_event is not None:
+            BUDGET.labels(outcome.budget_event).inc()
+        if outcome.error_type:
+            kind = outcome.error_type if outcome.error_type in _ERROR_TYPES else "other"
+            ERRORS.labels(kind).inc()
+        for step in outcome.fallbacks:
+            label = step.split(":", 1)[0]
+            FALLBACKS.labels(label if label in self.known_tiers else "other").inc()
+        if outcome.decision is not None:
+            DECISION.observe(outcome.decision.decision_ms / 1000)
+        if outcome.usage_flags:
+            CLAMPED.inc()
+        settlement = outcome.settlement
+        if settlement is not None:
+            if settlement.total_usd is None:
+                UNPRICED.inc()
+            else:
+                COST.labels(tier).inc(float(settlement.total_usd))
+                if settlement.baseline_usd is not None:
+                    BASELINE.inc(float(settlement.baseline_usd))
+                if settlement.saved_usd is not None:
+                    SAVED.inc(float(settlement.saved_usd))
 
 
 def watch_ledger(depth: Callable[[], float], dropped: Callable[[], float]) -> None:
@@ -112,4 +152,4 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__: list[Any] = ["metrics_endpoint", "observe", "watch_ledger"]
+__all__: list[Any] = ["MetricsObserver", "metrics_endpoint", "watch_ledger"]

@@ -56,7 +56,14 @@ class Upstream(Protocol):
     simulated: bool
 
     async def post(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+        timeout_s: float,
+        deadline: float | None = None,
     ) -> UpstreamReply: ...
 
     async def aclose(self) -> None: ...
@@ -80,7 +87,14 @@ class HttpUpstream:
         return self._pool
 
     async def post(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+        timeout_s: float,
+        deadline: float | None = None,
     ) -> UpstreamReply:
         pool = self._client()
         send_headers = {**headers, "x-api-key": self._api_key, "content-type": "application/json"}
@@ -134,7 +148,14 @@ class SimulatedUpstream:
     simulated = True
 
     async def post(
-        self, path: str, body: bytes, headers: Mapping[str, str], *, stream: bool, timeout_s: float
+        self,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        stream: bool,
+        timeout_s: float,
+        deadline: float | None = None,
     ) -> UpstreamReply:
         request_id = f"req_sim_{uuid.uuid4().hex[:20]}"
         base_headers = {"content-type": "application/json", "request-id": request_id}

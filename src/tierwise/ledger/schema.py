@@ -119,6 +119,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX feedback_ts ON feedback (ts)",
         ),
     ),
+    Migration(
+        6,
+        "request lifecycle: usage checks, adaptation, stop reason",
+        (
+            # Why the recorded usage differs from what the upstream reported (clamped to what
+            # the request could consume), as a JSON list of short sentences.
+            "ALTER TABLE requests ADD COLUMN usage_flags TEXT NOT NULL DEFAULT '[]'",
+            # What tierwise changed in the request body for the model that answered.
+            "ALTER TABLE requests ADD COLUMN adapted TEXT NOT NULL DEFAULT '[]'",
+            "ALTER TABLE requests ADD COLUMN stop_reason TEXT",
+        ),
+    ),
 )
 
 

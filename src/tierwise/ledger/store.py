@@ -55,6 +55,9 @@ COLUMNS: tuple[str, ...] = (
     "simulated",
     "prompt",
     "reply",
+    "usage_flags",
+    "adapted",
+    "stop_reason",
 )
 _USAGE = (
     "input_tokens",
@@ -198,6 +201,9 @@ class LedgerStore:
             int(e.simulated),
             e.prompt,
             e.reply,
+            json.dumps(list(e.usage_flags), ensure_ascii=False),
+            json.dumps(list(e.adapted), ensure_ascii=False),
+            e.stop_reason,
         )
 
     def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> None:
@@ -248,6 +254,9 @@ class LedgerStore:
             simulated=bool(v["simulated"]),
             prompt=v["prompt"],
             reply=v["reply"],
+            usage_flags=tuple(json.loads(v["usage_flags"])),
+            adapted=tuple(json.loads(v["adapted"])),
+            stop_reason=v["stop_reason"],
         )
 
     def _window(

@@ -46,24 +46,8 @@ class Provider(Protocol):
 
 
 def usage_from_api(raw: dict[str, Any]) -> Usage:
-    """Read a Messages API ``usage`` object into token classes.
+    """Read a Messages API ``usage`` object into token classes (checked: see
+    :func:`tierwise.accounting.measure_usage`; raises its ``BadUsage``)."""
+    from tierwise.accounting import measure_usage
 
-    Cache writes are split by TTL when ``cache_creation`` is present; otherwise the total
-    ``cache_creation_input_tokens`` is counted as 5-minute writes (the API's default TTL).
-    """
-    creation = raw.get("cache_creation") or {}
-    write_5m = int(creation.get("ephemeral_5m_input_tokens") or 0)
-    write_1h = int(creation.get("ephemeral_1h_input_tokens") or 0)
-    total_writes = int(raw.get("cache_creation_input_tokens") or 0)
-    if not creation and total_writes:
-        write_5m = total_writes
-    details = raw.get("output_tokens_details") or {}
-    output = int(raw.get("output_tokens") or 0)
-    return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0),
-        output_tokens=output,
-        cache_read_tokens=int(raw.get("cache_read_input_tokens") or 0),
-        cache_write_5m_tokens=write_5m,
-        cache_write_1h_tokens=write_1h,
-        thinking_tokens=min(int(details.get("thinking_tokens") or 0), output),
-    )
+    return measure_usage(raw).usage
