@@ -193,3 +193,26 @@ def test_stream_failing_before_any_content_is_retried(gateway: RunningGateway) -
     assert models_tried(gateway) == ["claude-haiku-4-5", "claude-haiku-4-5"]
     entry = gateway.wait_for_entries(1)[-1]
     assert entry.status == "ok"
+
+
+def test_a_stream_is_cut_at_the_requests_deadline(make_gateway: GatewayFactory) -> None:
+    """The request's deadline covers the whole stream: an upstream that keeps sending (each
+    event well within the stall timeout) is cut when the deadline passes, with an error event,
+    not relayed for as long as it likes."""
+    gw = make_gateway(upstream_timeout_s=2.5)
+    gw.fake.script(event_delay_s=0.5)  # 8 events: content at ~1 s, the end at ~4 s
+    client = gw.anthropic(max_retries=0)
+    start = time.monotonic()
+    with (
+        pytest.raises(anthropic.APIStatusError) as info,
+        client.messages.stream(
+            model="haiku", max_tokens=200, messages=[{"role": "user", "content": "Tell a story"}]
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
+    assert "deadline" in str(info.value)
+    assert time.monotonic() - start < 30  # cut, not relayed to its end (a generous margin)
+    entry = gw.wait_for_entries(1)[-1]
+    assert (entry.status, entry.error_type) == ("error", "timeout_error")
+    assert entry.usage.input_tokens > 0  # what the upstream reported before the cut is kept

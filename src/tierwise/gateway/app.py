@@ -296,13 +296,36 @@ class Gateway:
         return items
 
     async def health(self, request: Request) -> Response:
+        """Liveness plus the state of what requests depend on: ``ok``, ``degraded`` (serving,
+        but a dependency is failing: budgets refuse budgeted keys, or the ledger is behind)
+        or ``failing`` (503: requests cannot be recorded)."""
+        parts: dict[str, Any] = {}
+        budgets = self.books.budgets
+        if budgets is not None:
+            b = budgets.health()
+            parts["budgets"] = {
+                "status": b.status,
+                "reason": b.reason,
+                "pending_settlements": b.pending_settlements,
+            }
+        ledger_health: Callable[[], Any] | None = getattr(self.books.sink, "health", None)
+        if ledger_health is not None:
+            h = ledger_health()
+            parts["ledger"] = {"status": h.status, "reason": h.reason}
+        states = [p["status"] for p in parts.values()]
+        status = "failing" if "failing" in states else "degraded" if "degraded" in states else "ok"
         body = {
-            "status": "ok",
+            "status": status,
             "simulated": self.upstream.simulated,
             "tiers": self.settings.tier_names,
             "uptime_s": round(time.time() - self.started, 3),
+            **parts,
         }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return Response(
+            orjson.dumps(body),
+            status_code=503 if status == "failing" else 200,
+            media_type="application/json",
+        )
 
     async def not_found(self, request: Request, request_id: str) -> Response:
         allowed = _METHODS.get(request.url.path.rstrip("/") or "/")

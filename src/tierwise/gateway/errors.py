@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.responses import Response
 
@@ -56,7 +54,6 @@ class GatewayError(Exception):
         self.error_type = error_type or _ANTHROPIC_TYPES.get(status, "api_error")
         self.param = param
         self.headers = headers or {}
-        self.admission: Any = None  # the engine's Admission when the request got that far
 
 
 def anthropic_type(status: int) -> str:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from tierwise.accounting import BadUsage, measure_usage
 from tierwise.gateway.attempts import Attempt
 from tierwise.gateway.sse import Event, MalformedEvent, SSEParser, StreamTracker
 from tierwise.gateway.upstream import UpstreamError
@@ -35,6 +36,7 @@ from tierwise.lifecycle import RequestLife
 # lying or broken, and would run past the request's budget hold.
 MAX_CHARS_PER_TOKEN = 32
 _SLACK_CHARS = 4_096
+_USAGE_EVENTS = frozenset({"message_start", "message_delta"})
 
 
 class StreamRelay:
@@ -73,7 +75,10 @@ class StreamRelay:
         """(the event's object, or the error bytes that end the stream)."""
         try:
             obj = self.tracker.observe(event.name, event.data)
-        except MalformedEvent as exc:
+            if obj is not None and event.name in _USAGE_EVENTS:
+                usage = (obj.get("message") or {}) if event.name == "message_start" else obj
+                measure_usage(usage.get("usage") if isinstance(usage, dict) else None)
+        except (MalformedEvent, BadUsage) as exc:
             self.outcome = "malformed_stream"
             return None, self.error("api_error", f"upstream sent a malformed event: {exc}")
         if obj is not None and event.name == "content_block_delta":
