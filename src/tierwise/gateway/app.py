@@ -20,10 +20,12 @@ from tierwise.budgets import Budgets
 from tierwise.config import Settings
 from tierwise.gateway import anthropic_api, openai_api, telemetry
 from tierwise.gateway.asgi import GatewayApp
+from tierwise.gateway.attempts import Caller, Cooldowns
 from tierwise.gateway.engine import AUTO, Engine
 from tierwise.gateway.errors import GatewayError, error_response
 from tierwise.gateway.relay import ClientDisconnected
 from tierwise.gateway.upstream import HttpUpstream, SimulatedUpstream, Upstream
+from tierwise.gateway.upstream_provider import UpstreamProvider
 from tierwise.keys import KeyInfo
 from tierwise.lifecycle import Books, Observer
 from tierwise.router import Router, new_request_id
@@ -122,7 +124,21 @@ class Gateway:
                 )
         self.upstream = upstream
         self.keys = keys or NoKeys()
-        self.router = Router(settings, provider=_NoProvider(), sink=None)
+        gw = settings.gateway
+        caller = Caller(
+            upstream,
+            Cooldowns(gw.cooldown_after_failures, gw.cooldown_s),
+            max_attempts=gw.max_attempts,
+            attempt_timeout_s=gw.attempt_timeout_s,
+            retry_after_cap_s=gw.retry_after_cap_s,
+        )
+        # Classifiers that call a model (llm, cascade) go through the gateway's own upstream.
+        provider = UpstreamProvider(
+            caller,
+            anthropic_version=gw.upstream_anthropic_version,
+            timeout_s=settings.classifier.llm_timeout_s,
+        )
+        self.router = Router(settings, provider=provider, sink=None)
         catalogue = self.router.catalogue
         known = {t.model for t in settings.tiers} | {m.model for m in catalogue.models()}
         for info in catalogue.models():
@@ -139,7 +155,7 @@ class Gateway:
             simulated=upstream.simulated,
         )
         self.sink = sink
-        self.engine = Engine(settings, self.router, upstream, self.books)
+        self.engine = Engine(settings, self.router, upstream, self.books, caller=caller)
         self._warned_open = False
         self.limiter = RateLimiter(settings.gateway.rate_limit_rpm)
         self.started = time.time()
@@ -360,19 +376,6 @@ async def _openapi(request: Request) -> Response:
 
         _OPENAPI = orjson.dumps(openapi_document())
     return Response(_OPENAPI, media_type="application/json")
-
-
-class _NoProvider:
-    """The gateway's router only decides; calls go through the upstream relay."""
-
-    name = "none"
-    simulated = False
-
-    async def complete(self, call: Any) -> Any:
-        raise RuntimeError("the gateway router does not call providers directly")
-
-    async def aclose(self) -> None:
-        return None
 
 
 def build_app(

@@ -51,6 +51,8 @@ class Engine:
         router: Router,
         upstream: Upstream,
         books: Books,
+        *,
+        caller: Caller | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -58,14 +60,14 @@ class Engine:
         self.upstream = upstream
         self.books = books
         gw = settings.gateway
-        self.cooldowns = Cooldowns(gw.cooldown_after_failures, gw.cooldown_s)
-        self.caller = Caller(
+        self.caller = caller or Caller(
             upstream,
-            self.cooldowns,
+            Cooldowns(gw.cooldown_after_failures, gw.cooldown_s),
             max_attempts=gw.max_attempts,
             attempt_timeout_s=gw.attempt_timeout_s,
             retry_after_cap_s=gw.retry_after_cap_s,
         )
+        self.cooldowns = self.caller.cooldowns
         self._tier_models = {t.model: t.name for t in settings.tiers}
         self._order = {t.name: i for i, t in enumerate(settings.tiers)}
 
