@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from tierwise.budgets import Budgets
 from tierwise.config import Settings
-from tierwise.gateway import anthropic_api, openai_api, telemetry
+from tierwise.gateway import anthropic_api, openai_api, responses_api, telemetry
 from tierwise.gateway.asgi import GatewayApp
 from tierwise.gateway.attempts import Caller, Cooldowns
 from tierwise.gateway.engine import AUTO, Engine
@@ -263,6 +263,17 @@ class Gateway:
             body = await self.read_json(request)
             return await openai_api.chat_completions(self.engine, request, ex, body)
 
+    async def responses(self, request: Request, request_id: str) -> Response:
+        key = self.authenticate(request)
+        async with self.engine.exchange(api="responses", request_id=request_id, key=key) as ex:
+            body = await self.read_json(request)
+            return await responses_api.responses(self.engine, request, ex, body)
+
+    async def root(self, request: Request) -> Response:
+        """``GET /`` and ``HEAD /``: clients probe the base URL before their first call."""
+        body = {"service": "tierwise", "health": "/health", "docs": "/openapi.json"}
+        return Response(orjson.dumps(body), media_type="application/json")
+
     async def models(self, request: Request, request_id: str) -> Response:
         self.authenticate(request)
         data = self.model_list()
@@ -362,6 +373,8 @@ _METHODS = {
     "/v1/messages": "POST",
     "/v1/messages/count_tokens": "POST",
     "/v1/chat/completions": "POST",
+    "/v1/responses": "POST",
+    "/": "GET, HEAD",
     "/v1/models": "GET",
     "/health": "GET",
     "/metrics": "GET",
@@ -416,6 +429,8 @@ def build_app(
             gw.endpoint("openai", gw.chat),
             methods=["POST"],
         ),
+        Route("/v1/responses", gw.endpoint("openai", gw.responses), methods=["POST"]),
+        Route("/", gw.root, methods=["GET", "HEAD"]),
         Route("/v1/models", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
