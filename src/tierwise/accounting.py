@@ -20,10 +20,13 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tierwise.pricing import PriceCatalogue, Settlement
-from tierwise.types import Usage
+from tierwise.types import LedgerEntry, Usage
+
+if TYPE_CHECKING:
+    from tierwise.lifecycle import Outcome
 
 
 class BadUsage(ValueError):
@@ -142,3 +145,44 @@ def usage_to_api(usage: Usage) -> dict[str, Any]:
         },
         "output_tokens_details": {"thinking_tokens": usage.thinking_tokens},
     }
+
+
+def ledger_entry(outcome: Outcome) -> LedgerEntry:
+    """One finished request as its ledger row."""
+    d = outcome.decision
+    s = outcome.settlement
+    return LedgerEntry(
+        request_id=outcome.request_id,
+        ts=outcome.ts,
+        source=outcome.source,
+        status=outcome.status,
+        api=outcome.api,
+        key_name=outcome.key_name,
+        tags=dict(outcome.tags),
+        requested_model=outcome.requested_model,
+        tier=outcome.target.tier if outcome.target else (d.tier if d else None),
+        model=outcome.model or (outcome.target.model if outcome.target else None),
+        classifier=d.classifier if d else "none",
+        confidence=d.confidence if d else None,
+        reason=outcome.reason,
+        fallbacks=outcome.fallbacks,
+        error_type=outcome.error_type,
+        http_status=outcome.http_status,
+        usage=outcome.usage,
+        cost_usd=s.model_cost.usd if s else None,
+        classifier_cost_usd=d.classifier_cost_usd if d else Decimal(0),
+        price_version=s.model_cost.price_version if s else None,
+        baseline_model=s.baseline_model if s else None,
+        baseline_cost_usd=s.baseline_usd if s else None,
+        saved_usd=s.saved_usd if s else None,
+        decision_ms=outcome.decision_ms,
+        upstream_ms=outcome.upstream_ms,
+        total_ms=outcome.total_ms,
+        streaming=outcome.stream,
+        simulated=outcome.simulated,
+        prompt=outcome.prompt,
+        reply=outcome.reply,
+        usage_flags=outcome.usage_flags,
+        adapted=outcome.adapted,
+        stop_reason=outcome.stop_reason,
+    )

@@ -31,7 +31,14 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Protocol
 
-from tierwise.accounting import BadUsage, MeasuredUsage, UsageBounds, measure_usage, settle
+from tierwise.accounting import (
+    BadUsage,
+    MeasuredUsage,
+    UsageBounds,
+    ledger_entry,
+    measure_usage,
+    settle,
+)
 from tierwise.budgets import Budgets, Reservation
 from tierwise.pricing import PriceCatalogue, Settlement
 from tierwise.types import Decision, LedgerEntry, LedgerSink, Usage
@@ -92,43 +99,8 @@ class Outcome:
         return "; ".join([base, *self.notes])
 
     def entry(self) -> LedgerEntry:
-        d = self.decision
-        s = self.settlement
-        return LedgerEntry(
-            request_id=self.request_id,
-            ts=self.ts,
-            source=self.source,
-            status=self.status,
-            api=self.api,
-            key_name=self.key_name,
-            tags=dict(self.tags),
-            requested_model=self.requested_model,
-            tier=self.target.tier if self.target else (d.tier if d else None),
-            model=self.model or (self.target.model if self.target else None),
-            classifier=d.classifier if d else "none",
-            confidence=d.confidence if d else None,
-            reason=self.reason,
-            fallbacks=self.fallbacks,
-            error_type=self.error_type,
-            http_status=self.http_status,
-            usage=self.usage,
-            cost_usd=s.model_cost.usd if s else None,
-            classifier_cost_usd=d.classifier_cost_usd if d else Decimal(0),
-            price_version=s.model_cost.price_version if s else None,
-            baseline_model=s.baseline_model if s else None,
-            baseline_cost_usd=s.baseline_usd if s else None,
-            saved_usd=s.saved_usd if s else None,
-            decision_ms=self.decision_ms,
-            upstream_ms=self.upstream_ms,
-            total_ms=self.total_ms,
-            streaming=self.stream,
-            simulated=self.simulated,
-            prompt=self.prompt,
-            reply=self.reply,
-            usage_flags=self.usage_flags,
-            adapted=self.adapted,
-            stop_reason=self.stop_reason,
-        )
+        """This outcome as the ledger row (built in :mod:`tierwise.accounting`)."""
+        return ledger_entry(self)
 
 
 class Observer(Protocol):
