@@ -21,7 +21,7 @@ from tests.dbs import postgres_schema, postgres_url_or_skip
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.servers import ServerThread
 from tierwise.config import Settings, load, revalidate
-from tierwise.gateway.app import RateLimiter
+from tierwise.gateway.access import RateLimiter
 from tierwise.gateway.server import make_app
 from tierwise.keys import KeyStore
 from tierwise.ledger import open_store
