@@ -131,6 +131,7 @@ class GatewayConfig(_Strict):
     header_timeout_s: float = Field(default=10.0, gt=0)  # a request head must arrive by then
     idle_timeout_s: float = Field(default=5.0, gt=0)  # keep-alive connection with no request
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)  # request line + headers
+    send_timeout_s: float = Field(default=60.0, gt=0)  # a client that stops reading its reply
     upstream_anthropic_version: str = "2023-06-01"
 
 
