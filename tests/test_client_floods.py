@@ -5,6 +5,7 @@ sockets, limits set low) so they run in `make test`; see RELIABILITY.md for the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -432,3 +433,67 @@ def test_worker_processes_get_the_limits(
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+class _StuckTransport(asyncio.Transport):
+    """A transport whose peer reads nothing more: whatever is written stays buffered (the
+    kernel's buffers are full), as asyncio's own transport behaves then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closing = False
+        self.aborted = asyncio.Event()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.written)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True  # asyncio waits for the buffer to drain before it really closes
+
+    def abort(self) -> None:
+        self.closing = True
+        self.aborted.set()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_a_closed_connection_with_an_unsent_tail_is_aborted() -> None:
+    """The reply's end left in the write buffer of a closed connection (`connection: close`,
+    a client that stopped reading): asyncio would hold the connection until the client reads,
+    forever; it is aborted after send_timeout_s."""
+    from uvicorn.server import ServerState
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 1000})
+
+    async def run() -> _StuckTransport:
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        config.load()
+        protocol_class = GuardedHttpToolsProtocol.with_limits(limits(send_timeout_s=0.05))
+        protocol = protocol_class(config, ServerState(), {}, asyncio.get_running_loop())
+        transport = _StuckTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n")
+        await asyncio.wait_for(transport.aborted.wait(), timeout=10)
+        protocol.connection_lost(None)
+        return transport
+
+    transport = asyncio.run(run())
+    assert transport.written.startswith(b"HTTP/1.1 200") and transport.aborted.is_set()

@@ -23,9 +23,10 @@ additions are a counter and one timer per connection).
   and the connection is closed; nothing beyond it is buffered.
 * **Idle keep-alive** (``gateway.idle_timeout_s``, 5 s): uvicorn's ``timeout_keep_alive``.
 * **A client that stops reading** (``gateway.send_timeout_s``, 60 s): when a reply waits that
-  long with the connection's write buffer full (above 64 KiB beyond what the kernel holds), the
-  connection is aborted. Without it, a client that never reads holds its connection, the
-  request's task and the unsent reply forever (asyncio's ``close()`` waits for the buffer).
+  long with the connection's write buffer full (above 64 KiB beyond what the kernel holds), or
+  a closed connection still has part of a reply unsent that long, the connection is aborted.
+  Without it, a client that never reads holds its connection, the request's task and the unsent
+  reply forever (asyncio's ``close()`` waits for the buffer to drain).
 * The body has its own deadline and size limit in the app (``gateway.body_timeout_s``,
   ``gateway.max_body_bytes``).
 
@@ -288,6 +289,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_waiting()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+            self._linger()
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.parser is None:
@@ -349,11 +351,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         idle_next = not self.pipeline
         super().on_response_complete()
-        if self.transport.get_write_buffer_size() and self._send_timer is None:
-            # part of the reply is still unsent (a closing transport waits for it forever)
-            self._send_timer = self.loop.call_later(self._limits.send_timeout_s, self._send_timeout)
-        if idle_next and not self.transport.is_closing():
+        if self.transport.is_closing():
+            self._linger()
+        elif idle_next:
             self._wait_for_head()
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._linger()
 
     # -- a client that does not read -------------------------------------------------------
     def pause_writing(self) -> None:
@@ -362,8 +367,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._send_timer = self.loop.call_later(self._limits.send_timeout_s, self._send_timeout)
 
     def resume_writing(self) -> None:
-        self._stop_send_timer()
+        if not self.transport.is_closing():
+            self._stop_send_timer()
         super().resume_writing()
+
+    def _linger(self) -> None:
+        """A closed connection with part of a reply still unsent: asyncio keeps it (and its
+        descriptor) until the client reads that part, however long; give it send_timeout_s."""
+        if self._send_timer is None and self.transport.get_write_buffer_size():
+            self._send_timer = self.loop.call_later(self._limits.send_timeout_s, self._send_timeout)
 
     def _stop_send_timer(self) -> None:
         if self._send_timer is not None:
@@ -372,6 +384,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _send_timeout(self) -> None:
         self._send_timer = None
+        if not self.transport.get_write_buffer_size():
+            return  # flushed meanwhile
         CLOSED.labels("send_timeout").inc()
         _warn(
             "send_timeout",
@@ -408,6 +422,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes > 0:
             self.transport.write(_TOO_SLOW)
         self.transport.close()
+        self._linger()
 
     def _head_too_large(self) -> None:
         self._stop_waiting()
@@ -419,6 +434,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.write(_TOO_LARGE)
         self.transport.close()
+        self._linger()
 
 
 __all__ = [
