@@ -186,3 +186,102 @@ def test_dashboard_without_a_ledger(tmp_path: Path) -> None:
         assert httpx.get(srv.base_url + "/dashboard").status_code == 200
         data = httpx.get(srv.base_url + "/dashboard/data")
     assert data.status_code == 503 and "ledger" in data.json()["error"]
+
+
+def test_user_keys_see_only_their_own_data_and_admins_see_all(
+    settings: Settings, server: ServerThread
+) -> None:
+    keys = KeyStore(settings)
+    alice, _ = keys.create("alice", budget_usd="1", period="day")
+    bob, _ = keys.create("bob", budget_usd="2", period="month")
+    ops, _ = keys.create("ops", role="admin")
+    keys.close()
+    base = server.base_url
+    ids: dict[str, list[str]] = {"alice": [], "bob": []}
+    for name, key, count in (("alice", alice, 2), ("bob", bob, 3)):
+        client = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
+        for i in range(count):
+            raw = client.messages.with_raw_response.create(
+                model="auto",
+                max_tokens=50,
+                messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+            )
+            ids[name].append(raw.headers["x-tierwise-request-id"])
+    for name, key in (("alice", alice), ("bob", bob)):
+        rated = httpx.post(
+            base + "/v1/feedback",
+            headers={"x-api-key": key},
+            json={"request_id": ids[name][0], "score": 0.8},
+        )
+        assert rated.status_code == 200
+    report = report_json(settings, "--since", "all", "--by", "key")
+    groups = report["groups"]
+    assert isinstance(groups, dict)
+
+    def data(**kwargs: object) -> dict[str, object]:
+        response = httpx.get(base + "/dashboard/data?since=all", **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 200, response.text
+        body: dict[str, object] = response.json()
+        return body
+
+    for name, key, other in (("alice", alice, "bob"), ("bob", bob, "alice")):
+        mine = data(headers={"x-api-key": key})
+        assert (mine["viewer"], mine["role"]) == (name, "user")
+        shown = mine["report"]
+        assert isinstance(shown, dict)
+        assert shown["total_requests"] == groups[name]["requests"] == len(ids[name])
+        assert shown["total_cost_usd"] == groups[name]["cost_usd"]
+        assert {r["key"] for r in mine["recent"]} == {name}  # type: ignore[attr-defined]
+        assert {r["request_id"] for r in mine["recent"]} == set(ids[name])  # type: ignore[attr-defined]
+        assert [k["name"] for k in mine["keys"]] == [name]  # type: ignore[attr-defined]
+        points = mine["series"]["points"]  # type: ignore[index]
+        assert sum(p["requests"] for p in points) == len(ids[name])
+        assert mine["latency"]["decision_ms"]["all"]["n"] == len(ids[name])  # type: ignore[index]
+        assert mine["quality"]["overall"]["total"] == 1  # type: ignore[index]
+        # nothing of the other key: not its name, not its requests
+        text = json.dumps(mine)
+        assert other not in text and not any(rid in text for rid in ids[other])
+    everything = data(headers={"x-api-key": ops})
+    assert (everything["viewer"], everything["role"]) == ("ops", "admin")
+    assert everything["report"]["total_requests"] == 5  # type: ignore[index]
+    shown_keys = {k["name"]: k for k in everything["keys"]}  # type: ignore[attr-defined]
+    assert {"alice", "bob"} <= set(shown_keys)
+    assert shown_keys["bob"]["budget_usd"] == "2" and shown_keys["alice"]["period"] == "day"
+    assert everything["quality"]["overall"]["total"] == 2  # type: ignore[index]
+
+    # sessions carry the role: a user's cookie shows the user's data, an admin's everything
+    for key, expected in ((alice, 2), (ops, 5)):
+        login = httpx.post(base + "/dashboard/login", data={"key": key})
+        assert login.status_code == 303
+        session = data(cookies=login.cookies)
+        assert session["report"]["total_requests"] == expected  # type: ignore[index]
+    # a user's cookie edited to say "admin" is refused (the role is under the MAC)
+    token = httpx.post(base + "/dashboard/login", data={"key": alice}).cookies["tierwise_dashboard"]
+    name, role, expires, mac = token.split(".")
+    assert role == "user"
+    forged = ".".join((name, "admin", expires, mac))
+    refused = httpx.get(base + "/dashboard/data", cookies={"tierwise_dashboard": forged})
+    assert refused.status_code == 401
+
+
+def test_wrong_dashboard_keys_are_throttled(settings: Settings) -> None:
+    settings = revalidate(
+        settings, gateway=settings.gateway.model_copy(update={"auth_failures_per_minute": 3})
+    )
+    keys = KeyStore(settings)
+    good, _ = keys.create("ops", role="admin")
+    keys.close()
+    with ServerThread(make_app(settings)) as srv:
+        base = srv.base_url
+        statuses = [
+            httpx.post(base + "/dashboard/login", data={"key": f"tw-guess-{i}"}).status_code
+            for i in range(3)
+        ]
+        assert statuses == [401, 401, 401]
+        throttled = httpx.get(base + "/dashboard?key=tw-guess-x")
+        assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+        assert "too many failed authentications" in throttled.text
+        data = httpx.get(base + "/dashboard/data", headers={"x-api-key": "tw-guess-y"})
+        assert data.status_code == 429
+        # the right key still logs in from the same address
+        assert httpx.post(base + "/dashboard/login", data={"key": good}).status_code == 303

@@ -142,6 +142,7 @@ def test_dashboard_in_chromium_matches_the_report(
     keys = KeyStore(settings)
     search, _ = keys.create("search-bot", budget_usd="0.25", period="day")
     support, _ = keys.create("support-app")
+    ops, _ = keys.create("ops", role="admin")  # sees every key's requests
     keys.close()
 
     with ServerThread(make_app(settings)) as srv:
@@ -172,14 +173,14 @@ def test_dashboard_in_chromium_matches_the_report(
             assert reply.status_code == 200, reply.text
 
         # The first load carries the key once; the page then lives on its session cookie.
-        driver.get(f"{srv.base_url}/dashboard?since=all&key={support}")
+        driver.get(f"{srv.base_url}/dashboard?since=all&key={ops}")
         assert driver.current_url == f"{srv.base_url}/dashboard?since=all"
         WebDriverWait(driver, 15).until(
             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-generated-at")
         )
         cookies = driver.get_cookies()
         assert [c["name"] for c in cookies] == ["tierwise_dashboard"]
-        assert cookies[0]["httpOnly"] and support not in cookies[0]["value"]
+        assert cookies[0]["httpOnly"] and ops not in cookies[0]["value"]
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not [e for e in errors if "401" not in e["message"]], errors
 

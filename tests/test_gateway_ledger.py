@@ -100,6 +100,7 @@ def test_every_request_recorded_once_and_report_matches(
 def test_keys_are_required_once_one_exists(settings: Settings) -> None:
     keys = KeyStore(settings)
     raw_key, _ = keys.create("team-a")
+    admin_key, _ = keys.create("ops", role="admin")  # /metrics needs an admin key
     keys.close()
     with ServerThread(make_app(settings)) as running:
         base = running.base_url
@@ -119,7 +120,7 @@ def test_keys_are_required_once_one_exists(settings: Settings) -> None:
         assert ok.content
         ok2 = httpx.post(base + "/v1/messages", json=body, headers={"x-api-key": raw_key})
         assert ok2.status_code == 200
-        metrics = httpx.get(base + "/metrics").text
+        metrics = httpx.get(base + "/metrics", headers={"x-api-key": admin_key}).text
         assert "tierwise_requests_total" in metrics
         assert raw_key not in metrics
         assert settings.provider.api_key is not None
@@ -175,7 +176,7 @@ def test_metrics_parse_and_count(settings: Settings) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = httpx.get(base + "/metrics").text
+        text = httpx.get(base + "/metrics", headers={"x-api-key": admin_key}).text
         values = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -184,6 +185,7 @@ def test_metrics_parse_and_count(settings: Settings) -> None:
 
     keys = KeyStore(settings)
     raw_key, _ = keys.create("metered", budget_usd="0.01", period="total")
+    admin_key, _ = keys.create("ops", role="admin")  # /metrics needs an admin key
     keys.close()
     with ServerThread(make_app(settings)) as running:
         before = scrape(running.base_url)

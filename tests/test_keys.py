@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from tests.dbs import postgres_schema, postgres_url_or_skip, settings_for
 from tierwise.config import Settings
 from tierwise.errors import InputError
-from tierwise.keys import KeyStore, hash_key
+from tierwise.keys import KeyStore, KeysUnavailable, hash_key
 
 TIERWISE = str(Path(sys.executable).parent / "tierwise")
 
@@ -61,13 +62,65 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     assert "ci-bot" in tw(tmp_path, "keys", "list", "--all").stdout
     store = KeyStore(settings_for(tmp_path))
     try:
-        assert store.authenticate(key) is None and not store.any_keys()
+        # Revoked, yet keys stay required: the last revocation does not open the gateway.
+        assert store.authenticate(key) is None and store.any_keys()
+        assert store.live_keys() == 0
     finally:
         store.close()
     # A revoked name can be given to a new key.
     assert tw(tmp_path, "keys", "create", "--name", "ci-bot").returncode == 0
     bad = tw(tmp_path, "keys", "create", "--name", "x", "--budget-usd", "-1")
     assert bad.returncode == 2 and "budget" in bad.stderr
+
+
+def test_admin_keys_from_the_cli(tmp_path: Path) -> None:
+    admin = tw(tmp_path, "keys", "create", "--name", "ops", "--admin")
+    user = tw(tmp_path, "keys", "create", "--name", "app")
+    assert admin.returncode == 0 and user.returncode == 0, admin.stderr + user.stderr
+    assert "created admin key 'ops'" in admin.stderr and "created user key 'app'" in user.stderr
+    listed = tw(tmp_path, "keys", "list", "--json")
+    roles = {row["name"]: row["role"] for row in json.loads(listed.stdout)}
+    assert roles == {"ops": "admin", "app": "user"}
+    table = tw(tmp_path, "keys", "list").stdout
+    assert "role" in table and "admin" in table
+    store = KeyStore(settings_for(tmp_path))
+    try:
+        found = store.authenticate(admin.stdout.strip())
+        assert found is not None and found.admin and found.role == "admin"
+        plain = store.authenticate(user.stdout.strip())
+        assert plain is not None and not plain.admin
+        with pytest.raises(InputError, match="role"):
+            store.create("x", role="root")
+    finally:
+        store.close()
+
+
+def test_closed_stays_closed_and_an_unreadable_table_fails_closed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    now = [0.0]
+    store = KeyStore(settings, clock=lambda: now[0])
+    try:
+        assert not store.any_keys()  # a new database: open
+        raw, _ = store.create("only")
+        assert store.any_keys() and store.authenticate(raw) is not None
+        assert store.revoke("only")
+        assert store.any_keys() and store.authenticate(raw) is None
+        # The database file deleted under the running gateway: refused, not open, not stale.
+        for f in tmp_path.glob("tierwise.db*"):
+            f.unlink()
+        now[0] += settings.keys.cache_ttl_s
+        with pytest.raises(KeysUnavailable, match="deleted"):
+            store.any_keys()
+        with pytest.raises(KeysUnavailable):  # without asking again within the retry delay
+            store.authenticate(raw)
+        # A new, empty database at the same path: still closed in this process.
+        fresh = KeyStore(settings)
+        fresh.close()
+        store.store.db.reconnect()  # what a ledger that reopens its file would do
+        now[0] += 2
+        assert store.any_keys() and store.live_keys() == 0
+    finally:
+        store.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

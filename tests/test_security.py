@@ -5,14 +5,18 @@ not logged or stored by default."""
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from tests.chaos import start_gateway, stop_gateway
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.servers import ServerThread
 from tierwise.config import load
+from tierwise.gateway.server import make_app
 from tierwise.keys import KeyStore
 
 CANARY = "sk-ant-CANARY-7f3a9c1e5b2d4f6a8c0e"
@@ -116,3 +120,47 @@ def test_gateway_keys_are_stored_hashed_and_never_echoed(
     texts.append(gw.stderr())
     assert not leaks(home, texts, raw_key)
     assert any('"type":"authentication_error"' in t or '"authentication_error"' in t for t in texts)
+
+
+def test_refusals_never_echo_the_key(
+    fake_anthropic: FakeAnthropic, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of wrong keys in every place a key goes (x-api-key, Bearer, the dashboard's
+    ?key= and login form), past the failed-authentication limit: 401s then 429s, none of which
+    (nor the log) repeats what the client sent."""
+    caplog.set_level(logging.DEBUG)
+    home = tmp_path / "home"
+    settings = load(
+        environ={
+            "TIERWISE_HOME": str(home),
+            "ANTHROPIC_API_KEY": fake_anthropic.api_key,
+            "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        }
+    )
+    keys = KeyStore(settings)
+    keys.create("someone")
+    keys.close()
+    wrong = "tw-CANARY-wrong-key-9f8e7d6c5b4a"
+    texts: list[str] = []
+    statuses: set[int] = set()
+    with ServerThread(make_app(settings)) as srv, httpx.Client(base_url=srv.base_url) as client:
+        msg = {"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        for _ in range(10):
+            for response in (
+                client.post("/v1/messages", json=msg, headers={"x-api-key": wrong}),
+                client.post(
+                    "/v1/chat/completions", json=msg, headers={"authorization": f"Bearer {wrong}"}
+                ),
+                client.get("/metrics", headers={"x-api-key": wrong}),
+                client.get(f"/dashboard?key={wrong}"),
+                client.post("/dashboard/login", data={"key": wrong}),
+                client.get("/dashboard/data", headers={"x-api-key": wrong}),
+            ):
+                statuses.add(response.status_code)
+                texts.append(response.text + str(dict(response.headers)))
+    assert statuses == {401, 429}
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    )
+    assert not leaks(home, [*texts, logged], wrong)
+    assert not leaks(home, [], wrong.removeprefix("tw-"))

@@ -187,6 +187,10 @@ def keys_create(
     period: Annotated[
         str, typer.Option("--period", help="Budget period: day, month (UTC) or total.")
     ] = "month",
+    admin: Annotated[
+        bool,
+        typer.Option("--admin", help="An admin key: sees every key on the dashboard, /metrics."),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Create a gateway key and print it (once: only its hash is stored)."""
@@ -195,7 +199,9 @@ def keys_create(
     try:
         store = KeyStore(_settings(config))
         try:
-            raw, info = store.create(name, budget_usd=budget_usd, period=period)
+            raw, info = store.create(
+                name, budget_usd=budget_usd, period=period, role="admin" if admin else "user"
+            )
         finally:
             store.close()
     except TierwiseError as exc:
@@ -203,7 +209,8 @@ def keys_create(
     sys.stdout.write(raw + "\n")
     budget = "no budget" if info.budget_usd is None else f"budget ${info.budget_usd}/{info.period}"
     err.print(
-        f"created key {info.name!r} ({budget}). Store it now: it cannot be shown again.",
+        f"created {info.role} key {info.name!r} ({budget}). "
+        "Store it now: it cannot be shown again.",
         highlight=False,
         markup=False,
     )
@@ -229,6 +236,7 @@ def keys_list(
     rows: list[dict[str, Any]] = [
         {
             "name": k.name,
+            "role": k.role,
             "prefix": k.key_prefix,
             "budget_usd": None if k.budget_usd is None else format(k.budget_usd, "f"),
             "period": k.period,
@@ -241,11 +249,12 @@ def keys_list(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     table = Table(title="gateway keys")
-    for column in ("name", "prefix", "budget", "period", "created", "revoked"):
+    for column in ("name", "role", "prefix", "budget", "period", "created", "revoked"):
         table.add_column(column)
     for r in rows:
         table.add_row(
             r["name"],
+            r["role"],
             r["prefix"] + "…",
             "-" if r["budget_usd"] is None else f"${r['budget_usd']}",
             r["period"],

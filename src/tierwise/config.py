@@ -125,6 +125,13 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     body_timeout_s: float = Field(default=30.0, gt=0)  # a client must send its body by then
     rate_limit_rpm: int | None = Field(default=None, ge=1)  # per key (or per client address)
+    # Clients (tierwise.gateway.access, tierwise.gateway.connections; RELIABILITY.md):
+    auth_failures_per_minute: int = Field(default=30, ge=1)  # per client address, then 429
+    max_connections: int | None = Field(default=None, ge=1)  # per process; None → from ulimit -n
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request head must arrive by then
+    idle_timeout_s: float = Field(default=5.0, gt=0)  # keep-alive connection with no request
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)  # request line + headers
+    send_timeout_s: float = Field(default=60.0, gt=0)  # a client that stops reading its reply
     upstream_anthropic_version: str = "2023-06-01"
 
 

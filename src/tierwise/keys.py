@@ -16,6 +16,16 @@ preimage resistance makes worthless) and then confirms with :func:`hmac.compare_
 Not on the hot path: the key table is read into memory and re-read at most every
 ``keys.cache_ttl_s`` seconds (default 5), so a revoked key stops working within that time, and
 unknown keys never reach the database.
+
+**Closed once, closed for good.** :meth:`KeyStore.any_keys` is true as soon as any key was ever
+created, revoked ones included, and stays true in a running process even if the table later
+reads empty (a replaced database file): revoking the last key leaves a gateway that accepts
+nothing, never an open one. When the table cannot be read (the database failing, its file
+deleted) every call raises :class:`KeysUnavailable`, and the gateway answers 503: it fails
+closed, never open.
+
+**Roles** (migration 5): ``user`` keys see their own requests on the dashboard; ``admin`` keys
+(``tierwise keys create --admin``) see every key's and read ``/metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
+import os
 import re
 import secrets
 import threading
@@ -32,15 +44,21 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from tierwise.errors import InputError
+from tierwise.errors import InputError, TierwiseError
 from tierwise.ledger.db import to_decimal
 
 if TYPE_CHECKING:
     from tierwise.config import Settings
     from tierwise.ledger.store import LedgerStore
 
+log = logging.getLogger("tierwise.keys")
+
 KEY_PREFIX = "tw-"
 PERIODS = ("day", "month", "total")
+ROLES = ("user", "admin")
+#: after a failed read of the key table, how long callers get the same error without the
+#: database being asked again (a failing database is not hammered by every request)
+RETRY_AFTER_FAILURE_S = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _SHOWN = 10  # characters of the key kept for display: "tw-" + 7
 
@@ -55,10 +73,19 @@ class KeyInfo:
     period: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None = None
+    role: str = "user"
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+
+class KeysUnavailable(TierwiseError):
+    """The key table cannot be read: the gateway refuses every request (fails closed)."""
 
 
 def hash_key(raw_key: str) -> str:
@@ -104,6 +131,10 @@ class KeyStore:
         self._lock = threading.Lock()
         self._by_hash: dict[str, tuple[str, KeyInfo]] = {}
         self._loaded_at: float | None = None
+        self._ever = False  # a key was seen once: authentication stays required
+        self._failure: KeysUnavailable | None = None
+        self._failed_at = 0.0
+        self._file: tuple[object, tuple[int, int]] | None = None  # (connection, (dev, inode))
 
     def close(self) -> None:
         if self._owns_store:
@@ -111,47 +142,112 @@ class KeyStore:
 
     # -- the gateway's calls ------------------------------------------------------------
     def authenticate(self, raw_key: str | None) -> KeyInfo | None:
-        """The live key matching ``raw_key``, or None. Microseconds; no DB on a cache hit."""
+        """The live key matching ``raw_key``, or None. Microseconds; no DB on a cache hit.
+        Raises :class:`KeysUnavailable` when the table cannot be read."""
+        snapshot = self._snapshot()
         if not raw_key or len(raw_key) > 512:
             return None
         digest = hash_key(raw_key)
-        found = self._snapshot().get(digest)
+        found = snapshot.get(digest)
         if found is None:
             return None
         stored_hash, info = found
         return info if hmac.compare_digest(stored_hash, digest) else None
 
     def any_keys(self) -> bool:
-        """Whether at least one live key exists (then every gateway request needs one)."""
-        return bool(self._snapshot())
+        """Whether every request needs a key: true once any key was ever created (revoked
+        ones count), and never false again in this process. Raises :class:`KeysUnavailable`
+        when the table cannot be read (the caller refuses the request: fails closed)."""
+        self._snapshot()
+        return self._ever
 
-    def live_hash(self, name: str) -> str | None:
-        """The stored SHA-256 of the live key called ``name`` (the secret that signs its
-        dashboard sessions: revoking the key ends them), or None."""
+    def live_keys(self) -> int:
+        """How many keys can authenticate now."""
+        return len(self._snapshot())
+
+    def live_key(self, name: str) -> tuple[str, KeyInfo] | None:
+        """(stored SHA-256, info) of the live key called ``name``, or None. The hash is the
+        secret that signs the key's dashboard sessions: revoking the key ends them."""
         for digest, info in self._snapshot().values():
             if info.name == name:
-                return digest
+                return digest, info
         return None
 
     def refresh(self) -> None:
-        """Re-read the key table now (the CLI's changes are otherwise seen within the TTL)."""
-        rows = self.store.db.query(
-            "SELECT key_hash, name, key_prefix, budget_usd, period, created_at, revoked_at "
-            "FROM api_keys WHERE revoked_at IS NULL"
-        )
-        snapshot = {str(r[0]): (str(r[0]), self._info(r[1:])) for r in rows}
+        """Re-read the key table now (the CLI's changes are otherwise seen within the TTL).
+        Raises :class:`KeysUnavailable` when it cannot be read."""
+        try:
+            self._check_file()
+            db = self.store.db
+            rows = db.query(
+                "SELECT key_hash, name, key_prefix, budget_usd, period, created_at, revoked_at, "
+                "role FROM api_keys WHERE revoked_at IS NULL"
+            )
+            ever = bool(rows) or bool(db.query("SELECT 1 FROM api_keys LIMIT 1"))
+            snapshot = {str(r[0]): (str(r[0]), self._info(r[1:])) for r in rows}
+        except KeysUnavailable as exc:
+            self._failed(exc)
+            raise
+        except Exception as exc:  # any database error: refuse requests, loudly (see _failed)
+            failure = KeysUnavailable(
+                "the gateway key table cannot be read "
+                f"({type(exc).__name__}: {str(exc).strip()[:200]}); refusing every request "
+                "until it can"
+            )
+            self._failed(failure)
+            raise failure from exc
         with self._lock:
             self._by_hash = snapshot
+            self._ever = self._ever or ever
             self._loaded_at = self._clock()
+            if self._failure is not None:
+                log.warning("the gateway key table can be read again")
+            self._failure = None
+
+    def _failed(self, exc: KeysUnavailable) -> None:
+        with self._lock:
+            if self._failure is None:
+                log.error("%s", exc)
+            self._failure = exc
+            self._failed_at = self._clock()
+            self._loaded_at = None
+
+    def _check_file(self) -> None:
+        """SQLite: the file the connection reads must still be the database's path. A
+        deleted file stays readable through the open connection (stale keys, a revocation
+        made by the CLI in a new file never seen), so that is refused as unreadable."""
+        db = self.store.db
+        path = getattr(db, "path", None)
+        if path is None:
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise KeysUnavailable(
+                f"the gateway key table cannot be read: the database file {path} was deleted "
+                "while the gateway runs; refusing every request (restart the gateway)"
+            ) from exc
+        identity = (st.st_dev, st.st_ino)
+        connection = getattr(db, "_conn", None)  # reopened (reconnect) → a new baseline
+        if self._file is None or self._file[0] is not connection:
+            self._file = (connection, identity)
+        elif self._file[1] != identity:
+            raise KeysUnavailable(
+                f"the gateway key table cannot be read: the database file {path} was replaced "
+                "while the gateway runs; refusing every request (restart the gateway)"
+            )
 
     def _snapshot(self) -> dict[str, tuple[str, KeyInfo]]:
+        failure = self._failure
+        if failure is not None and self._clock() - self._failed_at < RETRY_AFTER_FAILURE_S:
+            raise failure
         loaded = self._loaded_at
         if loaded is None or self._clock() - loaded >= self.cache_ttl_s:
             self.refresh()
         return self._by_hash
 
     def _info(self, r: tuple[Any, ...]) -> KeyInfo:
-        name, prefix, budget, period, created, revoked = r
+        name, prefix, budget, period, created, revoked, role = r
         db = self.store.db
         return KeyInfo(
             name=str(name),
@@ -160,11 +256,17 @@ class KeyStore:
             period=str(period),
             created_at=db.ts_value(created),
             revoked_at=None if revoked is None else db.ts_value(revoked),
+            role=str(role),
         )
 
     # -- administration (the CLI) -------------------------------------------------------
     def create(
-        self, name: str, *, budget_usd: str | Decimal | None = None, period: str = "month"
+        self,
+        name: str,
+        *,
+        budget_usd: str | Decimal | None = None,
+        period: str = "month",
+        role: str = "user",
     ) -> tuple[str, KeyInfo]:
         """Make a key; returns (the key, shown only now, its info)."""
         if not _NAME.match(name or ""):
@@ -174,6 +276,8 @@ class KeyStore:
             )
         if period not in PERIODS:
             raise InputError(f"--period {period!r}: choose one of {', '.join(PERIODS)}")
+        if role not in ROLES:
+            raise InputError(f"key role {role!r}: choose one of {', '.join(ROLES)}")
         budget = parse_budget(budget_usd)
         raw = new_key()
         now = dt.datetime.now(dt.UTC)
@@ -186,7 +290,7 @@ class KeyStore:
                     raise InputError(f"a live key named {name!r} exists; revoke it first")
                 db.execute(
                     "INSERT INTO api_keys (name, key_hash, key_prefix, budget_usd, period, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "created_at, role) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         name,
                         hash_key(raw),
@@ -194,6 +298,7 @@ class KeyStore:
                         db.money_param(budget),
                         period,
                         db.ts_param(now),
+                        role,
                     ),
                 )
         except InputError:
@@ -203,7 +308,7 @@ class KeyStore:
                 raise InputError(f"a live key named {name!r} exists; revoke it first") from exc
             raise
         self._loaded_at = None
-        return raw, KeyInfo(name, raw[:_SHOWN], budget, period, now)
+        return raw, KeyInfo(name, raw[:_SHOWN], budget, period, now, role=role)
 
     def _live(self, name: str) -> bool:
         return bool(
@@ -215,7 +320,7 @@ class KeyStore:
     def list(self, *, include_revoked: bool = False) -> list[KeyInfo]:
         where = "" if include_revoked else " WHERE revoked_at IS NULL"
         rows = self.store.db.query(
-            "SELECT name, key_prefix, budget_usd, period, created_at, revoked_at "  # noqa: S608
+            "SELECT name, key_prefix, budget_usd, period, created_at, revoked_at, role "  # noqa: S608
             f"FROM api_keys{where} ORDER BY name, created_at"
         )
         return [self._info(r) for r in rows]

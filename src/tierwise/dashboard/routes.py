@@ -8,14 +8,22 @@
 ``GET /dashboard/static/NAME``    the page's script and style sheet
 ``POST /v1/feedback``             ``{"request_id", "score" (0–1), "comment"?}`` for one answer
 
-**Access.** Without gateway keys the dashboard is open, like the API (``tierwise serve``
-refuses a non-loopback address without keys). Once a key exists, the data need one: the API's
-``x-api-key`` / ``Authorization: Bearer`` header, or a session cookie. A browser gets the cookie
-by opening ``/dashboard?key=tw-…`` once (answered with a redirect to the same URL without the
-key) or through the login form. The cookie is ``HttpOnly``, ``SameSite=Strict``, limited to
-``/dashboard``, and holds no key: it is the key's *name*, an expiry, and an HMAC of both under
-the key's stored SHA-256, so every gateway replica can check it and revoking the key ends the
-session. Keys are never logged.
+**Access.** While no gateway key was ever created the dashboard is open, like the API
+(``tierwise serve`` refuses a non-loopback address without keys). Once one was, the data need a
+live key: the API's ``x-api-key`` / ``Authorization: Bearer`` header, or a session cookie. A
+browser gets the cookie by opening ``/dashboard?key=tw-…`` once (answered with a redirect to the
+same URL without the key) or through the login form. The cookie is ``HttpOnly``,
+``SameSite=Strict``, limited to ``/dashboard``, and holds no key: it is the key's *name* and
+*role*, an expiry, and an HMAC of the three under the key's stored SHA-256, so every gateway
+replica can check it and revoking the key ends the session. Keys are never logged. Wrong keys
+(header, ``?key=``, login form) count as failed authentications of the client's address, like
+the API's (:mod:`tierwise.gateway.access`); when the key table cannot be read, 503.
+
+**Scope.** A ``user`` key sees only its own requests: every number, chart, table and the
+latency and quality figures are computed over its rows alone (:class:`KeyScopedStore`), and the
+keys table shows its own row and budget. An ``admin`` key (``tierwise keys create --admin``)
+sees every key's. ``dropped_requests`` (rows the ledger could not take) cannot be attributed to
+a key and is the gateway's total for everyone.
 
 **The ledger from async code.** Every query runs in a worker thread
 (:func:`asyncio.to_thread`), on the gateway ledger's own connection (thread-safe); before
@@ -45,7 +53,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tierwise.errors import InputError
+from tierwise.gateway.access import AccessDenied, Viewer, gate, presented_key
 from tierwise.gateway.errors import GatewayError
+from tierwise.ledger.db import Database
 from tierwise.ledger.store import LedgerStore
 from tierwise.quality import FeedbackError, parse_feedback
 
@@ -96,22 +106,50 @@ async def _flush(gw: Gateway) -> None:
         await asyncio.to_thread(flush, FLUSH_WAIT_S)
 
 
+class KeyScopedStore(LedgerStore):
+    """The ledger seen by one key: every query over ``requests`` (and the feedback joined to
+    it) is limited to that key's rows. It shares the gateway's connection."""
+
+    def __init__(self, db: Database, key_name: str) -> None:
+        super().__init__(db)
+        self.key_name = key_name
+
+    def _window(
+        self, since: dt.datetime | None, until: dt.datetime | None, column: str = "ts"
+    ) -> tuple[str, list[Any]]:
+        where, params = super()._window(since, until, column)
+        prefix = column.rpartition(".")[0]
+        key_column = f"{prefix}.key_name" if prefix else "key_name"
+        return f"{where} AND {key_column} = ?", [*params, self.key_name]
+
+    def dropped(self, since: dt.datetime | None = None, until: dt.datetime | None = None) -> int:
+        # ledger_gaps has no key: the gateway's total (see the module's docstring)
+        return LedgerStore(self.db).dropped(since, until)
+
+
 # -- sessions -----------------------------------------------------------------------------
-def _mac(secret_hex: str, name: str, expires: int) -> str:
-    message = f"tierwise-dashboard|{name}|{expires}".encode()
+def _mac(secret_hex: str, name: str, role: str, expires: int) -> str:
+    message = f"tierwise-dashboard|{name}|{role}|{expires}".encode()
     return hmac.new(bytes.fromhex(secret_hex), message, hashlib.sha256).hexdigest()
 
 
-def session_token(secret_hex: str, name: str, expires: int) -> str:
+def session_token(secret_hex: str, name: str, role: str, expires: int) -> str:
     encoded = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-    return f"{encoded}.{expires}.{_mac(secret_hex, name, expires)}"
+    return f"{encoded}.{role}.{expires}.{_mac(secret_hex, name, role, expires)}"
 
 
-def _session_name(gw: Gateway, token: str | None) -> str | None:
-    """The key name a valid, unexpired session cookie was issued for."""
-    if not token or token.count(".") != 2 or len(token) > 512:
+def _live_key(gw: Gateway, name: str) -> tuple[str, KeyInfo] | None:
+    live_key: Callable[[str], tuple[str, KeyInfo] | None] | None = getattr(
+        gw.keys, "live_key", None
+    )
+    return live_key(name) if live_key is not None else None
+
+
+def _session_viewer(gw: Gateway, token: str | None) -> Viewer | None:
+    """Who a valid, unexpired session cookie was issued to (its key must still be live)."""
+    if not token or token.count(".") != 3 or len(token) > 512:
         return None
-    encoded, expires_text, mac = token.split(".")
+    encoded, role, expires_text, mac = token.split(".")
     try:
         name = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
         expires = int(expires_text)
@@ -119,41 +157,36 @@ def _session_name(gw: Gateway, token: str | None) -> str | None:
         return None
     if expires < time.time():
         return None
-    live_hash: Callable[[str], str | None] | None = getattr(gw.keys, "live_hash", None)
-    secret = live_hash(name) if live_hash is not None else None
-    if secret is None:
+    live = _live_key(gw, name)
+    if live is None:
         return None
-    return name if hmac.compare_digest(mac, _mac(secret, name, expires)) else None
+    secret, info = live
+    if info.role != role or not hmac.compare_digest(mac, _mac(secret, name, role, expires)):
+        return None
+    return Viewer(name, info.admin)
 
 
-def _key_from_header(gw: Gateway, request: Request) -> KeyInfo | None:
-    from tierwise.gateway.app import presented_key
-
-    return gw.keys.authenticate(presented_key(request))
-
-
-async def _viewer(gw: Gateway, request: Request) -> tuple[bool, str | None]:
-    """(allowed, key name). Open when no gateway key exists."""
-
-    def check() -> tuple[bool, str | None]:
-        if not gw.keys.any_keys():
-            return True, None
-        key = _key_from_header(gw, request)
-        if key is not None:
-            return True, key.name
-        name = _session_name(gw, request.cookies.get(COOKIE))
-        return (name is not None), name
-
-    # the key cache may need a database read (every keys.cache_ttl_s): off the loop
-    return await asyncio.to_thread(check)
+def _viewer(gw: Gateway, request: Request) -> Viewer | None:
+    """Who is asking (None: nobody logged in). Blocking (the key table may be read): call it
+    in a thread. A wrong key in the headers raises :class:`AccessDenied` (401/429), like the
+    API; the key table unreadable raises it too (503)."""
+    access = gate(gw)
+    if not access.required():
+        return Viewer(None, True)
+    if presented_key(request):
+        return access.viewer(access.identify(request))
+    return _session_viewer(gw, request.cookies.get(COOKIE))
 
 
 def _cookie_response(gw: Gateway, request: Request, raw_key: str, target: str) -> Response:
-    key = gw.keys.authenticate(raw_key)
-    live_hash: Callable[[str], str | None] | None = getattr(gw.keys, "live_hash", None)
-    secret = None if key is None or live_hash is None else live_hash(key.name)
-    if key is None or secret is None:
-        return _login_page("That key is not a live gateway key.", status=401)
+    try:
+        key = gate(gw).identify(request, raw_key)
+    except AccessDenied as exc:
+        return _login_page(_denied_text(exc), status=exc.status, headers=exc.headers)
+    live = None if key is None else _live_key(gw, key.name)
+    if key is None or live is None:  # the gateway is open: there is nothing to log in to
+        return Response(status_code=303, headers={"location": target, **_HTML_HEADERS})
+    secret, info = live
     expires = int(time.time()) + SESSION_S
     response = Response(status_code=303, headers={"location": target, **_HTML_HEADERS})
     secure = request.url.scheme == "https" or (
@@ -161,7 +194,7 @@ def _cookie_response(gw: Gateway, request: Request, raw_key: str, target: str) -
     )
     response.set_cookie(
         COOKIE,
-        session_token(secret, key.name, expires),
+        session_token(secret, info.name, info.role, expires),
         max_age=SESSION_S,
         path="/dashboard",
         httponly=True,
@@ -171,14 +204,22 @@ def _cookie_response(gw: Gateway, request: Request, raw_key: str, target: str) -
     return response
 
 
-def _login_page(message: str = "", status: int = 401) -> Response:
+def _denied_text(exc: AccessDenied) -> str:
+    if exc.status == 401:
+        return "That key is not a live gateway key."
+    return exc.message
+
+
+def _login_page(
+    message: str = "", status: int = 401, headers: dict[str, str] | None = None
+) -> Response:
     page = _asset("login.html").decode()
     error = f'<p class="login-error" role="alert">{html.escape(message)}</p>' if message else ""
     return Response(
         page.replace("<!--error-->", error),
         status_code=status,
         media_type="text/html; charset=utf-8",
-        headers=_HTML_HEADERS,
+        headers={**_HTML_HEADERS, **(headers or {})},
     )
 
 
@@ -198,8 +239,11 @@ def dashboard_routes(gw: Gateway) -> list[Route]:
             return await asyncio.to_thread(
                 _cookie_response, gw, request, raw_key, _page_target(request)
             )
-        allowed, _ = await _viewer(gw, request)
-        if not allowed:
+        try:
+            viewer = await asyncio.to_thread(_viewer, gw, request)
+        except AccessDenied as exc:
+            return _login_page(_denied_text(exc), status=exc.status, headers=exc.headers)
+        if viewer is None:
             return _login_page()
         return Response(
             _asset("index.html"), media_type="text/html; charset=utf-8", headers=_HTML_HEADERS
@@ -207,10 +251,15 @@ def dashboard_routes(gw: Gateway) -> list[Route]:
 
     async def login(request: Request) -> Response:
         body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > 4096:
-                return _login_page("That form is too large.", status=413)
+        timeout_s = gw.settings.gateway.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > 4096:
+                        return _login_page("That form is too large.", status=413)
+        except TimeoutError:
+            return _login_page(f"The form was not received within {timeout_s:g}s.", status=408)
         fields = parse_qs(body.decode("utf-8", "replace"))
         raw_key = (fields.get("key") or [""])[0].strip()
         if not raw_key:
@@ -234,10 +283,17 @@ def dashboard_routes(gw: Gateway) -> list[Route]:
             headers={"cache-control": "no-cache", "x-content-type-options": "nosniff"},
         )
 
+    async def data_viewer(request: Request) -> Viewer | Response:
+        try:
+            viewer = await asyncio.to_thread(_viewer, gw, request)
+        except AccessDenied as exc:
+            return _json({"error": exc.message}, exc.status, exc.headers)
+        return _json({"error": "log in with a gateway key"}, 401) if viewer is None else viewer
+
     async def data(request: Request) -> Response:
-        allowed, viewer = await _viewer(gw, request)
-        if not allowed:
-            return _json({"error": "log in with a gateway key"}, 401)
+        viewer = await data_viewer(request)
+        if isinstance(viewer, Response):
+            return viewer
         store = ledger_store(gw)
         if store is None:
             return _json({"error": "this gateway has no ledger (ledger.enabled = false)"}, 503)
@@ -250,14 +306,15 @@ def dashboard_routes(gw: Gateway) -> list[Route]:
         await _flush(gw)
         try:
             body = await asyncio.to_thread(
-                collect, gw, store, since_text, limit, dt.datetime.now(dt.UTC)
+                collect, gw, store, since_text, limit, dt.datetime.now(dt.UTC), viewer
             )
         except InputError as exc:
             return _json({"error": str(exc)}, 400)
         except Exception:
             log.exception("dashboard data could not be read from the ledger")
             return _json({"error": "the ledger could not be read; see the gateway's log"}, 500)
-        body["viewer"] = viewer
+        body["viewer"] = viewer.name
+        body["role"] = "admin" if viewer.admin else "user"
         return _json(body, 200)
 
     return [
@@ -270,23 +327,32 @@ def dashboard_routes(gw: Gateway) -> list[Route]:
     ]
 
 
-def _json(body: dict[str, Any], status: int) -> Response:
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(body),
         status_code=status,
         media_type="application/json",
-        headers={"cache-control": "no-store"},
+        headers={"cache-control": "no-store", **(headers or {})},
     )
 
 
 def collect(
-    gw: Gateway, store: LedgerStore, since_text: str, limit: int, now: dt.datetime
+    gw: Gateway,
+    store: LedgerStore,
+    since_text: str,
+    limit: int,
+    now: dt.datetime,
+    viewer: Viewer | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows (blocking: run it in a thread)."""
+    """Everything the page shows to ``viewer`` (all of it for an admin or an open gateway;
+    a user key's own rows otherwise). Blocking: run it in a thread."""
     from tierwise.budgets import period_bounds
     from tierwise.quality import quality_report
     from tierwise.reports import build_report, build_series, parse_since
 
+    viewer = viewer or Viewer(None, True)
+    if not viewer.admin and viewer.name is not None:
+        store = KeyScopedStore(store.db, viewer.name)
     settings = gw.settings
     since = parse_since(since_text, now)
     tiers = settings.tier_names
@@ -317,7 +383,11 @@ def collect(
     scores = store.feedback_scores(request_ids=[e.request_id for e in recent])
     keys: list[dict[str, Any]] = []
     listing: Callable[[], list[KeyInfo]] | None = getattr(gw.keys, "list", None)
-    budgets = {k.name: k for k in (listing() if listing is not None else [])}
+    budgets = {
+        k.name: k
+        for k in (listing() if listing is not None else [])
+        if viewer.admin or k.name == viewer.name
+    }
     groups = report.get("groups", {})
     ranked = sorted(groups.items(), key=lambda kv: (-float(kv[1]["cost_usd"]), kv[0]))
     names = [name for name, _ in ranked[:TOP_KEYS]]
@@ -349,7 +419,7 @@ def collect(
         ],
         "baseline_model": settings.baseline_model(),
         "simulated_upstream": gw.upstream.simulated,
-        "keys_required": gw.keys.any_keys(),
+        "keys_required": viewer.name is not None,
         "report": report,
         "series": series,
         "latency": latency,

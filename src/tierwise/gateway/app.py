@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from tierwise.budgets import Budgets
 from tierwise.config import Settings
-from tierwise.gateway import anthropic_api, openai_api, responses_api, telemetry
+from tierwise.gateway import access, anthropic_api, openai_api, responses_api, telemetry
 from tierwise.gateway.asgi import GatewayApp
 from tierwise.gateway.attempts import Caller, Cooldowns
 from tierwise.gateway.engine import AUTO, Engine
@@ -60,44 +60,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def presented_key(request: Request) -> str | None:
-    """``x-api-key`` wins over ``Authorization: Bearer`` when both are sent (as the API does)."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class RateLimiter:
-    """Requests per minute per key (a token bucket per name, in this process)."""
-
-    def __init__(self, rpm: int | None) -> None:
-        self.rpm = rpm
-        self._buckets: dict[str, tuple[float, float]] = {}  # name → (tokens, last refill)
-
-    def check(self, name: str) -> None:
-        if self.rpm is None:
-            return
-        now = time.monotonic()
-        tokens, last = self._buckets.get(name, (float(self.rpm), now))
-        tokens = min(float(self.rpm), tokens + (now - last) * self.rpm / 60.0)
-        if tokens < 1.0:
-            wait = (1.0 - tokens) * 60.0 / self.rpm
-            self._buckets[name] = (tokens, now)
-            raise GatewayError(
-                429,
-                f"rate limit of {self.rpm} requests per minute exceeded; retry in {wait:.1f}s",
-                error_type="rate_limit_error",
-                headers={"retry-after": str(max(1, round(wait)))},
-            )
-        self._buckets[name] = (tokens - 1.0, now)
-        if len(self._buckets) > 100_000:  # bound memory under many client addresses
-            self._buckets.clear()
 
 
 class Gateway:
@@ -156,8 +119,7 @@ class Gateway:
         )
         self.sink = sink
         self.engine = Engine(settings, self.router, upstream, self.books, caller=caller)
-        self._warned_open = False
-        self.limiter = RateLimiter(settings.gateway.rate_limit_rpm)
+        self.access = access.Gate(settings, self.keys)
         self.started = time.time()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -197,20 +159,10 @@ class Gateway:
         return body
 
     def authenticate(self, request: Request) -> KeyInfo | None:
-        if not self.keys.any_keys():
-            if not self._warned_open:
-                self._warned_open = True
-                log.warning("no gateway keys configured: accepting requests without a key")
-            client = request.client.host if request.client else "unknown"
-            self.limiter.check(f"client:{client}")
-            return None
-        key = self.keys.authenticate(presented_key(request))
-        if key is None:
-            raise GatewayError(
-                401, "invalid or missing gateway key (send x-api-key or Authorization: Bearer)"
-            )
-        self.limiter.check(key.name)
-        return key
+        """The request's live key (None while no key was ever created), within its rate.
+        Raises :class:`~tierwise.gateway.access.AccessDenied` (401; 429 after too many failures
+        from one address; 503 when the keys cannot be read): never recorded in the ledger."""
+        return access.gate(self).authenticate(request)
 
     def endpoint(
         self, dialect: str, handler: Callable[[Request, str], Awaitable[Response]]
@@ -434,7 +386,7 @@ def build_app(
         Route("/v1/models", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", gw.endpoint("anthropic", gw.models), methods=["GET"]),
         Route("/health", gw.health, methods=["GET"]),
-        Route("/metrics", telemetry.metrics_endpoint, methods=["GET"]),
+        Route("/metrics", access.metrics_route(gw), methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         feedback_route(gw),
         *dashboard_routes(gw),

@@ -97,6 +97,8 @@ def run_server(
 ) -> None:
     import uvicorn
 
+    from tierwise.gateway.connections import uvicorn_options
+
     gw = settings.gateway
     app = make_app(settings)
     gateway = app.state.gateway
@@ -120,6 +122,8 @@ def run_server(
         "access_log": False,
         "timeout_graceful_shutdown": 30,
         **fast_io(),
+        # connection cap, request-head deadline and size, idle timeout (gateway/connections.py)
+        **uvicorn_options(gw),
     }
     if gw.workers == 1:
         settle_heap()

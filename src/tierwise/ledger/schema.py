@@ -120,6 +120,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        5,
+        "gateway key roles",
+        (
+            # 'user': its own requests only (dashboard); 'admin': everything, and /metrics.
+            # Keys made before this migration are users: an admin is made on purpose.
+            "ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'user'",
+        ),
+    ),
+    Migration(
         6,
         "request lifecycle: usage checks, adaptation, stop reason",
         (
