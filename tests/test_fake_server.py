@@ -157,7 +157,7 @@ def test_thinking_blocks(client: anthropic.Anthropic) -> None:
     thinking, text = adaptive.content
     assert isinstance(thinking, ThinkingBlock)
     assert isinstance(text, TextBlock)
-    assert thinking.signature == sign_thinking(thinking.thinking)
+    assert thinking.signature == sign_thinking(thinking.thinking, MODEL)
     assert adaptive.usage.output_tokens_details is not None
     thinking_tokens = adaptive.usage.output_tokens_details.thinking_tokens
     assert thinking_tokens == math.ceil(len(thinking.thinking) / 4)
@@ -202,7 +202,10 @@ def test_thinking_blocks_must_come_back_unmodified(client: anthropic.Anthropic) 
 
     tampered: MessageParam = {
         "role": "assistant",
-        "content": [{"type": "thinking", "thinking": "edited", "signature": thinking.signature}],
+        "content": [
+            {"type": "thinking", "thinking": "edited", "signature": thinking.signature},
+            {"type": "text", "text": text_of(first)},
+        ],
     }
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model=MODEL, max_tokens=500, messages=[*HELLO, tampered, follow_up])
