@@ -22,11 +22,12 @@ from typing import Any
 import orjson
 
 from tierwise import budgets as budgets_mod
+from tierwise.adapt import Mode, adapt
 from tierwise.config import Settings
 from tierwise.errors import BudgetExceeded
 from tierwise.gateway import telemetry
 from tierwise.gateway.errors import GatewayError
-from tierwise.gateway.shape import conversation_input, has_unthought_tool_use
+from tierwise.gateway.shape import conversation_input
 from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker
 from tierwise.gateway.upstream import Upstream, UpstreamError, UpstreamReply
 from tierwise.keys import KeyInfo
@@ -315,25 +316,21 @@ class Engine:
 
     # -- the upstream call ----------------------------------------------------------------
     def body_for(self, body: dict[str, Any], target: Target, adm: Admission) -> bytes:
-        out = dict(body)
-        out["model"] = target.model
-        if adm.mode != "passthrough" and target.tier is not None:
-            tier = self.settings.tier(target.tier)
-            if "thinking" not in body and tier.thinking and not has_unthought_tool_use(body):
-                out["thinking"] = tier.thinking
-            config = body.get("output_config")
-            if tier.effort and not (isinstance(config, dict) and config.get("effort")):
-                out["output_config"] = {
-                    **(config if isinstance(config, dict) else {}),
-                    "effort": tier.effort,
-                }
-        if adm.sampling:
-            info = self.catalogue.info(target.model)
-            version = self.settings.gateway.upstream_anthropic_version
-            if info is not None and info.accepts_sampling and version == "2023-06-01":
-                out.update(adm.sampling)
+        mode: Mode = "tier" if adm.mode == "tier" else "auto"
+        if adm.mode == "passthrough":
+            mode = "passthrough"
+        tier = self.settings.tier(target.tier) if target.tier is not None else None
+        adapted = adapt(
+            body,
+            target.model,
+            self.catalogue.info(target.model),
+            mode=mode,
+            tier=tier,
+            api_version=self.settings.gateway.upstream_anthropic_version,
+            sampling=adm.sampling,
+        )
         try:
-            return orjson.dumps(out)
+            return orjson.dumps(adapted.body)
         except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson writes
             raise GatewayError(400, f"request body cannot be forwarded: {exc}") from exc
 
