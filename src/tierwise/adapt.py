@@ -306,7 +306,7 @@ def _budget_for(effort: Any, max_tokens: Any) -> int | None:
 
 
 def _translate(
-    thinking: Mapping[str, Any], info: ModelInfo, effort: Any, max_tokens: Any
+    thinking: Mapping[str, Any], info: ModelInfo, effort: Any, max_tokens: Any, messages: Any
 ) -> tuple[dict[str, Any] | None, str]:
     """A thinking config the model accepts, in place of one it does not: (config or None to
     leave thinking out, why)."""
@@ -318,6 +318,8 @@ def _translate(
     if kind in ("enabled", "between_tools") and "adaptive" in types:
         return {"type": "adaptive", **display}, f"{info.model} accepts no {kind} thinking"
     if kind in ("adaptive", "between_tools") and "enabled" in types:
+        if _last_turn_unthought(messages):
+            return None, "the last assistant turn used a tool without thinking"
         budget = _budget_for(effort, max_tokens)
         if budget is None:
             return None, f"max_tokens {max_tokens} leaves no room for a {MIN_BUDGET}-token budget"
@@ -361,7 +363,9 @@ def _caller_thinking(
 ) -> None:
     kind = caller["type"]
     if kind not in info.thinking_types:
-        replacement, why = _translate(caller, info, _effort_of(body), out.get("max_tokens"))
+        replacement, why = _translate(
+            caller, info, _effort_of(body), out.get("max_tokens"), out.get("messages")
+        )
         if replacement is None:
             del out["thinking"]
             changes.append(f"thinking {kind} dropped: {why}")
@@ -405,7 +409,7 @@ def _tier_thinking(
     config: dict[str, Any] | None = dict(wanted)
     if kind not in info.thinking_types:
         effort = _effort_of(body) or defaults.effort
-        config, why = _translate(wanted, info, effort, max_tokens)
+        config, why = _translate(wanted, info, effort, max_tokens, out.get("messages"))
         if config is None:
             changes.append(f"thinking: not added ({why})")
             return
