@@ -313,21 +313,33 @@ def _translate(
     kind = str(thinking.get("type"))
     types = info.thinking_types
     display = {"display": thinking["display"]} if "display" in thinking else {}
-    if not types:
-        return None, f"{info.model} has no extended thinking"
     if kind in ("enabled", "between_tools") and "adaptive" in types:
         return {"type": "adaptive", **display}, f"{info.model} accepts no {kind} thinking"
     if kind in ("adaptive", "between_tools") and "enabled" in types:
-        if _last_turn_unthought(messages):
-            return None, "the last assistant turn used a tool without thinking"
-        budget = _budget_for(effort, max_tokens)
-        if budget is None:
-            return None, f"max_tokens {max_tokens} leaves no room for a {MIN_BUDGET}-token budget"
-        config = {"type": "enabled", "budget_tokens": budget, **display}
-        return config, f"{info.model} accepts no {kind} thinking"
+        return _as_enabled(kind, display, info, effort, max_tokens, messages)
+    if not types:
+        return None, f"{info.model} has no extended thinking"
     if kind == "disabled":
         return None, f"{info.model} cannot turn thinking off"
     return None, f"{info.model} accepts no {kind} thinking"
+
+
+def _as_enabled(
+    kind: str,
+    display: Mapping[str, Any],
+    info: ModelInfo,
+    effort: Any,
+    max_tokens: Any,
+    messages: Any,
+) -> tuple[dict[str, Any] | None, str]:
+    if _last_turn_unthought(messages):
+        return None, "the last assistant turn used a tool without thinking"
+    budget = _budget_for(effort, max_tokens)
+    if budget is None:
+        return None, f"max_tokens {max_tokens} leaves no room for a {MIN_BUDGET}-token budget"
+    return {"type": "enabled", "budget_tokens": budget, **display}, (
+        f"{info.model} accepts no {kind} thinking"
+    )
 
 
 def _thinking(
