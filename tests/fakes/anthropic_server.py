@@ -51,6 +51,7 @@ from tests.fakes.strict_rules import (
     capabilities,
     count_input_tokens,
     estimate_tokens,
+    forced_tool,
     invalid,
     sign_thinking,
     validate,
@@ -378,8 +379,11 @@ def _build_message(
         budget -= thinking_tokens
 
     text_tokens = 0
-    # A forced tool call comes with no text before it (the API prefills the tool call).
-    if not (planned and call is not None):
+    if planned and call is not None:
+        # A forced call comes with no text before it (the API prefills the tool call); one the
+        # model chose says what it is about to do.
+        text = "" if forced_tool(body) else f"I'll call {call['name']}."
+    if text or not planned or call is None:
         for sequence in body.get("stop_sequences") or []:
             index = text.find(sequence) if sequence and stop_reason != "max_tokens" else -1
             if index >= 0:
@@ -537,6 +541,7 @@ class FakeAnthropic:
         self.host = host
         self.default_strict = strict
         self.strict = strict
+        self._default_clock = clock
         self.cache = PromptCache(clock)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -611,11 +616,13 @@ class FakeAnthropic:
             return sum(s.remaining for s in self._scripts)
 
     def reset(self) -> None:
-        """Forget requests, scripts and prompt-cache entries; strictness back to its default."""
+        """Forget requests, scripts and prompt-cache entries; strictness and clock back to
+        their defaults."""
         with self._lock:
             self._requests.clear()
             self._scripts.clear()
         self.cache.clear()
+        self.cache.clock = self._default_clock
         self.strict = self.default_strict
 
     @property
