@@ -205,6 +205,8 @@ def test_caller_thinking_wins_and_pinned_models_get_no_defaults() -> None:
     body = {"model": "m", "max_tokens": 2000, "messages": HI, "thinking": {"type": "disabled"}}
     adapted = run(body, "claude-opus-4-6", mode="tier", tier=OPUS)
     assert adapted.body["thinking"] == {"type": "disabled"}
+    explicit_none = {"model": "m", "max_tokens": 2000, "messages": HI, "thinking": None}
+    assert run(explicit_none, "claude-opus-4-6", tier=OPUS).body["thinking"] is None
     pinned = {"model": "claude-opus-4-6", "max_tokens": 2000, "messages": HI}
     out = run(pinned, "claude-opus-4-6", mode="passthrough", tier=OPUS)
     assert out.body == pinned

@@ -1043,3 +1043,13 @@ def test_cache_usage_in_the_stream(client: anthropic.Anthropic, clock: ManualClo
         ) as stream:
             final = stream.get_final_message()
     assert final.usage.cache_read_input_tokens == math.ceil(len(BIG) / 4)
+
+
+@pytest.mark.parametrize("reason", ["refusal", "pause_turn", "model_context_window_exceeded"])
+def test_scripted_stop_reasons(
+    client: anthropic.Anthropic, fake_anthropic: FakeAnthropic, reason: str
+) -> None:
+    fake_anthropic.script(stop_reason=reason, times=2)
+    assert client.messages.create(model=MODEL, max_tokens=50, messages=HELLO).stop_reason == reason
+    with client.messages.stream(model=MODEL, max_tokens=50, messages=HELLO) as stream:
+        assert stream.get_final_message().stop_reason == reason

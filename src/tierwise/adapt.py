@@ -355,7 +355,7 @@ def _thinking(
     caller = body.get("thinking")
     if isinstance(caller, dict) and isinstance(caller.get("type"), str):
         _caller_thinking(out, body, caller, info, foreign_last_turn, betas, changes)
-    elif caller is None and defaults is not None and defaults.thinking:
+    elif "thinking" not in body and defaults is not None and defaults.thinking:
         _tier_thinking(out, body, info, defaults, sent, foreign_last_turn, changes)
 
 

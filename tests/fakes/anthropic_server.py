@@ -225,6 +225,7 @@ class _Script:
     event_delay_s: float = 0.0
     malformed_sse: bool = False
     early_error: bool = False
+    stop_reason: str | None = None
 
     def error_for(self, stream: bool) -> tuple[int, str] | None:
         """(status, error type) if this script answers the request with an HTTP error."""
@@ -406,6 +407,8 @@ def _build_message(
         stop_reason, stop_sequence = "tool_use", None
         text_tokens += estimate_tokens(json.dumps(call.get("input", {})))
 
+    if script is not None and script.stop_reason is not None:
+        stop_reason, stop_sequence = script.stop_reason, None
     total_input = count_input_tokens(body)
     cache = cache or CacheUsage(total_input, 0, 0, 0)
     usage: dict[str, Any] = {
@@ -652,6 +655,7 @@ class FakeAnthropic:
         event_delay_s: float = 0.0,
         malformed_sse: bool = False,
         early_error: bool = False,
+        stop_reason: str | None = None,
     ) -> None:
         """Queue behaviour for the next `times` POST /v1/messages whose model matches the glob.
 
@@ -664,8 +668,14 @@ class FakeAnthropic:
         connection after the status line (a reset, as the client sees it); `tool_use`
         ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use";
         `event_delay_s` sleeps between stream events; `malformed_sse` sends a content delta
-        whose data is not JSON after the first content delta; `early_error` sends an
-        overloaded error event right after message_start (before any content).
+        whose data is not JSON after the first content delta; `stop_reason` overrides the
+        reply's (e.g. "refusal", "pause_turn", "model_context_window_exceeded"); `early_error`
+        sends an overloaded error event right after message_start (before any content).
+
+        Without a script the fake still answers realistically: a tool call when tool_choice
+        forces one or the latest user text names an offered tool, a text answer after tool
+        results, JSON that follows ``output_config.format``, signed thinking blocks when
+        thinking is on, and prompt-cache usage (:mod:`tests.fakes.prompt_cache`).
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -692,6 +702,7 @@ class FakeAnthropic:
             event_delay_s=event_delay_s,
             malformed_sse=malformed_sse,
             early_error=early_error,
+            stop_reason=stop_reason,
         )
         with self._lock:
             self._scripts.append(entry)
