@@ -192,3 +192,17 @@ def test_openai_reasoning_effort_on_thinking_tiers(thinking_tier: RunningGateway
     chat = openai_chat(thinking_tier, reasoning_effort="low")
     assert "Fake reply" in chat.invoke("Explain recursion briefly.").text
     assert sent_bodies(thinking_tier.fake)[-1]["output_config"] == {"effort": "low"}
+
+
+def test_default_tiers_with_the_shared_fixture(gateway: RunningGateway) -> None:
+    """The shipped three tiers, routed by the learned classifier (tests/conftest.py's gateway)."""
+    structured = anthropic_chat(gateway).with_structured_output(Weather)
+    assert structured.invoke("Report the weather in Oslo.") == Weather(
+        city="fake", temperature_c=1, raining=True
+    )
+    forced = openai_chat(gateway).bind_tools([get_weather], tool_choice="required")
+    assert forced.invoke("Weather in Oslo?").tool_calls[0]["name"] == "get_weather"
+    for body in sent_bodies(gateway.fake):
+        assert "thinking" not in body
+    entries = gateway.wait_for_entries(2)
+    assert [e.status for e in entries] == ["ok", "ok"]
