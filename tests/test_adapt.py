@@ -544,3 +544,35 @@ def test_every_model_takes_a_plain_request_unchanged(model: str) -> None:
     body = {"model": model, "max_tokens": 256, "messages": HI}
     for mode in MODES:
         assert run(body, model, mode=mode).body == body
+
+
+# --- the catalogue's capability fields ----------------------------------------------------------
+
+ROW = '[[models."m".prices]]\ninput = "1"\noutput = "5"\ncache_write_5m = "1.25"\n'
+ROW += 'cache_write_1h = "2"\ncache_read = "0.1"\nsource = "test"\n'
+
+
+def test_capability_fields_are_parsed_and_checked() -> None:
+    from tierwise.errors import PricingError
+
+    good = PriceCatalogue.from_text(
+        '[models."m"]\naccepts_prefill = false\nexclusive_sampling = true\n'
+        "min_cacheable_tokens = 512\n" + ROW,
+        source="t",
+    )
+    parsed = good.info("m")
+    assert parsed is not None
+    assert (parsed.accepts_prefill, parsed.exclusive_sampling, parsed.min_cacheable_tokens) == (
+        False,
+        True,
+        512,
+    )
+    with pytest.raises(PricingError, match=r'models\."m"\.accepts_prefill: must be true or false'):
+        PriceCatalogue.from_text('[models."m"]\naccepts_prefill = "no"\n' + ROW, source="t")
+    with pytest.raises(PricingError, match="min_cacheable_tokens: must be a non-negative integer"):
+        PriceCatalogue.from_text('[models."m"]\nmin_cacheable_tokens = -1\n' + ROW, source="t")
+
+
+def test_every_catalogue_model_names_its_capability_source() -> None:
+    for model in CATALOGUE.models():
+        assert model.capabilities_source, model.model
