@@ -19,6 +19,14 @@ from tierwise.gateway import build_app
 from tierwise.types import LedgerEntry
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "lenient_upstream: the fake upstream checks only the request's shape, not the strict "
+        "per-model contract (for tests that send deliberately invalid traffic)",
+    )
+
+
 @pytest.fixture(scope="session")
 def fake_anthropic_server() -> Iterator[FakeAnthropic]:
     """One fake Anthropic API for the whole session (prefer `fake_anthropic` in tests)."""
@@ -27,9 +35,15 @@ def fake_anthropic_server() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def fake_anthropic(fake_anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
-    """The session's fake Anthropic API, with no scripts and no recorded requests."""
+def fake_anthropic(
+    fake_anthropic_server: FakeAnthropic, request: pytest.FixtureRequest
+) -> Iterator[FakeAnthropic]:
+    """The session's fake Anthropic API, with no scripts, no recorded requests and an empty
+    prompt cache. It enforces the real API's per-model contract (tests/fakes/strict_rules.py)
+    unless the test is marked ``lenient_upstream``."""
     fake_anthropic_server.reset()
+    if request.node.get_closest_marker("lenient_upstream") is not None:
+        fake_anthropic_server.strict = False
     yield fake_anthropic_server
     fake_anthropic_server.reset()
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx2
@@ -18,8 +19,18 @@ from tests.fakes.anthropic_server import (
     PREFILL_MESSAGE,
     THINKING_MODIFIED_MESSAGE,
     FakeAnthropic,
+    ManualClock,
     count_input_tokens,
     sign_thinking,
+)
+from tests.fakes.strict_rules import (
+    EXCLUSIVE_SAMPLING_MESSAGE,
+    FORCED_TOOL_THINKING_MESSAGE,
+    INVALID_SIGNATURE_MESSAGE,
+    NO_EFFORT_MESSAGE,
+    THINKING_FIRST_MESSAGE,
+    THINKING_TEMPERATURE_MESSAGE,
+    rejection,
 )
 
 MODEL = "claude-opus-4-7"
@@ -157,7 +168,7 @@ def test_thinking_blocks(client: anthropic.Anthropic) -> None:
     thinking, text = adaptive.content
     assert isinstance(thinking, ThinkingBlock)
     assert isinstance(text, TextBlock)
-    assert thinking.signature == sign_thinking(thinking.thinking)
+    assert thinking.signature == sign_thinking(thinking.thinking, MODEL)
     assert adaptive.usage.output_tokens_details is not None
     thinking_tokens = adaptive.usage.output_tokens_details.thinking_tokens
     assert thinking_tokens == math.ceil(len(thinking.thinking) / 4)
@@ -202,7 +213,10 @@ def test_thinking_blocks_must_come_back_unmodified(client: anthropic.Anthropic) 
 
     tampered: MessageParam = {
         "role": "assistant",
-        "content": [{"type": "thinking", "thinking": "edited", "signature": thinking.signature}],
+        "content": [
+            {"type": "thinking", "thinking": "edited", "signature": thinking.signature},
+            {"type": "text", "text": text_of(first)},
+        ],
     }
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model=MODEL, max_tokens=500, messages=[*HELLO, tampered, follow_up])
@@ -602,3 +616,440 @@ def test_prompt_too_long(client: anthropic.Anthropic) -> None:
     assert caught.value.api_message == "prompt is too long: 200001 tokens > 200000 maximum"
     counted = client.messages.count_tokens(model="claude-opus-4-7", messages=huge)  # 1M window
     assert counted.input_tokens == 200_001
+
+
+# --- the strict per-model contract ------------------------------------------------------------
+
+TOOL: dict[str, Any] = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    },
+}
+
+
+def refused(client: anthropic.Anthropic, **kwargs: Any) -> str:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(**{"max_tokens": 2048, "messages": HELLO, "timeout": 30, **kwargs})
+    assert caught.value.type == "invalid_request_error"
+    assert caught.value.status_code == 400
+    return str(caught.value.api_message)
+
+
+@pytest.fixture
+def v1_client(fake_anthropic: FakeAnthropic) -> Iterator[anthropic.Anthropic]:
+    """A client on API version 2023-06-01 (sampling parameters still exist there)."""
+    with anthropic.Anthropic(
+        base_url=fake_anthropic.base_url,
+        api_key=fake_anthropic.api_key,
+        default_headers={"anthropic-version": "2023-06-01"},
+        max_retries=0,
+    ) as sdk:
+        yield sdk
+
+
+def test_unknown_fields_and_models_refused(client: anthropic.Anthropic) -> None:
+    assert (
+        refused(client, model=MODEL, extra_body={"future_field": 1})
+        == "future_field: Extra inputs are not permitted"
+    )
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(model="claude-nope-1", max_tokens=10, messages=HELLO)
+    assert caught.value.api_message == "model: claude-nope-1"
+
+
+def test_lenient_mode_checks_only_the_shape(
+    client: anthropic.Anthropic, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.strict = False
+    client.messages.create(model=MODEL, max_tokens=10, messages=HELLO, extra_body={"x": 1})
+    client.messages.create(model="claude-nope-1", max_tokens=10, messages=HELLO)
+    fake_anthropic.reset()  # back to strict
+    assert fake_anthropic.strict
+
+
+@pytest.mark.lenient_upstream
+def test_lenient_marker(client: anthropic.Anthropic) -> None:
+    client.messages.create(model=MODEL, max_tokens=10, messages=HELLO, extra_body={"x": 1})
+
+
+def test_output_limit_and_effort_per_model(client: anthropic.Anthropic) -> None:
+    assert refused(client, model="claude-haiku-4-5", max_tokens=64_001) == (
+        "max_tokens: 64001 > 64000, which is the maximum allowed number of output tokens for "
+        "claude-haiku-4-5"
+    )
+    client.messages.create(model="claude-opus-4-7", max_tokens=64_001, messages=HELLO, stream=True)
+    effort: Any = {"effort": "low"}
+    assert refused(client, model="claude-haiku-4-5", output_config=effort) == NO_EFFORT_MESSAGE
+    assert refused(client, model="claude-sonnet-4-5", output_config=effort) == NO_EFFORT_MESSAGE
+    client.messages.create(
+        model="claude-opus-4-5", max_tokens=50, messages=HELLO, output_config=effort
+    )
+    xhigh: Any = {"effort": "xhigh"}
+    assert refused(client, model="claude-sonnet-4-6", output_config=xhigh).startswith(
+        'output_config.effort: "xhigh" is not supported by claude-sonnet-4-6'
+    )
+
+
+def test_forced_tool_choice_refuses_thinking(client: anthropic.Anthropic) -> None:
+    tools: Any = [TOOL]
+    for choice in ({"type": "any"}, {"type": "tool", "name": "get_weather"}):
+        for thinking in ({"type": "adaptive"}, {"type": "enabled", "budget_tokens": 1024}):
+            model = "claude-sonnet-4-6"
+            message = refused(
+                client, model=model, tools=tools, tool_choice=choice, thinking=thinking
+            )
+            assert message == FORCED_TOOL_THINKING_MESSAGE
+    client.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=2048,
+        messages=HELLO,
+        tools=tools,
+        tool_choice={"type": "auto"},
+        thinking={"type": "adaptive"},
+    )
+    assert refused(client, model=MODEL, tool_choice={"type": "any"}) == (
+        "tool_choice may only be specified while providing tools."
+    )
+
+
+def test_at_most_four_cache_breakpoints(client: anthropic.Anthropic) -> None:
+    marked: Any = [
+        {"type": "text", "text": f"part {i}", "cache_control": {"type": "ephemeral"}}
+        for i in range(4)
+    ]
+    client.messages.create(
+        model=MODEL, max_tokens=50, messages=[{"role": "user", "content": marked}]
+    )
+    message = refused(
+        client,
+        model=MODEL,
+        messages=[{"role": "user", "content": marked}],
+        cache_control={"type": "ephemeral"},
+        system=[{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+    )
+    assert message == "A maximum of 4 blocks with cache_control may be provided. Found 5."
+
+
+def test_sampling_rules_on_2023_06_01(v1_client: anthropic.Anthropic) -> None:
+    both = {"temperature": 0.5, "top_p": 0.9}
+    assert refused(v1_client, model="claude-haiku-4-5", extra_body=both) == (
+        EXCLUSIVE_SAMPLING_MESSAGE
+    )
+    v1_client.messages.create(
+        model="claude-haiku-4-5", max_tokens=50, messages=HELLO, extra_body={"temperature": 0.5}
+    )
+    assert refused(v1_client, model="claude-opus-4-7", extra_body={"temperature": 0.5}) == (
+        "temperature: only the default value is supported for claude-opus-4-7"
+    )
+    v1_client.messages.create(
+        model="claude-opus-4-7", max_tokens=50, messages=HELLO, extra_body={"temperature": 1}
+    )
+    hot = {"temperature": 0.5, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert refused(v1_client, model="claude-haiku-4-5", extra_body=hot) == (
+        THINKING_TEMPERATURE_MESSAGE
+    )
+
+
+def _loop(answer: list[Any]) -> list[Any]:
+    result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "rain"}
+    return [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": [result]},
+    ]
+
+
+def test_tool_use_and_tool_result_must_pair(client: anthropic.Anthropic) -> None:
+    tools: Any = [TOOL]
+    call = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+    client.messages.create(model=MODEL, max_tokens=100, messages=_loop([call]), tools=tools)
+    unanswered: Any = [*_loop([call])[:2], {"role": "user", "content": "and?"}]
+    assert refused(client, model=MODEL, messages=unanswered, tools=tools).startswith(
+        "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: "
+        "toolu_1."
+    )
+    orphan: Any = [{"role": "user", "content": _loop([call])[2]["content"]}]
+    assert refused(client, model=MODEL, messages=orphan, tools=tools).startswith(
+        "messages.0.content.0: unexpected `tool_use_id` found in `tool_result` blocks: toolu_1."
+    )
+
+
+def test_thinking_blocks_are_bound_to_their_model(client: anthropic.Anthropic) -> None:
+    tools: Any = [TOOL]
+    first = client.messages.create(
+        model="claude-opus-4-6",
+        max_tokens=2048,
+        messages=[{"role": "user", "content": "Use get_weather for Oslo."}],
+        tools=tools,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    )
+    assert [b.type for b in first.content] == ["thinking", "text", "tool_use"]
+    answer = [b.model_dump(exclude_none=True) for b in first.content]
+    call = first.content[2]
+    assert call.type == "tool_use"
+    result = {"type": "tool_result", "tool_use_id": call.id, "content": "rain"}
+    history: Any = [
+        {"role": "user", "content": "Use get_weather for Oslo."},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": [result]},
+    ]
+    enabled: Any = {"type": "enabled", "budget_tokens": 1024}
+    done = client.messages.create(
+        model="claude-opus-4-6", max_tokens=2048, messages=history, tools=tools, thinking=enabled
+    )
+    assert done.stop_reason == "end_turn"
+    assert refused(client, model="claude-sonnet-4-6", messages=history, tools=tools) == (
+        f"messages.1.content.0: {INVALID_SIGNATURE_MESSAGE}"
+    )
+    # Enabled thinking needs the last assistant turn to start with its thinking block.
+    unthought: Any = [history[0], {"role": "assistant", "content": answer[1:]}, history[2]]
+    message = refused(
+        client, model="claude-opus-4-6", messages=unthought, tools=tools, thinking=enabled
+    )
+    assert message == (
+        "messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+        f"`text`. {THINKING_FIRST_MESSAGE}"
+    )
+    adaptive: Any = {"type": "adaptive"}
+    client.messages.create(
+        model="claude-opus-4-6", max_tokens=2048, messages=unthought, tools=tools, thinking=adaptive
+    )
+
+
+def test_rejection_helper_matches_the_server(client: anthropic.Anthropic) -> None:
+    body = {"model": "claude-haiku-4-5", "max_tokens": 10, "messages": HELLO}
+    assert rejection(body) is None
+    assert rejection({**body, "output_config": {"effort": "low"}}) == NO_EFFORT_MESSAGE
+
+
+# --- realistic replies ---------------------------------------------------------------------------
+
+
+def test_forced_and_requested_tool_calls(client: anthropic.Anthropic) -> None:
+    tools: Any = [TOOL]
+    forced = client.messages.create(
+        model=MODEL, max_tokens=200, messages=HELLO, tools=tools, tool_choice={"type": "any"}
+    )
+    assert forced.stop_reason == "tool_use"
+    (call,) = forced.content
+    assert call.type == "tool_use"
+    assert (call.name, call.input) == ("get_weather", {"city": "fake", "days": 1})
+    assert call.id.startswith("toolu_")
+    asked = client.messages.create(
+        model=MODEL,
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Please use get_weather for Oslo."}],
+        tools=tools,
+    )
+    assert [b.type for b in asked.content] == ["text", "tool_use"]
+    plain = client.messages.create(model=MODEL, max_tokens=200, messages=HELLO, tools=tools)
+    assert [b.type for b in plain.content] == ["text"]
+    with client.messages.stream(
+        model=MODEL, max_tokens=200, messages=HELLO, tools=tools, tool_choice={"type": "any"}
+    ) as stream:
+        deltas = [e.delta.type for e in stream if e.type == "content_block_delta"]
+        streamed = stream.get_final_message()
+    assert set(deltas) == {"input_json_delta"}
+    assert streamed.content[0].type == "tool_use"
+    assert streamed.content[0].input == {"city": "fake", "days": 1}
+
+
+def test_answer_after_tool_results(client: anthropic.Anthropic) -> None:
+    tools: Any = [TOOL]
+    call = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}
+    answer = client.messages.create(
+        model=MODEL, max_tokens=200, messages=_loop([call]), tools=tools
+    )
+    assert answer.stop_reason == "end_turn"
+    assert text_of(answer) == f"Fake reply from {MODEL} after 1 tool result(s): rain"
+
+
+def test_structured_output_reply_follows_the_schema(client: anthropic.Anthropic) -> None:
+    schema: Any = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            "kind": {"enum": ["a", "b"]},
+            "nested": {"$ref": "#/$defs/N"},
+            "maybe": {"anyOf": [{"type": "null"}, {"type": "number"}]},
+        },
+        "$defs": {"N": {"type": "object", "properties": {"ok": {"type": "boolean"}}}},
+    }
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=500,
+        messages=HELLO,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    assert json.loads(text_of(message)) == {
+        "title": "fake",
+        "tags": ["fake", "fake"],
+        "kind": "a",
+        "nested": {"ok": True},
+        "maybe": 1.0,
+    }
+
+
+# --- prompt caching ------------------------------------------------------------------------------
+
+
+def _cached_system(text: str, ttl: str | None = None) -> Any:
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    return [{"type": "text", "text": text, "cache_control": control}]
+
+
+BIG = "All about the tierwise gateway. " * 700  # ~5,600 tokens: above every minimum
+
+
+@pytest.fixture
+def clock(fake_anthropic: FakeAnthropic) -> ManualClock:
+    manual = ManualClock()
+    fake_anthropic.clock = manual
+    return manual
+
+
+def _usage(message: Message) -> tuple[int, int, int, int]:
+    usage = message.usage
+    assert usage.cache_creation is not None
+    return (
+        usage.input_tokens,
+        usage.cache_read_input_tokens or 0,
+        usage.cache_creation.ephemeral_5m_input_tokens,
+        usage.cache_creation.ephemeral_1h_input_tokens,
+    )
+
+
+def test_cache_written_then_read_then_expired(
+    client: anthropic.Anthropic, fake_anthropic: FakeAnthropic, clock: ManualClock
+) -> None:
+    def ask(question: str, model: str = MODEL) -> Message:
+        return client.messages.create(
+            model=model,
+            max_tokens=50,
+            system=_cached_system(BIG),
+            messages=[{"role": "user", "content": question}],
+        )
+
+    prefix = math.ceil(len(BIG) / 4)
+    tail = math.ceil(len("What is it?") / 4)
+    first = ask("What is it?")
+    assert _usage(first) == (tail, 0, prefix, 0)
+    assert first.usage.cache_creation_input_tokens == prefix
+    second = ask("What is it?")
+    assert _usage(second) == (tail, prefix, 0, 0)
+    clock.advance(200)
+    assert _usage(ask("Why?"))[1] == prefix  # a read refreshes the 5-minute lifetime
+    clock.advance(200)
+    assert _usage(ask("How?"))[1] == prefix  # 400 s after the write, 200 s after the refresh
+    clock.advance(301)
+    assert _usage(ask("What is it?")) == (tail, 0, prefix, 0)  # expired: written again
+    # An entry belongs to one model: the same prefix on another model is a miss.
+    assert _usage(ask("What is it?", model="claude-opus-4-6"))[2] == prefix
+    total = count_input_tokens(fake_anthropic.requests[-1].json_body or {})
+    assert total == tail + prefix
+
+
+def test_one_hour_ttl(client: anthropic.Anthropic, clock: ManualClock) -> None:
+    def ask() -> Message:
+        return client.messages.create(
+            model=MODEL, max_tokens=50, system=_cached_system(BIG, "1h"), messages=HELLO
+        )
+
+    prefix = math.ceil(len(BIG) / 4)
+    assert _usage(ask())[3] == prefix
+    clock.advance(1800)
+    assert _usage(ask())[1] == prefix
+    clock.advance(3601)
+    assert _usage(ask())[3] == prefix
+
+
+def test_minimum_cacheable_length_per_model(
+    client: anthropic.Anthropic, clock: ManualClock
+) -> None:
+    text = "Short but not tiny system prompt. " * 120  # ~1,020 tokens
+    prefix = math.ceil(len(text) / 4)
+    assert 512 <= prefix < 2048
+    for model, cached in (
+        ("claude-opus-5", True),
+        ("claude-opus-4-7", False),
+        ("claude-haiku-4-5", False),
+    ):
+        for _ in range(2):
+            message = client.messages.create(
+                model=model, max_tokens=50, system=_cached_system(text), messages=HELLO
+            )
+        usage = _usage(message)
+        assert usage[1] == (prefix if cached else 0), model
+        if not cached:
+            assert usage[0] == prefix + math.ceil(len("Hello there, fake Claude!") / 4)
+
+
+def test_automatic_caching_follows_the_conversation(
+    client: anthropic.Anthropic, clock: ManualClock
+) -> None:
+    history: list[Any] = [{"role": "user", "content": BIG}]
+    first = client.messages.create(
+        model=MODEL, max_tokens=50, messages=history, cache_control={"type": "ephemeral"}
+    )
+    written = _usage(first)[2]
+    assert written == math.ceil(len(BIG) / 4)
+    history += [
+        {"role": "assistant", "content": text_of(first)},
+        {"role": "user", "content": "And the next step?"},
+    ]
+    second = client.messages.create(
+        model=MODEL, max_tokens=50, messages=history, cache_control={"type": "ephemeral"}
+    )
+    read, wrote = _usage(second)[1], _usage(second)[2]
+    assert read == written  # the earlier breakpoint is found within the 20-block lookback
+    assert wrote == math.ceil(len(text_of(first)) / 4) + math.ceil(len("And the next step?") / 4)
+    assert _usage(second)[0] == 0
+
+
+def test_lookback_is_twenty_blocks(
+    client: anthropic.Anthropic, fake_anthropic: FakeAnthropic, clock: ManualClock
+) -> None:
+    head = {"type": "text", "text": BIG, "cache_control": {"type": "ephemeral"}}
+    plain = {k: v for k, v in head.items() if k != "cache_control"}
+
+    def ask(blocks: Any) -> Message:
+        return client.messages.create(
+            model=MODEL, max_tokens=20, messages=[{"role": "user", "content": blocks}]
+        )
+
+    def after(extra: int) -> Message:
+        """The cached block, then ``extra`` more, the breakpoint on the last one."""
+        fake_anthropic.cache.clear()
+        ask([head])
+        blocks: Any = [plain] + [{"type": "text", "text": f"note {i}"} for i in range(extra)]
+        blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+        return ask(blocks)
+
+    prefix = math.ceil(len(BIG) / 4)
+    assert _usage(after(19))[1] == prefix  # the entry is 19 blocks back: within the lookback
+    assert _usage(after(20))[1] == 0  # 20 blocks back: outside it, written anew
+    assert _usage(after(20))[2] > prefix
+
+
+def test_cache_usage_in_the_stream(client: anthropic.Anthropic, clock: ManualClock) -> None:
+    for _ in range(2):
+        with client.messages.stream(
+            model=MODEL, max_tokens=50, system=_cached_system(BIG), messages=HELLO
+        ) as stream:
+            final = stream.get_final_message()
+    assert final.usage.cache_read_input_tokens == math.ceil(len(BIG) / 4)
+
+
+@pytest.mark.parametrize("reason", ["refusal", "pause_turn", "model_context_window_exceeded"])
+def test_scripted_stop_reasons(
+    client: anthropic.Anthropic, fake_anthropic: FakeAnthropic, reason: str
+) -> None:
+    fake_anthropic.script(stop_reason=reason, times=2)
+    assert client.messages.create(model=MODEL, max_tokens=50, messages=HELLO).stop_reason == reason
+    with client.messages.stream(model=MODEL, max_tokens=50, messages=HELLO) as stream:
+        assert stream.get_final_message().stop_reason == reason

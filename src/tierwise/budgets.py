@@ -391,7 +391,7 @@ class RedisBudgets:
         *,
         prefix: str = "tierwise:",
         hold_ttl_s: float = 3_600.0,
-        timeout_s: float = 0.5,
+        timeout_s: float = 2.0,
         seed: Seed | None = None,
         now: Callable[[], dt.datetime] | None = None,
     ) -> None:

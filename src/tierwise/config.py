@@ -152,7 +152,7 @@ class BudgetConfig(_Strict):
     redis_prefix: str = "tierwise:"
     on_exceeded: Literal["downgrade", "refuse"] = "downgrade"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
-    redis_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    redis_timeout_s: float = Field(default=2.0, gt=0, le=30)
 
 
 class KeysConfig(_Strict):

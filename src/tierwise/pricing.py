@@ -80,6 +80,17 @@ class ModelInfo:
     efforts: tuple[str, ...]
     accepts_sampling: bool
     prices: tuple[PriceRow, ...]  # sorted by effective_from, oldest first
+    # temperature and top_p cannot both be set (Claude 4.5/4.6 models)
+    exclusive_sampling: bool = False
+    # the conversation may end with an assistant turn (refused from Claude 4.6 on)
+    accepts_prefill: bool = True
+    # a prompt prefix shorter than this is never written to (or read from) the prompt cache
+    min_cacheable_tokens: int = 1024
+    capabilities_source: str = ""
+
+    def names(self) -> tuple[str, ...]:
+        """The model's id and its aliases."""
+        return (self.model, *self.aliases)
 
 
 class PriceCatalogue:
@@ -199,11 +210,29 @@ def _parse_model(name: str, raw: Any, source: str) -> ModelInfo:
             max_output_tokens=int(raw.get("max_output_tokens", 8_192)),
             thinking_types=tuple(str(t) for t in raw.get("thinking_types", [])),
             efforts=tuple(str(e) for e in raw.get("efforts", [])),
-            accepts_sampling=bool(raw.get("accepts_sampling", False)),
+            accepts_sampling=_flag(raw, "accepts_sampling", False, where),
             prices=tuple(rows),
+            exclusive_sampling=_flag(raw, "exclusive_sampling", False, where),
+            accepts_prefill=_flag(raw, "accepts_prefill", True, where),
+            min_cacheable_tokens=_count(raw, "min_cacheable_tokens", 1024, where),
+            capabilities_source=str(raw.get("capabilities_source", "")),
         )
     except (TypeError, ValueError) as exc:
         raise PricingError(f"{where}: {exc}") from exc
+
+
+def _flag(raw: dict[str, Any], name: str, default: bool, where: str) -> bool:
+    value = raw.get(name, default)
+    if not isinstance(value, bool):
+        raise PricingError(f"{where}.{name}: must be true or false, got {value!r}")
+    return value
+
+
+def _count(raw: dict[str, Any], name: str, default: int, where: str) -> int:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PricingError(f"{where}.{name}: must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _parse_row(model: str, raw: Any, where: str) -> PriceRow:

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 from tierwise.accounting import UsageBounds, usage_to_api
+from tierwise.adapt import adapt
 from tierwise.classifiers import (
     CascadeClassifier,
     Classifier,
@@ -155,14 +156,7 @@ class Router:
             life.admitted(decision, "auto" if force_tier is None else "tier", target)
             life.requested_model = None if force_tier is None else decision.model
             life.bounds = UsageBounds(None, max_tokens)
-            call = CallSpec(
-                model=decision.model,
-                messages=[{"role": "user", "content": prompt}],
-                max_tokens=max_tokens,
-                system=system or None,
-                thinking=decision.thinking,
-                output_config=decision.output_config,
-            )
+            call = self._call(decision, prompt, system, max_tokens, life)
             upstream_start = time.perf_counter()
             try:
                 completion = await self.provider.complete(call)
@@ -188,6 +182,37 @@ class Router:
             life.reply = completion.text if store else None
         outcome = life.close()
         return self._result(outcome, decision, completion, money)
+
+    def _call(
+        self, decision: Decision, prompt: str, system: str, max_tokens: int, life: RequestLife
+    ) -> CallSpec:
+        """The call for the decided model, made valid for it by :func:`tierwise.adapt.adapt`
+        (the same code the gateway uses); what it changed goes to the ledger row."""
+        body: dict[str, Any] = {
+            "model": decision.model,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+        if decision.thinking is not None:
+            body["thinking"] = decision.thinking
+        if decision.output_config is not None:
+            body["output_config"] = decision.output_config
+        adapted = adapt(
+            body,
+            decision.model,
+            self.catalogue.info(decision.model),
+            mode="passthrough",  # the policy already applied the tier's defaults
+        )
+        life.adapted = adapted.changes
+        out = adapted.body
+        return CallSpec(
+            model=decision.model,
+            messages=out["messages"],
+            max_tokens=out["max_tokens"],
+            system=system or None,
+            thinking=out.get("thinking"),
+            output_config=out.get("output_config"),
+        )
 
     @staticmethod
     def _invalid(life: RequestLife, message: str, cause: Exception | None = None) -> NoReturn:

@@ -18,10 +18,8 @@ only, so `?beta=true` is ignored. Token counts are estimates: ceil(characters / 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import fnmatch
-import hashlib
 import json
 import math
 import random
@@ -40,11 +38,35 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.prompt_cache import CacheUsage, ManualClock, PromptCache
+from tests.fakes.strict_rules import (
+    ADAPTIVE_THINKING_MESSAGE,
+    API_VERSIONS,
+    EFFORT_LEVELS,
+    ENABLED_THINKING_MESSAGE,
+    PREFILL_MESSAGE,
+    THINKING_MODIFIED_MESSAGE,
+    THINKING_TYPES,
+    ApiError,
+    capabilities,
+    count_input_tokens,
+    estimate_tokens,
+    forced_tool,
+    invalid,
+    sign_thinking,
+    validate,
+)
 from tests.servers import ServerThread
 
 __all__ = [
+    "ADAPTIVE_THINKING_MESSAGE",
+    "API_VERSIONS",
     "DEFAULT_API_KEY",
+    "ENABLED_THINKING_MESSAGE",
+    "PREFILL_MESSAGE",
+    "THINKING_MODIFIED_MESSAGE",
     "FakeAnthropic",
+    "ManualClock",
     "RecordedRequest",
     "count_input_tokens",
     "estimate_tokens",
@@ -52,27 +74,6 @@ __all__ = [
 ]
 
 DEFAULT_API_KEY = "sk-ant-test-key"
-API_VERSIONS = ("2023-06-01", "2026-10-21")
-STRICT_VERSION = "2026-10-21"  # removes temperature/top_p/top_k, adds document/citation rules
-EFFORT_LEVELS = ("low", "medium", "high", "xhigh", "max")
-THINKING_TYPES = ("enabled", "adaptive", "disabled", "between_tools")
-SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
-
-# Documented 400 messages (§5.1 of the wire doc).
-PREFILL_MESSAGE = (
-    "This model does not support assistant message prefill. "
-    "The conversation must end with a user message."
-)
-ENABLED_THINKING_MESSAGE = (
-    '"thinking.type.enabled" is not supported for this model. Use "thinking.type.adaptive" '
-    'and "output_config.effort" to control thinking behavior.'
-)
-ADAPTIVE_THINKING_MESSAGE = "adaptive thinking is not supported on this model"
-THINKING_MODIFIED_MESSAGE = (
-    "`thinking` or `redacted_thinking` blocks in the latest assistant message cannot be "
-    "modified. These blocks must remain as they were in the original response."
-)
-TOOL_CHOICE_MESSAGE = 'tool_choice: type "tool" and "any" are not supported for this model.'
 
 STATUS_ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -108,71 +109,36 @@ DEFAULT_ERROR_MESSAGES: dict[str, str] = {
     "timeout_error": "Request timed out",
 }
 
-# (id, display_name, created_at, lifecycle, retires_at), newest first like the real API.
+# What GET /v1/models lists: (id, created_at, lifecycle, retires_at), newest first like the real
+# API. Capabilities and limits come from strict_rules.capabilities (tierwise's catalogue).
 # Dates are approximate; only claude-opus-4-6 and claude-fable-5-2 are taken from the wire doc.
-_CATALOG: tuple[tuple[str, str, str, str, str | None], ...] = (
-    ("claude-fable-5-2", "Claude Fable 5.2", "2026-11-09", "active", None),
-    ("claude-mythos-5-2", "Claude Mythos 5.2", "2026-11-09", "active", None),
-    ("claude-haiku-5-5", "Claude Haiku 5.5", "2026-10-28", "active", None),
-    ("claude-sonnet-5-5", "Claude Sonnet 5.5", "2026-10-14", "active", None),
-    ("claude-fable-5-1", "Claude Fable 5.1", "2026-10-01", "active", None),
-    ("claude-opus-5-5", "Claude Opus 5.5", "2026-09-30", "active", None),
-    ("claude-mythos-5-1", "Claude Mythos 5.1", "2026-09-02", "active", None),
-    ("claude-sonnet-5", "Claude Sonnet 5", "2026-07-22", "active", None),
-    ("claude-fable-5", "Claude Fable 5", "2026-07-01", "active", None),
-    ("claude-mythos-5", "Claude Mythos 5", "2026-07-01", "active", None),
-    ("claude-opus-5", "Claude Opus 5", "2026-06-10", "active", None),
-    ("claude-opus-4-8", "Claude Opus 4.8", "2026-05-13", "active", None),
-    ("claude-opus-4-7", "Claude Opus 4.7", "2026-04-16", "active", None),
-    ("claude-mythos-preview", "Claude Mythos Preview", "2026-04-07", "deprecated", "2026-06-30"),
-    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-05", "active", None),
-    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-05", "active", None),
-    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15", "active", None),
-    ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24", "deprecated", "2027-01-22"),
-    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29", "deprecated", "2026-11-30"),
+_CATALOG: tuple[tuple[str, str, str, str | None], ...] = (
+    ("claude-fable-5-2", "2026-11-09", "active", None),
+    ("claude-mythos-5-2", "2026-11-09", "active", None),
+    ("claude-haiku-5-5", "2026-10-28", "active", None),
+    ("claude-sonnet-5-5", "2026-10-14", "active", None),
+    ("claude-fable-5-1", "2026-10-01", "active", None),
+    ("claude-opus-5-5", "2026-09-30", "active", None),
+    ("claude-mythos-5-1", "2026-09-02", "active", None),
+    ("claude-sonnet-5", "2026-07-22", "active", None),
+    ("claude-fable-5", "2026-07-01", "active", None),
+    ("claude-mythos-5", "2026-07-01", "active", None),
+    ("claude-opus-5", "2026-06-10", "active", None),
+    ("claude-opus-4-8", "2026-05-13", "active", None),
+    ("claude-opus-4-7", "2026-04-16", "active", None),
+    ("claude-mythos-preview", "2026-04-07", "deprecated", "2026-06-30"),
+    ("claude-opus-4-6", "2026-02-05", "active", None),
+    ("claude-sonnet-4-6", "2026-02-05", "active", None),
+    ("claude-haiku-4-5-20251001", "2025-10-15", "active", None),
+    ("claude-opus-4-5-20251101", "2025-11-24", "deprecated", "2027-01-22"),
+    ("claude-sonnet-4-5-20250929", "2025-09-29", "deprecated", "2026-11-30"),
 )
-_MODEL_RE = re.compile(r"^claude-(haiku|sonnet|opus|fable|mythos)-(\d+)(?:-(\d))?(?:-\d{8})?$")
+_LINE_RE = re.compile(r"^claude-(haiku|sonnet|opus|fable|mythos)-")
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
 def _new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
-
-
-def estimate_tokens(text: str) -> int:
-    """The fake's tokenizer: ceil(characters / 4)."""
-    return math.ceil(len(text) / 4)
-
-
-def sign_thinking(thinking: str) -> str:
-    """The signature the fake puts on (and expects back on) a thinking block."""
-    return base64.b64encode(hashlib.sha256(b"fake-thinking:" + thinking.encode()).digest()).decode()
-
-
-def _content_chars(content: Any) -> int:
-    """Characters counted for a string or a list of blocks: text for text, JSON otherwise."""
-    if isinstance(content, str):
-        return len(content)
-    if not isinstance(content, list):
-        return 0
-    total = 0
-    for block in content:
-        if isinstance(block, dict) and block.get("type") == "text":
-            total += len(str(block.get("text", "")))
-        else:
-            total += len(json.dumps(block, separators=(",", ":")))
-    return total
-
-
-def count_input_tokens(body: Mapping[str, Any]) -> int:
-    """Input-token estimate for a request body: messages + system + tools JSON, at least 1."""
-    chars = _content_chars(body.get("system"))
-    for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            chars += _content_chars(message.get("content"))
-    if body.get("tools"):
-        chars += len(json.dumps(body["tools"], separators=(",", ":")))
-    return max(1, math.ceil(chars / 4))
 
 
 def _text_of(content: Any) -> str:
@@ -184,230 +150,43 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-# --- model rules ---------------------------------------------------------------------------
-
-
-def _model_version(model: str) -> tuple[str, int, int] | None:
-    match = _MODEL_RE.match(model)
-    if match is None:
-        return None
-    return match.group(1), int(match.group(2)), int(match.group(3) or 0)
-
-
-def _is_legacy(model: str) -> bool:
-    """Claude <= 4.5 (and the claude-3 family)."""
-    version = _model_version(model)
-    return model.startswith("claude-3") or (version is not None and version[1:] <= (4, 5))
-
-
-def _is_new(model: str) -> bool:
-    """Claude 4.7+ (Opus 4.7, 4.8 and every 5.x model)."""
-    version = _model_version(model)
-    return version is not None and version[1:] >= (4, 7)
-
-
-def _thinking_rejection(model: str, thinking_type: str) -> str | None:
-    """Why `model` rejects `thinking.type`, or None when it accepts it (§1 item 11)."""
-    version = _model_version(model)
-    if thinking_type == "adaptive" and _is_legacy(model):
-        return ADAPTIVE_THINKING_MESSAGE
-    if thinking_type == "enabled" and _is_new(model):
-        return ENABLED_THINKING_MESSAGE
-    no_disable = {("fable", 5, 0), ("fable", 5, 1), ("mythos", 5, 0), ("mythos", 5, 1)}
-    if thinking_type == "disabled" and (
-        model == "claude-mythos-preview" or version in no_disable or version == ("opus", 5, 5)
-    ):
-        return 'thinking.type: "disabled" is not supported for this model.'  # wording invented
-    return None
-
-
-def _limits(model_id: str) -> tuple[int, int]:
-    """(max input tokens, max output tokens), approximately as in §7.1 of the wire doc."""
-    small = _is_legacy(model_id)
-    return (
-        200_000 if small else 1_000_000,
-        64_000 if small or model_id == "claude-sonnet-4-6" else 128_000,
-    )
-
-
-# Catalog ids and their undated aliases -> limits.
-_MODEL_LIMITS = {re.sub(r"-\d{8}$", "", entry[0]): _limits(entry[0]) for entry in _CATALOG}
-
-
 def _model_info(model_id: str, created: str, lifecycle: str, retires: str | None) -> dict[str, Any]:
     def yes(supported: bool = True) -> dict[str, bool]:
         return {"supported": supported}
 
-    version = _model_version(model_id)
+    info = capabilities(model_id)
+    assert info is not None, model_id
+    line = _LINE_RE.match(model_id)
     return {
         "type": "model",
         "id": model_id,
-        "display_name": next(name for mid, name, *_ in _CATALOG if mid == model_id),
+        "display_name": info.display_name,
         "created_at": f"{created}T00:00:00Z",
         "lifecycle": lifecycle,
         "deprecated_at": None if lifecycle == "active" else "2026-08-01T00:00:00Z",
         "retires_at": f"{retires}T00:00:00Z" if retires else None,
-        "line": version[0] if version else ("mythos" if "mythos" in model_id else None),
-        "max_input_tokens": _limits(model_id)[0],
-        "max_tokens": _limits(model_id)[1],
+        "line": line.group(1) if line else None,
+        "max_input_tokens": info.context_window,
+        "max_tokens": info.max_output_tokens,
         "capabilities": {
             "batch": yes(),
             "citations": yes(),
             "code_execution": yes(),
             "context_management": yes(),
-            "effort": {"supported": True, **{level: yes() for level in EFFORT_LEVELS}},
+            "effort": {
+                "supported": bool(info.efforts),
+                **{level: yes(level in info.efforts) for level in EFFORT_LEVELS},
+            },
             "image_input": yes(),
             "pdf_input": yes(),
             "server_tools": {"supported": True, "code_execution": yes(), "web_search": yes()},
             "structured_outputs": yes(),
             "thinking": {
-                "supported": True,
-                "types": {t: yes(_thinking_rejection(model_id, t) is None) for t in THINKING_TYPES},
+                "supported": bool(info.thinking_types),
+                "types": {t: yes(t in info.thinking_types) for t in THINKING_TYPES},
             },
         },
     }
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-class _ApiError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error_type = error_type
-        self.message = message
-
-
-def _invalid(message: str) -> _ApiError:
-    return _ApiError(400, "invalid_request_error", message)
-
-
-def _user_citations(block: Any) -> bool:
-    """True when a user-side text block (also inside search_result / tool_result) cites."""
-    if not isinstance(block, dict):
-        return False
-    if block.get("type") == "text":
-        citations = block.get("citations")
-        return isinstance(citations, list) and len(citations) > 0
-    if block.get("type") in ("search_result", "tool_result") and isinstance(
-        block.get("content"), list
-    ):
-        return any(_user_citations(inner) for inner in block["content"])
-    return False
-
-
-def _validate(body: dict[str, Any], version: str, *, count_only: bool) -> None:
-    """Raise _ApiError the way the real API would reject `body`; return None if it is valid."""
-    for name in ("model", "messages") if count_only else ("model", "max_tokens", "messages"):
-        if name not in body:
-            raise _invalid(f"{name}: Field required")
-    model = body["model"]
-    if not isinstance(model, str):
-        raise _invalid("model: Input should be a valid string")
-    if not model.startswith("claude-"):
-        raise _ApiError(404, "not_found_error", f"model: {model}")
-    max_tokens = body.get("max_tokens")
-    if not count_only and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
-        raise _invalid("max_tokens: Input should be a valid integer")
-    if not count_only and isinstance(max_tokens, int) and max_tokens < 0:
-        raise _invalid("max_tokens: Input should be greater than or equal to 0")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise _invalid("stream: Input should be a valid boolean")
-
-    messages = body["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise _invalid("messages: at least one message is required")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in (
-            "user",
-            "assistant",
-            "system",
-        ):
-            raise _invalid(f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'")
-        content = message.get("content")
-        if not isinstance(content, str | list):
-            raise _invalid(f"messages.{i}.content: Input should be a valid string or list")
-        for j, block in enumerate(content if isinstance(content, list) else []):
-            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                raise _invalid(f"messages.{i}.content.{j}.type: Field required")
-            if version == STRICT_VERSION:
-                if message["role"] == "assistant" and block["type"] == "document":
-                    raise _invalid(
-                        f"messages.{i}.content.{j}: document blocks are not permitted "
-                        "in assistant messages"
-                    )
-                if message["role"] == "user" and _user_citations(block):
-                    raise _invalid(
-                        f"messages.{i}.content.{j}: text blocks with citations are not permitted "
-                        "in user messages"
-                    )
-
-    for name in SAMPLING_PARAMS:
-        if name not in body:
-            continue
-        if version == STRICT_VERSION:
-            raise _invalid(f"{name}: Extra inputs are not permitted")
-        if _is_new(model) and body[name] is not None and body[name] != 1:
-            raise _invalid(f"{name}: non-default values are not supported for this model")
-
-    thinking = body.get("thinking")
-    if thinking is not None:
-        thinking_type = thinking.get("type") if isinstance(thinking, dict) else None
-        if thinking_type not in THINKING_TYPES:
-            raise _invalid(
-                "thinking.type: Input should be 'enabled', 'adaptive', 'disabled' "
-                "or 'between_tools'"
-            )
-        rejection = _thinking_rejection(model, str(thinking_type))
-        if rejection is not None:
-            raise _invalid(rejection)
-        if thinking_type == "enabled":
-            budget = thinking.get("budget_tokens")
-            if not isinstance(budget, int) or isinstance(budget, bool):
-                raise _invalid("thinking.enabled.budget_tokens: Field required")
-            if budget < 1024:
-                raise _invalid(
-                    "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
-                )
-            if not count_only and isinstance(max_tokens, int) and budget >= max_tokens:
-                raise _invalid(
-                    "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult "
-                    "our documentation at https://docs.claude.com/en/docs/build-with-claude/"
-                    "extended-thinking#max-tokens-and-context-window-size"
-                )
-
-    output_config = body.get("output_config")
-    if isinstance(output_config, dict):
-        effort = output_config.get("effort")
-        if effort is not None and effort not in EFFORT_LEVELS:
-            raise _invalid(
-                "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
-            )
-
-    tool_choice = body.get("tool_choice")
-    if (
-        isinstance(tool_choice, dict)
-        and tool_choice.get("type") in ("any", "tool")
-        and _model_version(model) in {("fable", 5, 1), ("mythos", 5, 1)}
-    ):
-        raise _invalid(TOOL_CHOICE_MESSAGE)
-
-    limits = _MODEL_LIMITS.get(re.sub(r"-\d{8}$", "", model))
-    if limits is not None and (tokens := count_input_tokens(body)) > limits[0]:
-        raise _invalid(f"prompt is too long: {tokens} tokens > {limits[0]} maximum")
-    if count_only:
-        return
-    if messages[-1]["role"] == "assistant" and not _is_legacy(model):
-        raise _invalid(PREFILL_MESSAGE)
-    assistant_turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if assistant_turns and isinstance(messages[assistant_turns[-1]]["content"], list):
-        i = assistant_turns[-1]
-        for j, block in enumerate(messages[i]["content"]):
-            if block["type"] == "thinking" and block.get("signature") != sign_thinking(
-                str(block.get("thinking", ""))
-            ):
-                raise _invalid(f"messages.{i}.content.{j}: {THINKING_MODIFIED_MESSAGE}")
 
 
 # --- replies ---------------------------------------------------------------------------------
@@ -446,6 +225,7 @@ class _Script:
     event_delay_s: float = 0.0
     malformed_sse: bool = False
     early_error: bool = False
+    stop_reason: str | None = None
 
     def error_for(self, stream: bool) -> tuple[int, str] | None:
         """(status, error type) if this script answers the request with an HTTP error."""
@@ -468,16 +248,117 @@ def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-def _build_message(body: dict[str, Any], script: _Script | None) -> dict[str, Any]:
+def _resolve(schema: Any, root: Mapping[str, Any], depth: int = 0) -> Any:
+    """Follow a local ``$ref`` (``#/$defs/X`` or ``#/definitions/X``)."""
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and depth < 20:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        schema, depth = target, depth + 1
+    return schema
+
+
+def sample_value(schema: Any, root: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A deterministic value that satisfies a (simple) JSON schema: what the fake "model" puts
+    in a tool call's input or a structured-output reply."""
+    root = root if root is not None else (schema if isinstance(schema, dict) else {})
+    schema = _resolve(schema, root)
+    if not isinstance(schema, dict) or depth > 8:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            concrete = [o for o in options if _resolve(o, root) != {"type": "null"}]
+            return sample_value((concrete or options)[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {name: sample_value(sub, root, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        count = int(schema.get("minItems") or 0)
+        return [sample_value(schema.get("items"), root, depth + 1) for _ in range(count)]
+    if kind == "string":
+        text = "fake"
+        return text * max(1, math.ceil(int(schema.get("minLength") or 0) / len(text)))
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1.0))
+    if kind == "boolean":
+        return True
+    return None
+
+
+def _planned_tool_call(body: dict[str, Any], echo: str) -> dict[str, Any] | None:
+    """The tool the fake "model" calls on its own: the forced one (tool_choice any/tool), or,
+    with tool_choice auto, a tool the latest user text names ("... use get_weather ..."), but
+    not right after tool results (then it answers in text)."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and "name" in t]
+    choice = body.get("tool_choice") or {"type": "auto"}
+    if not tools or choice.get("type") == "none":
+        return None
+    chosen: dict[str, Any] | None = None
+    if choice.get("type") == "tool":
+        chosen = next((t for t in tools if t["name"] == choice.get("name")), None)
+    elif choice.get("type") == "any":
+        chosen = tools[0]
+    else:
+        latest = body["messages"][-1]
+        content = latest.get("content")
+        answered = isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+        )
+        if answered or latest.get("role") != "user":
+            return None
+        words = set(re.findall(r"[A-Za-z0-9_-]+", _text_of(content)))
+        chosen = next((t for t in tools if t["name"] in words), None)
+    if chosen is None:
+        return None
+    schema = chosen.get("input_schema") or {"type": "object", "properties": {}}
+    arguments = sample_value(schema)
+    return {"name": chosen["name"], "input": arguments if isinstance(arguments, dict) else {}}
+
+
+def _reply_text(body: dict[str, Any], model: str, echo: str) -> str:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if isinstance(fmt, dict) and isinstance(fmt.get("schema"), dict):
+        return json.dumps(sample_value(fmt["schema"]), separators=(",", ":"))
+    latest = body["messages"][-1].get("content")
+    results = (
+        [b for b in latest if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if isinstance(latest, list)
+        else []
+    )
+    if results:
+        seen = " ".join(" ".join(_text_of(r.get("content")).split()) for r in results)
+        seen = seen if len(seen) <= 60 else seen[:57] + "..."
+        return f"Fake reply from {model} after {len(results)} tool result(s): {seen}".rstrip()
+    return f"Fake reply from {model}: {echo}".rstrip()
+
+
+def _build_message(
+    body: dict[str, Any], script: _Script | None, cache: CacheUsage | None = None
+) -> dict[str, Any]:
     """The non-streaming Message for a valid request (the stream replays it as events)."""
     model: str = body["model"]
     max_tokens: int = body["max_tokens"]
     users = [m for m in body["messages"] if m["role"] == "user"]
     echo = " ".join(_text_of(users[-1]["content"]).split()) if users else ""
     echo = echo if len(echo) <= 60 else echo[:57] + "..."
-    text = f"Fake reply from {model}: {echo}".rstrip()
+    text = _reply_text(body, model, echo)
     if script is not None and script.reply_text is not None:
         text = script.reply_text
+    call = script.tool_use if script is not None and script.tool_use is not None else None
+    planned = call is None and (script is None or script.reply_text is None)
+    if planned:
+        call = _planned_tool_call(body, echo)
 
     content: list[dict[str, Any]] = []
     stop_reason, stop_sequence = "end_turn", None
@@ -494,22 +375,27 @@ def _build_message(body: dict[str, Any], script: _Script | None) -> dict[str, An
         if thought:
             shown = "" if thinking.get("display") == "omitted" else thought
             content.append(
-                {"type": "thinking", "thinking": shown, "signature": sign_thinking(shown)}
+                {"type": "thinking", "thinking": shown, "signature": sign_thinking(shown, model)}
             )
         budget -= thinking_tokens
 
-    for sequence in body.get("stop_sequences") or []:
-        index = text.find(sequence) if sequence and stop_reason != "max_tokens" else -1
-        if index >= 0:
-            text, stop_reason, stop_sequence = text[:index], "stop_sequence", sequence
-    text_tokens = estimate_tokens(text)
-    if text_tokens > budget or stop_reason == "max_tokens":
-        text, text_tokens = text[: budget * 4], min(text_tokens, budget)
-        stop_reason, stop_sequence = "max_tokens", None
-    if text or stop_reason != "max_tokens":
-        content.append({"type": "text", "text": text, "citations": None})
-    if script is not None and script.tool_use is not None:
-        call = script.tool_use
+    text_tokens = 0
+    if planned and call is not None:
+        # A forced call comes with no text before it (the API prefills the tool call); one the
+        # model chose says what it is about to do.
+        text = "" if forced_tool(body) else f"I'll call {call['name']}."
+    if text or not planned or call is None:
+        for sequence in body.get("stop_sequences") or []:
+            index = text.find(sequence) if sequence and stop_reason != "max_tokens" else -1
+            if index >= 0:
+                text, stop_reason, stop_sequence = text[:index], "stop_sequence", sequence
+        text_tokens = estimate_tokens(text)
+        if text_tokens > budget or stop_reason == "max_tokens":
+            text, text_tokens = text[: budget * 4], min(text_tokens, budget)
+            stop_reason, stop_sequence = "max_tokens", None
+        if text or stop_reason != "max_tokens":
+            content.append({"type": "text", "text": text, "citations": None})
+    if call is not None and stop_reason != "max_tokens":
         content.append(
             {
                 "type": "tool_use",
@@ -521,12 +407,19 @@ def _build_message(body: dict[str, Any], script: _Script | None) -> dict[str, An
         stop_reason, stop_sequence = "tool_use", None
         text_tokens += estimate_tokens(json.dumps(call.get("input", {})))
 
+    if script is not None and script.stop_reason is not None:
+        stop_reason, stop_sequence = script.stop_reason, None
+    total_input = count_input_tokens(body)
+    cache = cache or CacheUsage(total_input, 0, 0, 0)
     usage: dict[str, Any] = {
-        "input_tokens": count_input_tokens(body),
+        "input_tokens": cache.input_tokens,
         "output_tokens": thinking_tokens + text_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation_input_tokens": cache.cache_creation_input_tokens,
+        "cache_read_input_tokens": cache.cache_read_input_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": cache.ephemeral_5m_input_tokens,
+            "ephemeral_1h_input_tokens": cache.ephemeral_1h_input_tokens,
+        },
         "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
         "service_tier": "standard",
         "inference_geo": body.get("inference_geo") or "global",
@@ -635,9 +528,24 @@ _Handler = Callable[[Request, RecordedRequest, str], Awaitable[Response]]
 class FakeAnthropic:
     """A fake Anthropic API on 127.0.0.1:<ephemeral>; see the module docstring."""
 
-    def __init__(self, *, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        host: str = "127.0.0.1",
+        strict: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``strict``: enforce the per-model contract of :mod:`tests.fakes.strict_rules`
+        (False: only the request's shape, for tests that script deliberately invalid traffic).
+        ``clock``: what prompt-cache lifetimes are measured on (a :class:`ManualClock` in tests
+        that expire entries)."""
         self.api_key = api_key
         self.host = host
+        self.default_strict = strict
+        self.strict = strict
+        self._default_clock = clock
+        self.cache = PromptCache(clock)
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._scripts: list[_Script] = []
@@ -711,9 +619,22 @@ class FakeAnthropic:
             return sum(s.remaining for s in self._scripts)
 
     def reset(self) -> None:
+        """Forget requests, scripts and prompt-cache entries; strictness and clock back to
+        their defaults."""
         with self._lock:
             self._requests.clear()
             self._scripts.clear()
+        self.cache.clear()
+        self.cache.clock = self._default_clock
+        self.strict = self.default_strict
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self.cache.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self.cache.clock = clock
 
     def script(
         self,
@@ -734,6 +655,7 @@ class FakeAnthropic:
         event_delay_s: float = 0.0,
         malformed_sse: bool = False,
         early_error: bool = False,
+        stop_reason: str | None = None,
     ) -> None:
         """Queue behaviour for the next `times` POST /v1/messages whose model matches the glob.
 
@@ -746,8 +668,14 @@ class FakeAnthropic:
         connection after the status line (a reset, as the client sees it); `tool_use`
         ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use";
         `event_delay_s` sleeps between stream events; `malformed_sse` sends a content delta
-        whose data is not JSON after the first content delta; `early_error` sends an
-        overloaded error event right after message_start (before any content).
+        whose data is not JSON after the first content delta; `stop_reason` overrides the
+        reply's (e.g. "refusal", "pause_turn", "model_context_window_exceeded"); `early_error`
+        sends an overloaded error event right after message_start (before any content).
+
+        Without a script the fake still answers realistically: a tool call when tool_choice
+        forces one or the latest user text names an offered tool, a text answer after tool
+        results, JSON that follows ``output_config.format``, signed thinking blocks when
+        thinking is on, and prompt-cache usage (:mod:`tests.fakes.prompt_cache`).
         """
         if times < 1:
             raise ValueError("times must be >= 1")
@@ -774,6 +702,7 @@ class FakeAnthropic:
             event_delay_s=event_delay_s,
             malformed_sse=malformed_sse,
             early_error=early_error,
+            stop_reason=stop_reason,
         )
         with self._lock:
             self._scripts.append(entry)
@@ -904,7 +833,7 @@ class FakeAnthropic:
                 return denied
             try:
                 return await handler(request, rec, request_id)
-            except _ApiError as exc:
+            except ApiError as exc:
                 return self._error(exc.status, exc.error_type, exc.message, request_id)
             except Exception as exc:  # a bug in the fake: say so, and stop the SDK retrying
                 message = f"fake server bug: {exc!r}"
@@ -914,13 +843,18 @@ class FakeAnthropic:
         return endpoint
 
     @staticmethod
+    def _betas(rec: RecordedRequest) -> frozenset[str]:
+        raw = rec.header("anthropic-beta") or ""
+        return frozenset(b.strip() for b in raw.split(",") if b.strip())
+
+    @staticmethod
     def _body_object(rec: RecordedRequest) -> dict[str, Any]:
         if not rec.body.strip():
-            raise _invalid("Request body is empty; expected a JSON object")
+            raise invalid("Request body is empty; expected a JSON object")
         if rec.json_body is None:
-            raise _invalid("There was an error parsing the body of your request: invalid JSON")
+            raise invalid("There was an error parsing the body of your request: invalid JSON")
         if not isinstance(rec.json_body, dict):
-            raise _invalid("Input should be a valid dictionary or object")
+            raise invalid("Input should be a valid dictionary or object")
         return rec.json_body
 
     # endpoints ---------------------------------------------------------------------------
@@ -928,16 +862,22 @@ class FakeAnthropic:
     async def _messages(self, request: Request, rec: RecordedRequest, request_id: str) -> Response:
         body = self._body_object(rec)
         stream = body.get("stream") is True
-        invalid: _ApiError | None = None
+        refused: ApiError | None = None
+        info = None
         try:
-            _validate(body, rec.header("anthropic-version") or "", count_only=False)
-        except _ApiError as exc:
-            invalid = exc
+            info = validate(
+                body,
+                version=rec.header("anthropic-version") or "",
+                betas=self._betas(rec),
+                strict=self.strict,
+            )
+        except ApiError as exc:
+            refused = exc
         model = body.get("model")
         entry = self._claim_script(
-            model if isinstance(model, str) else "", stream=stream, valid=invalid is None
+            model if isinstance(model, str) else "", stream=stream, valid=refused is None
         )
-        if entry is None and invalid is None and self._chaos_rate:
+        if entry is None and refused is None and self._chaos_rate:
             entry = self._chaos_fault(stream)
         error = entry.error_for(stream) if entry is not None else None
         if entry is not None and entry.delay_s:
@@ -951,9 +891,12 @@ class FakeAnthropic:
                 headers["retry-after"] = entry.retry_after
             message = DEFAULT_ERROR_MESSAGES.get(error_type, f"Scripted {error_type}")
             return self._error(status, error_type, message, request_id, headers)
-        if invalid is not None:
-            raise invalid
-        message_body = _build_message(body, entry)
+        if refused is not None:
+            raise refused
+        cache = None
+        if info is not None:
+            cache = self.cache.apply(body, info.model, info.min_cacheable_tokens)
+        message_body = _build_message(body, entry, cache)
         headers = dict(entry.headers) if entry is not None else {}
         if not stream:
             return self._json(message_body, request_id, headers=headers)
@@ -984,7 +927,13 @@ class FakeAnthropic:
 
     async def _count(self, request: Request, rec: RecordedRequest, request_id: str) -> Response:
         body = self._body_object(rec)
-        _validate(body, rec.header("anthropic-version") or "", count_only=True)
+        validate(
+            body,
+            version=rec.header("anthropic-version") or "",
+            betas=self._betas(rec),
+            count_only=True,
+            strict=self.strict,
+        )
         return self._json({"input_tokens": count_input_tokens(body)}, request_id)
 
     async def _list_models(
@@ -993,23 +942,23 @@ class FakeAnthropic:
         params = request.query_params
         lifecycles = set(params.getlist("lifecycle[]") or params.getlist("lifecycle"))
         lifecycles = lifecycles or {"active", "deprecated"}
-        ids = [entry[0] for entry in _CATALOG if entry[3] in lifecycles]
+        ids = [entry[0] for entry in _CATALOG if entry[2] in lifecycles]
         try:
             limit = int(params.get("limit", "20"))
         except ValueError:
-            raise _invalid("limit: Input should be a valid integer") from None
+            raise invalid("limit: Input should be a valid integer") from None
         if not 1 <= limit <= 1000:
-            raise _invalid("limit: Input should be between 1 and 1000")
+            raise invalid("limit: Input should be between 1 and 1000")
         for name in ("after_id", "before_id"):
             if name in params and params[name] not in ids:
-                raise _invalid(f"{name}: unknown model id {params[name]!r}")
+                raise invalid(f"{name}: unknown model id {params[name]!r}")
         if "before_id" in params:
             end = ids.index(params["before_id"])
             page, has_more = ids[max(0, end - limit) : end], end - limit > 0
         else:
             begin = ids.index(params["after_id"]) + 1 if "after_id" in params else 0
             page, has_more = ids[begin : begin + limit], begin + limit < len(ids)
-        data = [_model_info(mid, c, lc, r) for mid, _n, c, lc, r in _CATALOG if mid in page]
+        data = [_model_info(mid, c, lc, r) for mid, c, lc, r in _CATALOG if mid in page]
         return self._json(
             {
                 "data": data,
@@ -1022,13 +971,13 @@ class FakeAnthropic:
 
     async def _get_model(self, request: Request, rec: RecordedRequest, request_id: str) -> Response:
         wanted = request.path_params["model_id"]
-        for model_id, _name, created, lifecycle, retires in _CATALOG:
+        for model_id, created, lifecycle, retires in _CATALOG:
             if wanted == model_id or re.sub(r"-\d{8}$", "", model_id) == wanted:
                 return self._json(_model_info(model_id, created, lifecycle, retires), request_id)
-        raise _ApiError(404, "not_found_error", f"model: {wanted}")
+        raise ApiError(404, "not_found_error", f"model: {wanted}")
 
     async def _unknown(self, request: Request, rec: RecordedRequest, request_id: str) -> Response:
-        raise _ApiError(404, "not_found_error", f"Not found: {request.method} {rec.path}")
+        raise ApiError(404, "not_found_error", f"Not found: {request.method} {rec.path}")
 
 
 if __name__ == "__main__":  # `python -m tests.fakes.anthropic_server` for manual poking

@@ -35,6 +35,12 @@ def forward_headers(request: Request) -> dict[str, str]:
     return headers
 
 
+def betas(headers: dict[str, str]) -> tuple[str, ...]:
+    """The request's ``anthropic-beta`` values."""
+    raw = headers.get("anthropic-beta", "")
+    return tuple(b.strip() for b in raw.split(",") if b.strip())
+
+
 MODEL_ID = re.compile(r"[\x21-\x7e]{1,256}")
 
 
@@ -103,6 +109,11 @@ def decision_headers(ex: Exchange, attempt: Attempt | None, simulated: bool) -> 
     }
     if attempt and attempt.fallbacks:
         headers["x-tierwise-fallbacks"] = ",".join(attempt.fallbacks)
+    if attempt is not None:
+        changes = ex.answered_by(attempt.target)
+        if changes:
+            text = "; ".join(changes).replace("→", "->")
+            headers["x-tierwise-adapted"] = text.encode("ascii", "replace").decode()[:2000]
     if simulated:
         headers["x-tierwise-simulated"] = "true"
     return headers
@@ -171,6 +182,8 @@ async def answer(ex: Exchange, attempt: Attempt) -> tuple[dict[str, Any], bytes,
         message = check_message(data)
     except BadUpstreamReply as exc:
         raise bad_reply(ex, attempt, str(exc)) from exc
+    model = message.get("model")
+    ex.engine.origins.record(message.get("content"), model if isinstance(model, str) else "")
     settlement = ex.life.ended(
         status="ok",
         target=attempt.target,
@@ -221,7 +234,13 @@ async def messages(engine: Engine, request: Request, ex: Exchange) -> Response:
         return Response(data, status_code=200, media_type="application/json", headers=out_headers)
     out_headers["cache-control"] = "no-cache"
     deadline = time.perf_counter() + ex.remaining_s
-    relay = AnthropicRelay(ex.detach(), attempt, max_tokens=ex.max_tokens, deadline=deadline)
+    relay = AnthropicRelay(
+        ex.detach(),
+        attempt,
+        max_tokens=ex.max_tokens,
+        deadline=deadline,
+        origins=engine.origins,
+    )
     return RelayResponse(relay, headers=out_headers)
 
 

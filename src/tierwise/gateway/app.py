@@ -193,7 +193,12 @@ class Gateway:
         async with self.engine.exchange(api="messages", request_id=request_id, key=key) as ex:
             body = await self.read_json(request)
             anthropic_api.require_fields(body)
-            await ex.admit(body)
+            headers = anthropic_api.forward_headers(request)
+            await ex.admit(
+                body,
+                api_version=headers["anthropic-version"],
+                betas=anthropic_api.betas(headers),
+            )
             return await anthropic_api.messages(self.engine, request, ex)
 
     async def count_tokens(self, request: Request, request_id: str) -> Response:

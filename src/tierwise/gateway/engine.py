@@ -27,11 +27,12 @@ import orjson
 
 from tierwise import budgets as budgets_mod
 from tierwise.accounting import UsageBounds
+from tierwise.adapt import Adapted, Mode, ThinkingOrigins, adapt, unadaptable
 from tierwise.config import Settings
 from tierwise.errors import BudgetExceeded, BudgetUnavailable
 from tierwise.gateway.attempts import Attempt, Caller, Cooldowns, Exhausted
 from tierwise.gateway.errors import GatewayError
-from tierwise.gateway.shape import conversation_input, has_unthought_tool_use
+from tierwise.gateway.shape import conversation_input
 from tierwise.gateway.upstream import Upstream
 from tierwise.keys import KeyInfo
 from tierwise.lifecycle import Books, RequestLife, Target
@@ -70,6 +71,8 @@ class Engine:
         self.cooldowns = self.caller.cooldowns
         self._tier_models = {t.model: t.name for t in settings.tiers}
         self._order = {t.name: i for i, t in enumerate(settings.tiers)}
+        # Which model wrote the thinking blocks relayed so far (adapt drops another model's).
+        self.origins = ThinkingOrigins()
 
     @property
     def budgets(self) -> budgets_mod.Budgets | None:
@@ -131,13 +134,9 @@ class Engine:
     ) -> list[Target]:
         tiers = [chosen]
         if mode == "auto":
-            thinking = body.get("thinking")
-            kind = thinking.get("type") if isinstance(thinking, dict) else None
             for name in self.chain(chosen):
                 info = self.catalogue.info(self.settings.tier(name).model)
-                if not self.fits(name, estimate):
-                    continue
-                if kind and info is not None and kind not in info.thinking_types:
+                if not self.fits(name, estimate) or unadaptable(body, info) is not None:
                     continue
                 tiers.append(name)
         targets = [Target(t, self.settings.tier(t).model) for t in tiers]
@@ -150,32 +149,34 @@ class Engine:
     def tier_rank(self, tier: str) -> int:
         return self._order[tier]
 
-    def body_for(
-        self, body: dict[str, Any], target: Target, mode: str, sampling: Mapping[str, Any]
-    ) -> bytes:
-        """The bytes sent upstream for ``target``: the client's body with ``model`` replaced
-        and the tier's thinking/effort defaults where the client set none."""
-        out = dict(body)
-        out["model"] = target.model
-        if mode != "passthrough" and target.tier is not None:
-            tier = self.settings.tier(target.tier)
-            if "thinking" not in body and tier.thinking and not has_unthought_tool_use(body):
-                out["thinking"] = tier.thinking
-            config = body.get("output_config")
-            if tier.effort and not (isinstance(config, dict) and config.get("effort")):
-                out["output_config"] = {
-                    **(config if isinstance(config, dict) else {}),
-                    "effort": tier.effort,
-                }
-        if sampling:
-            info = self.catalogue.info(target.model)
-            version = self.settings.gateway.upstream_anthropic_version
-            if info is not None and info.accepts_sampling and version == "2023-06-01":
-                out.update(sampling)
-        try:
-            return orjson.dumps(out)
-        except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson writes
-            raise GatewayError(400, f"request body cannot be forwarded: {exc}") from exc
+    def adapt(
+        self,
+        body: dict[str, Any],
+        target: Target,
+        mode: str,
+        sampling: Mapping[str, Any],
+        *,
+        api_version: str,
+        betas: tuple[str, ...] = (),
+    ) -> Adapted:
+        """The client's body made valid for ``target`` (:mod:`tierwise.adapt`): ``model``
+        replaced, the tier's defaults where they fit, what the model refuses translated or
+        dropped."""
+        kind: Mode = (
+            "passthrough" if mode == "passthrough" else "tier" if mode == "tier" else "auto"
+        )
+        tier = self.settings.tier(target.tier) if target.tier is not None else None
+        return adapt(
+            body,
+            target.model,
+            self.catalogue.info(target.model),
+            mode=kind,
+            tier=tier,
+            api_version=api_version,
+            sampling=sampling,
+            betas=betas,
+            thinking_origin=self.origins,
+        )
 
     def window(self, model: str) -> int:
         info = self.catalogue.info(model)
@@ -194,7 +195,10 @@ class Exchange:
         self.body: dict[str, Any] = {}
         self.targets: list[Target] = []
         self.sampling: dict[str, Any] = {}
+        self.api_version = engine.settings.gateway.upstream_anthropic_version
+        self.betas: tuple[str, ...] = ()
         self._payloads: dict[Target, bytes] = {}
+        self.changes: dict[Target, tuple[str, ...]] = {}
         self.max_tokens = 0
 
     @property
@@ -203,14 +207,22 @@ class Exchange:
 
     # -- admission ------------------------------------------------------------------------
     async def admit(
-        self, body: dict[str, Any], *, sampling: Mapping[str, Any] | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        sampling: Mapping[str, Any] | None = None,
+        api_version: str | None = None,
+        betas: tuple[str, ...] = (),
     ) -> None:
-        """Decide, plan and hold the budget. Raises GatewayError (429 budget, 503 budget
+        """Decide, plan and hold the budget. ``api_version``/``betas``: what the upstream call
+        will carry (adaptation depends on them). Raises GatewayError (429 budget, 503 budget
         unavailable, 400 unpriced model for a budgeted key)."""
         engine = self.engine
         life = self.life
         self.body = body
         self.sampling = dict(sampling or {})
+        self.api_version = api_version or self.api_version
+        self.betas = betas
         model = body["model"]
         life.requested_model = model
         life.stream = bool(body.get("stream"))
@@ -237,11 +249,30 @@ class Exchange:
             await self._reserve(self.key, bound)
 
     def payload(self, target: Target) -> bytes:
+        """The bytes sent to ``target`` (adapted once per target, then reused)."""
         data = self._payloads.get(target)
         if data is None:
-            data = self.engine.body_for(self.body, target, self.life.mode, self.sampling)
+            adapted = self.engine.adapt(
+                self.body,
+                target,
+                self.life.mode,
+                self.sampling,
+                api_version=self.api_version,
+                betas=self.betas,
+            )
+            try:
+                data = orjson.dumps(adapted.body)
+            except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson writes
+                raise GatewayError(400, f"request body cannot be forwarded: {exc}") from exc
             self._payloads[target] = data
+            self.changes[target] = adapted.changes
         return data
+
+    def answered_by(self, target: Target) -> tuple[str, ...]:
+        """What was changed in the body for the target that answered (also on the life)."""
+        changes = self.changes.get(target, ())
+        self.life.adapted = changes
+        return changes
 
     def _bound(self) -> InputBound:
         """The request's input bound: the largest over its targets (they share a body)."""

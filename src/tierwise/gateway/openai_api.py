@@ -361,6 +361,7 @@ async def chat_completions(
         attempt,
         max_tokens=ex.max_tokens,
         deadline=time.perf_counter() + ex.remaining_s,
+        origins=engine.origins,
         include_usage=include_usage,
         model=attempt.target.model,
     )

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from tierwise.accounting import BadUsage, measure_usage
+from tierwise.adapt import ThinkingOrigins
 from tierwise.gateway.attempts import Attempt
 from tierwise.gateway.sse import Event, MalformedEvent, SSEParser, StreamTracker
 from tierwise.gateway.upstream import UpstreamError
@@ -42,8 +43,17 @@ _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
 class StreamRelay:
     """One upstream stream relayed to one client. Subclasses write the dialect."""
 
-    def __init__(self, life: RequestLife, attempt: Attempt, *, max_tokens: int, deadline: float):
+    def __init__(
+        self,
+        life: RequestLife,
+        attempt: Attempt,
+        *,
+        max_tokens: int,
+        deadline: float,
+        origins: ThinkingOrigins | None = None,
+    ) -> None:
         self.life = life
+        self.origins = origins
         self.attempt = attempt
         self.tracker = StreamTracker()
         self.deadline = deadline  # time.perf_counter() instant
@@ -83,6 +93,12 @@ class StreamRelay:
             return None, self.error("api_error", f"upstream sent a malformed event: {exc}")
         if obj is not None and event.name == "content_block_delta":
             self.chars += self._output_chars(obj)
+            delta = obj.get("delta")
+            if self.origins is not None and isinstance(delta, dict):
+                signature = delta.get("signature")
+                if delta.get("type") == "signature_delta" and isinstance(signature, str):
+                    block = {"type": "thinking", "signature": signature}
+                    self.origins.record([block], self.tracker.model or self.attempt.target.model)
             if self.chars > self.max_chars:
                 self.outcome = "output_overrun"
                 message = "upstream sent more output than max_tokens allows; the stream was cut"

@@ -428,6 +428,7 @@ async def responses(
         attempt,
         max_tokens=ex.max_tokens,
         deadline=time.perf_counter() + ex.remaining_s,
+        origins=engine.origins,
         envelope=envelope,
     )
     return RelayResponse(relay, headers=out_headers)
