@@ -163,11 +163,14 @@ class SessionsConfig(_Strict):
     ``redis_url``: share session state between replicas; a Redis failure or a call slower
     than ``redis_timeout_s`` routes that request per request (the reason is recorded), and
     Redis is not tried again for ``redis_retry_after_s``.
-    ``tool_error_streak``: failed tool results in a row that move a tool loop one tier up.
-    ``escalate_on_max_tokens``: a reply cut at ``max_tokens`` moves the next request one tier up.
+    ``tool_error_streak``: tool uses in a row that the model got wrong (for Claude Code, its
+    ``<tool_use_error>`` results; for other clients any failed tool result) that move a tool
+    loop one tier up. ``escalate_on_max_tokens``: a reply cut at the tier's own output limit
+    (below the request's ``max_tokens``) moves the next request to a tier with a higher one.
     ``switch_min_saving_usd``: a cheaper tier is taken at a new turn only when the expected
     saving exceeds the cache it throws away by at least this much.
-    ``horizon_turns``: how many turns (the coming one = 1) a switch must pay for itself in.
+    ``horizon_turns``: at most how many turns a switch may take to pay for itself (a session
+    is expected to run as many more turns as it has run, capped here).
     ``agent_requests_per_turn``: the prior for an agent's requests per turn (tool loops),
     until the session has its own average. ``utility_tier``: where title / summary /
     classification side requests go (default: the cheapest tier).
@@ -183,8 +186,8 @@ class SessionsConfig(_Strict):
     tool_error_streak: int = Field(default=3, ge=1, le=100)
     escalate_on_max_tokens: bool = True
     switch_min_saving_usd: Decimal = Field(default=Decimal(0), ge=0)
-    horizon_turns: float = Field(default=1.0, gt=0, le=100)
-    agent_requests_per_turn: float = Field(default=6.0, ge=1, le=1_000)
+    horizon_turns: float = Field(default=4.0, ge=1, le=100)
+    agent_requests_per_turn: float = Field(default=10.0, ge=1, le=1_000)
     utility_tier: str | None = None
     utility_max_instruction_chars: int = Field(default=4_000, ge=0)
 

@@ -236,6 +236,11 @@ class LedgerEntry:
     simulated: bool = False
     prompt: str | None = None
     reply: str | None = None
+    # Session routing (tierwise.sessions): the session, the rule that chose the tier, and the
+    # request's shape without any text (sizes, cache breakpoints, counts).
+    session_id: str | None = None
+    session_rule: str | None = None
+    session_shape: dict[str, Any] | None = None
 
     @property
     def total_cost_usd(self) -> Decimal | None:

@@ -36,7 +36,8 @@ Turn kinds (:attr:`RequestShape.kind`):
     possibly next to ``tool_result`` blocks (the user typed while a tool loop was running).
     This is where a human decides something, so this request is classified.
 ``continuation``
-    The newest user message carries only ``tool_result`` blocks (and injected text), or the
+    The newest user message carries only ``tool_result`` blocks (and injected text), or only
+    injected text in an ongoing conversation (a client's own "continue" note), or the
     conversation ends with the assistant's paused turn (``pause_turn``: an assistant message
     holding server-tool or thinking blocks). The tier already chosen for the turn is kept.
 
@@ -216,7 +217,7 @@ class RequestShape:
     effort: str | None
     forced_tool: bool  # tool_choice any/tool
     output_format: OutputFormat | None
-    tool_errors: int  # consecutive failed tool results at the end of the conversation
+    tool_errors: int  # tool uses the model got wrong, in a row, at the end (see _model_failure)
     last_thinking: bool  # the latest assistant message holds thinking blocks
     instruction_chars: int  # the user's own text + caller's system text, wrapped data excluded
     cache: CacheProfile
@@ -711,7 +712,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         if isinstance(message, dict):
             walk.message(message)
 
-    kind, tool_errors, last_thinking = _turn_kind(walk.conversation)
+    kind, tool_errors, last_thinking = _turn_kind(walk.conversation, agent is not None)
     system_kept = "\n".join(walk.kept_system)
     total = walk.tokens
     classify = ClassifyInput(
@@ -781,8 +782,30 @@ def _last_thinking(conversation: list[tuple[str, Any]]) -> bool:
     return False
 
 
-def _tool_errors(conversation: list[tuple[str, Any]]) -> int:
-    """Failed tool results in a row at the end of the current tool loop."""
+TOOL_USE_ERROR = "<tool_use_error>"
+
+
+def _model_failure(block: dict[str, Any], agent: bool) -> bool:
+    """A failed tool result that says the model used the tool wrongly.
+
+    Claude Code wraps those in ``<tool_use_error>`` (invalid input, an edit whose text is not
+    in the file …). A command that ran and failed (a test run with exit code 1) is the
+    environment answering, not the model failing, so for a recognised agent only the former
+    count. For other clients every ``is_error`` result counts.
+    """
+    if not block.get("is_error"):
+        return False
+    if not agent:
+        return True
+    inner = block.get("content")
+    if isinstance(inner, list):
+        inner = " ".join(str(b.get("text") or "") for b in inner[:8] if isinstance(b, dict))
+    return TOOL_USE_ERROR in str(inner or "")[:400]
+
+
+def _tool_errors(conversation: list[tuple[str, Any]], agent: bool) -> int:
+    """Tool results in a row, at the end of the current tool loop, where the model used a
+    tool wrongly (:func:`_model_failure`)."""
     errors = 0
     for role, content in reversed(conversation):
         if role != "user" or not isinstance(content, list):
@@ -790,7 +813,7 @@ def _tool_errors(conversation: list[tuple[str, Any]]) -> int:
         if own_text(content):
             break
         failed = [
-            bool(b.get("is_error"))
+            _model_failure(b, agent)
             for b in content
             if isinstance(b, dict) and b.get("type") == "tool_result"
         ]
@@ -804,10 +827,10 @@ def _tool_errors(conversation: list[tuple[str, Any]]) -> int:
 
 
 def _turn_kind(
-    conversation: list[tuple[str, Any]],
+    conversation: list[tuple[str, Any]], agent: bool = False
 ) -> tuple[Literal["turn", "continuation"], int, bool]:
-    """(kind, consecutive failed tool results at the end, latest assistant has thinking)."""
-    return _kind(conversation), _tool_errors(conversation), _last_thinking(conversation)
+    """(kind, consecutive failed tool uses at the end, latest assistant has thinking)."""
+    return _kind(conversation), _tool_errors(conversation, agent), _last_thinking(conversation)
 
 
 def _kind(conversation: list[tuple[str, Any]]) -> Literal["turn", "continuation"]:
@@ -824,11 +847,18 @@ def _kind(conversation: list[tuple[str, Any]]) -> Literal["turn", "continuation"
             return "turn"
     if own_text(content):
         return "turn"
-    if isinstance(content, list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
-    ):
+    blocks = content if isinstance(content, list) else [content]
+    if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks):
         return "continuation"
-    return "turn"
+    # Only injected text (e.g. a "resume after max_tokens" reminder) inside an ongoing
+    # conversation: the client speaks, not the user.
+    injected = any(
+        _is_injected_block(b if isinstance(b, str) else str(b.get("text") or ""))
+        for b in blocks
+        if isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text")
+    )
+    ongoing = any(r == "assistant" for r, _ in conversation[:-1])
+    return "continuation" if injected and ongoing else "turn"
 
 
 def _profile(walk: _Walk) -> CacheProfile:

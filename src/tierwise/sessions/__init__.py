@@ -41,8 +41,11 @@ The rules a verdict names (:data:`~tierwise.sessions.router.RULES`):
 ``cache-hold``           new turn classified cheaper, but switching would cost more: stay
 ``continuation``         tool-loop continuation (or ``pause_turn``): the turn's tier is kept
 ``context-window``       escalated: the input does not fit the tier's window
-``max-tokens``           escalated one tier: the previous reply stopped at ``max_tokens``
-``tool-errors``          escalated one tier: ``sessions.tool_error_streak`` failures in a row
+``max-tokens``           escalated: the previous reply stopped at the tier's own output limit
+                         (below the request's ``max_tokens``), to a tier with a higher one
+``tool-errors``          escalated one tier: ``sessions.tool_error_streak`` tool uses in a row
+                         the model got wrong (Claude Code's ``<tool_use_error>`` results; a
+                         failing command is the environment answering, not counted)
 ``override``             the client named a tier (or a model ``model_map`` maps to one)
 ``utility``              title / summary / classification side request: cheapest, no thinking
 ``per-request``          no usable session (none, disabled, store down): classified as before

@@ -5,6 +5,10 @@ Policies compared on the same requests, each with its own per-model prompt-cache
 
 ``top``
     every request on the top tier (the baseline, with its own cache);
+``envelope``
+    per request, as tierwise classified before sessions: the classifier reads the whole
+    envelope (the newest user message's text with its injected blocks, the full system
+    prompt, every tool, every message, the whole input's size); only for replays of bodies;
 ``per-request``
     tierwise without sessions: every ``auto`` request classified on its own (the real
     classifier, ``Router.decide``, on :func:`~tierwise.gateway.shape.analyse`'s task view),
@@ -30,8 +34,10 @@ Inputs (:func:`load_requests`), one JSON object per line, optionally gzip-compre
   "system", "tools"}`` lines define shared envelopes, and ``{"type": "request", "session",
   "t", "thread", "envelope", "params", "keep", "append", "headers", "response"}`` lines give
   each request as the first ``keep`` messages of the previous request in the same thread
-  plus ``append``. Any string may be written ``{"$fill": n, "seed": s}``: ``n`` characters
-  of deterministic filler.
+  plus ``append`` (``mark_last``: put a 5-minute ``cache_control`` on the last block of that
+  many final user/assistant messages, as agents move their breakpoint forward). Any string
+  may be written ``{"$fill": n, "seed": s, "prefix"?, "suffix"?}``: ``n`` characters of
+  deterministic filler between a prefix and a suffix.
 
 From the ledger (:func:`requests_from_ledger`), the rows' ``session_shape`` (sizes,
 breakpoints, counts, no text) stand in for the bodies. The classifier cannot run without
@@ -57,7 +63,7 @@ import orjson
 
 from tierwise.config import Settings
 from tierwise.errors import InputError
-from tierwise.gateway.shape import RequestShape, analyse
+from tierwise.gateway.shape import RequestShape, analyse, system_text
 from tierwise.policy import Policy
 from tierwise.pricing import PriceCatalogue
 from tierwise.providers.base import usage_from_api
@@ -68,7 +74,7 @@ from tierwise.sessions.router import ESCALATIONS, Outcome, SessionRouter
 from tierwise.sessions.store import MemoryStore
 from tierwise.types import ClassifyInput, Decision, Usage
 
-POLICIES = ("top", "per-request", "session")
+POLICIES = ("top", "envelope", "per-request", "session")
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_FILL = 4 * 1024 * 1024
 
@@ -175,13 +181,17 @@ def filler(n: int, seed: int) -> str:
 
 
 def expand(value: Any) -> Any:
-    """``value`` with every ``{"$fill": n, "seed": s}`` replaced by its filler text."""
+    """``value`` with every ``{"$fill": n, "seed": s, "prefix"?: str, "suffix"?: str}``
+    replaced by ``prefix`` + ``n`` characters of filler + ``suffix``."""
     if isinstance(value, dict):
         if "$fill" in value:
             n, seed = value.get("$fill"), value.get("seed", 0)
+            prefix, suffix = value.get("prefix", ""), value.get("suffix", "")
             if not isinstance(n, int) or not isinstance(seed, int):
                 raise ValueError('"$fill" and "seed" must be integers')
-            return filler(n, seed)
+            if not isinstance(prefix, str) or not isinstance(suffix, str):
+                raise ValueError('"$fill" prefix and suffix must be strings')
+            return prefix + filler(n, seed) + suffix
         return {k: expand(v) for k, v in value.items()}
     if isinstance(value, list):
         return [expand(v) for v in value]
@@ -295,8 +305,32 @@ def _compact_body(
     for name in ("system", "tools"):
         if name in obj:
             body[name] = expand(obj[name])
-    body["messages"] = messages
+    body["messages"] = _mark_last(messages, int(obj.get("mark_last", 0)))
     return body
+
+
+def _mark_last(messages: list[Any], count: int) -> list[Any]:
+    """A copy of ``messages`` with a 5-minute ``cache_control`` on the last block of the last
+    ``count`` user/assistant messages (how agents move their breakpoint forward)."""
+    if count <= 0:
+        return messages
+    out = list(messages)
+    marked = 0
+    for i in range(len(out) - 1, -1, -1):
+        message = out[i]
+        if not isinstance(message, dict) or message.get("role") == "system":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not isinstance(content, list) or not content or not isinstance(content[-1], dict):
+            continue
+        last = {**content[-1], "cache_control": {"type": "ephemeral"}}
+        out[i] = {**message, "content": [*content[:-1], last]}
+        marked += 1
+        if marked == count:
+            break
+    return out
 
 
 def _request(
@@ -550,6 +584,8 @@ class Replayer:
             accounts.charge("top", req, top.name, top.model)
             decide = self.decide if req.body is not None else self._recorded(req, recorded_last)
             await self._per_request(req, decide, accounts)
+            if req.body is not None:
+                await self._per_request(req, decide, accounts, "envelope")
             await self._session(req, decide, sessions, accounts)
             if req.recorded_tier and req.shape.kind == "turn":
                 recorded_last[req.thread] = req.recorded_tier
@@ -560,22 +596,31 @@ class Replayer:
             seconds=time.perf_counter() - start,
         )
 
-    async def _per_request(self, req: TraceRequest, decide: Decide, accounts: _Accounts) -> None:
+    async def _per_request(
+        self,
+        req: TraceRequest,
+        decide: Decide,
+        accounts: _Accounts,
+        policy: str = "per-request",
+    ) -> None:
         route = modelmap.resolve(self.settings, req.model, self.catalogue)
         if route.mode == "passthrough":
-            accounts.charge("per-request", req, route.tier or req.model, req.model)
+            accounts.charge(policy, req, route.tier or req.model, req.model)
             return
         rule = None
         if route.mode == "tier":
             tier = route.tier or self.settings.default_tier
         else:
-            decision = await decide(req.shape.classify_input)
-            accounts.results["per-request"].classifier_runs += 1
+            view = req.shape.classify_input
+            if policy == "envelope" and req.body is not None:
+                view = envelope_input(req.body, req.shape)
+            decision = await decide(view)
+            accounts.results[policy].classifier_runs += 1
             tier = self._fit(decision.tier, round(req.shape.input_tokens * req.token_scale))
             if tier != decision.tier:
                 rule = "context-window"
-        accounts.track("per-request", req, tier, rule)
-        accounts.charge("per-request", req, tier, self.settings.tier(tier).model)
+        accounts.track(policy, req, tier, rule)
+        accounts.charge(policy, req, tier, self.settings.tier(tier).model)
 
     async def _session(
         self, req: TraceRequest, decide: Decide, router: SessionRouter, accounts: _Accounts
@@ -612,6 +657,26 @@ class Replayer:
             if info is None or tokens <= info.context_window:
                 return candidate
         return tier
+
+
+def envelope_input(body: dict[str, Any], shape: RequestShape) -> ClassifyInput:
+    """What the classifier read before sessions: the newest user message with any text
+    (injected blocks included), the whole system prompt, every tool and message, the whole
+    input's size."""
+    latest = ""
+    for message in body.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") == "user":
+            text = system_text(message.get("content"))
+            if text.strip():
+                latest = text
+    return ClassifyInput(
+        prompt=latest,
+        system=system_text(body.get("system")),
+        turns=shape.messages,
+        tools=shape.tools,
+        attachments=shape.attachments,
+        context_tokens=shape.input_tokens,
+    )
 
 
 def _ledger_key(req: TraceRequest) -> Any:

@@ -42,8 +42,9 @@ RULES: dict[str, str] = {
     "than it saves (the cache it throws away)",
     "continuation": "a tool-loop continuation keeps the turn's tier",
     "context-window": "escalated: the input does not fit the tier's context window",
-    "max-tokens": "escalated: the previous reply stopped at max_tokens",
-    "tool-errors": "escalated: repeated failed tool results in this tool loop",
+    "max-tokens": "escalated: the previous reply stopped at the tier's own output limit, "
+    "below the max_tokens asked for",
+    "tool-errors": "escalated: the model used tools wrongly several times in a row",
     "override": "the client named a tier (or a model that model_map maps to one)",
     "utility": "a title / summary / classification side request: cheapest tier, no thinking",
     "per-request": "no session state: classified like any single request",
@@ -352,13 +353,14 @@ class SessionRouter:
         elif (
             self.cfg.escalate_on_max_tokens
             and state.last_stop == "max_tokens"
-            and self._up(current) != current
+            and (roomier := self._roomier(current, shape.max_tokens)) is not None
         ):
-            tier = self._up(current)
+            tier = roomier
             rule = "max-tokens"
             reason = (
-                f"session max-tokens: the previous reply stopped at max_tokens on {current}; "
-                f"escalated to {tier} ({position})"
+                f"session max-tokens: the previous reply stopped at {current}'s output limit, "
+                f"below the {shape.max_tokens} max_tokens asked for; escalated to {tier} "
+                f"({position})"
             )
         elif (
             shape.tool_errors >= state.errors_seen + self.cfg.tool_error_streak
@@ -480,6 +482,23 @@ class SessionRouter:
             **base,
         )
 
+    def _max_output(self, tier: str) -> int | None:
+        info = self.catalogue.info(self.settings.tier(tier).model)
+        return info.max_output_tokens if info is not None else None
+
+    def _roomier(self, tier: str, wanted: int) -> str | None:
+        """When ``tier``'s output limit is below the ``wanted`` max_tokens (so a reply cut at
+        max_tokens was cut by the tier, not by the client): the cheapest more capable tier
+        with a higher limit. None otherwise: any tier would have stopped there too."""
+        limit = self._max_output(tier)
+        if limit is None or wanted <= limit:
+            return None
+        for name in self.settings.tier_names[self._order[tier] + 1 :]:
+            other = self._max_output(name)
+            if other is None or other > limit:
+                return name
+        return None
+
     def _up(self, tier: str) -> str:
         names = self.settings.tier_names
         return names[min(self._order[tier] + 1, len(names) - 1)]
@@ -508,9 +527,13 @@ class SessionRouter:
 
     def expected_requests(self, state: ThreadState, shape: RequestShape) -> float:
         """Requests a switch made now must pay for itself in: the session's requests per turn
-        (pulled toward a prior for agents, 1 for plain chats) × ``horizon_turns``."""
+        (pulled toward a prior for agents, 1 for plain chats) × its expected remaining turns.
+
+        Remaining turns: as many as it has had so far (a session that ran *k* turns is
+        expected to run about *k* more), at least 1, at most ``sessions.horizon_turns``."""
         prior = self.cfg.agent_requests_per_turn if (shape.agent or shape.tools) else 1.0
-        return state.requests_per_turn(prior) * self.cfg.horizon_turns
+        remaining = min(max(float(state.turns), 1.0), self.cfg.horizon_turns)
+        return state.requests_per_turn(prior) * remaining
 
     def _break_even(
         self, state: ThreadState, shape: RequestShape, current: str, other: str, now: float
