@@ -191,7 +191,7 @@ def claude_code_body(
         "tools": tool_defs(),
         "messages": messages,
     }
-    expanded = expand(body)
+    expanded: dict[str, Any] = expand(body)
     content = expanded["messages"][0]["content"]
     content[-1] = {**content[-1], "cache_control": {"type": "ephemeral"}}
     return expanded
@@ -208,7 +208,7 @@ def title_body(
         "format": {"type": "json_schema", "schema": TITLE_SCHEMA},
     }
     del p["context_management"]
-    return expand(
+    expanded: dict[str, Any] = expand(
         {
             **p,
             "system": [
@@ -218,6 +218,7 @@ def title_body(
             "messages": [{"role": "user", "content": f"<session>{prompt}</session>"}],
         }
     )
+    return expanded
 
 
 # -- prompts ----------------------------------------------------------------------------------

@@ -199,7 +199,7 @@ class SessionRouter:
         self.settings = settings
         self.cfg = settings.sessions
         self.catalogue = catalogue or settings.catalogue()
-        self.store: SessionStore = store or open_store(settings)
+        self.store: SessionStore = store if store is not None else open_store(settings)
         self.policy = Policy(settings, self.catalogue)
         self._clock = clock
         self._order = {t.name: i for i, t in enumerate(settings.tiers)}
