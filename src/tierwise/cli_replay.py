@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(exc: TierwiseError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(2 if isinstance(exc, InputError | ConfigError) else 1)
 
 
@@ -213,6 +213,7 @@ def code(
                 f"PATH. Install it with `{CLAUDE_INSTALL}` (or pass --claude PATH).",
                 markup=True,
                 highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(127)
         if check:
@@ -224,6 +225,7 @@ def code(
         f"tierwise: starting Claude Code against {base} (ANTHROPIC_MODEL={model})",
         highlight=False,
         markup=False,
+        soft_wrap=True,
     )
     argv = [program, *ctx.args]
     if os.name == "posix":
