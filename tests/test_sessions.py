@@ -491,7 +491,8 @@ def test_readme_worked_example() -> None:
     r3 = req(24_000, (24_000, "c"), (22_000, "b"))
     served, baseline = CacheSim(), CacheSim()
     rows = []
-    for at, model, profile in ((0, opus, r1), (30, opus, r2), (120, haiku, r3)):
+    r4 = req(26_000, (26_000, "d"), (24_000, "c"))
+    for at, model, profile in ((0, opus, r1), (30, opus, r2), (120, haiku, r3), (150, haiku, r4)):
         use = served.request(model, profile, at).usage(500)
         base = baseline.request(opus, profile, at).usage(500)
         cost = catalogue.cost(use, model).usd
@@ -499,8 +500,10 @@ def test_readme_worked_example() -> None:
         honest = catalogue.cost(base, opus).usd
         assert cost is not None and naive is not None and honest is not None
         rows.append((cost, naive - cost, honest - cost))
-    assert rows[2] == (Decimal("0.0325"), Decimal("0.1300"), Decimal("0.0035"))
+    assert rows[0] == (Decimal("0.1375"), Decimal("0"), Decimal("0"))
     assert rows[1] == (Decimal("0.035"), Decimal("0"), Decimal("0"))
+    assert rows[2] == (Decimal("0.0325"), Decimal("0.1300"), Decimal("0.0035"))
+    assert rows[3] == (Decimal("0.0074"), Decimal("0.0296"), Decimal("0.0296"))
 
 
 def test_ledger_fields_name_the_session_and_hold_no_text() -> None:

@@ -492,6 +492,10 @@ class ReplayReport:
                 {"session": s, "session_usd": str(a), "per_request_usd": str(b)}
                 for s, a, b in worse
             ],
+            "session_costs": {
+                name: {p: str(c) for p, c in costs.items()}
+                for name, costs in sorted(self.sessions.items())
+            },
             "seconds": round(self.seconds, 2),
         }
 
