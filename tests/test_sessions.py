@@ -511,8 +511,9 @@ def test_ledger_fields_name_the_session_and_hold_no_text() -> None:
     router, classify = SessionRouter(s, store=MemoryStore()), Classifier(s, "haiku")
     body = claude_code_body("Rename the secret_variable in private.py")
     v = run(router.route(router.identify(body), body, classify))
-    obs = run(router.observe(v, Outcome(v.model, Usage(cache_write_5m_tokens=100))))
+    obs = run(router.observe(v, Outcome(v.model, Usage(cache_write_5m_tokens=100), "end_turn")))
     fields = v.ledger_fields(obs)
+    assert fields["session_shape"]["stop_reason"] == "end_turn"  # what replay reads back
     assert fields["session_id"] == SID
     assert fields["session_rule"] == "new-session"
     text = json.dumps(fields)

@@ -86,6 +86,7 @@ class Observation:
     baseline_method: str
     stored: bool
     error: str | None = None
+    stop_reason: str | None = None
 
     def settle(
         self,
@@ -155,6 +156,7 @@ class SessionVerdict:
             shape["degraded"] = self.degraded[:200]
         if observation is not None:
             shape["baseline_method"] = observation.baseline_method
+            shape["stop_reason"] = observation.stop_reason
         return {
             "session_id": None if self.key is None else self.key.session,
             "session_rule": self.rule,
@@ -596,15 +598,16 @@ class SessionRouter:
         :class:`Observation` says so (``stored=False``, ``error``).
         """
         usage = outcome.usage
+        stop = outcome.stop_reason
         if usage is None:
-            return Observation(self._baseline, None, "none", stored=False)
+            return Observation(self._baseline, None, "none", stored=False, stop_reason=stop)
         now = verdict.at if at is None else at
         if verdict.key is None or verdict.degraded is not None:
-            return Observation(self._baseline, usage, "same-usage", stored=False)
+            return Observation(self._baseline, usage, "same-usage", stored=False, stop_reason=stop)
         if verdict.rule == "utility":
             temp = ThreadState(created=now)
             baseline, method = self._baseline_for(temp, verdict, outcome, usage, now)
-            return Observation(self._baseline, baseline, method, stored=False)
+            return Observation(self._baseline, baseline, method, stored=False, stop_reason=stop)
         state = verdict._state or ThreadState(created=now)
         baseline, method = self._baseline_for(state, verdict, outcome, usage, now)
         self._learn(state, verdict, outcome, usage, now)
@@ -615,8 +618,10 @@ class SessionRouter:
         try:
             await self.store.put(verdict.key.storage_key, state, ttl)
         except StoreError as exc:
-            return Observation(self._baseline, baseline, method, stored=False, error=str(exc))
-        return Observation(self._baseline, baseline, method, stored=True)
+            return Observation(
+                self._baseline, baseline, method, stored=False, error=str(exc), stop_reason=stop
+            )
+        return Observation(self._baseline, baseline, method, stored=True, stop_reason=stop)
 
     def _same_model(self, a: str, b: str) -> bool:
         if a == b:
