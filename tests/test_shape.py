@@ -1,13 +1,280 @@
-"""The conversation's shape (tools, attachments, long histories, large contexts) sets a floor
+"""shape.py: the task apart from the envelope, turn kinds, and the text-free request shape.
+
+Also: the conversation's shape (tools, attachments, long histories, large contexts) sets a floor
 under the learned classifier's verdict, which reads only the latest turn's text."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
 from typing import Any
 
+import pytest
+
 from tests.conftest import RunningGateway
+from tests.sessions_corpus import claude_code_body, title_body
+from tierwise import config
 from tierwise.classifiers.learned import LearnedClassifier
+from tierwise.gateway.shape import (
+    CacheProfile,
+    RequestShape,
+    analyse,
+    conversation_input,
+    strip_injected,
+)
+from tierwise.router import Router
 from tierwise.types import ClassifyInput
+
+SIMPLE_PROMPTS = (
+    "Convert to JSON: name=Ann",
+    "What is the capital of France?",
+    "Rename variable x to count in foo.py",
+)
+CC_HEADERS = {
+    "user-agent": "claude-cli/2.1.197 (external, cli)",
+    "x-claude-code-session-id": "5f0c3a52-0000-4000-8000-000000000001",
+}
+
+
+def bare(prompt: str) -> dict[str, Any]:
+    return {"model": "auto", "max_tokens": 1024, "messages": [{"role": "user", "content": prompt}]}
+
+
+def tool_loop(body: dict[str, Any], result: Any, *, is_error: bool = False) -> dict[str, Any]:
+    """``body`` one step further: the assistant used a tool, the client sends its result."""
+    out = copy.deepcopy(body)
+    n = len(out["messages"])
+    out["messages"].append(
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "look at the file", "signature": "sig" * 20},
+                {"type": "tool_use", "id": f"toolu_{n}", "name": "Read", "input": {"f": "x"}},
+            ],
+        }
+    )
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": f"toolu_{n}", "content": result}
+    if is_error:
+        block["is_error"] = True
+    out["messages"].append({"role": "user", "content": [block]})
+    return out
+
+
+@pytest.mark.parametrize("prompt", SIMPLE_PROMPTS)
+def test_the_same_words_give_the_same_classifier_input_bare_and_in_claude_code(
+    prompt: str,
+) -> None:
+    plain = analyse(bare(prompt)).classify_input
+    inside = analyse(claude_code_body(prompt), CC_HEADERS)
+    task = inside.classify_input
+    assert task.prompt == plain.prompt == prompt
+    assert task.system == plain.system == ""
+    assert task.tools == plain.tools == 0  # Claude Code's 24 tools are its envelope
+    assert task.turns == plain.turns == 1
+    assert task.attachments == 0
+    # the envelope is counted as such, not as the task's context
+    assert inside.agent == "claude-code"
+    assert inside.tools == inside.agent_tools == 24
+    assert inside.input_tokens > 17_000  # ~80 KB of body, as Claude Code sends
+    assert task.context_tokens is not None
+    assert task.context_tokens < 50
+    assert inside.input_tokens - inside.envelope_tokens == task.context_tokens
+
+
+@pytest.mark.parametrize("prompt", SIMPLE_PROMPTS)
+def test_the_real_classifier_gives_the_same_tier_bare_and_in_claude_code(prompt: str) -> None:
+    settings = config.load(environ={}, provider={"kind": "simulated"})
+    router = Router(settings)
+    alone = asyncio.run(router.decide(analyse(bare(prompt)).classify_input))
+    view = analyse(claude_code_body(prompt), CC_HEADERS).classify_input
+    inside = asyncio.run(router.decide(view))
+    assert inside.tier == alone.tier == "haiku", (alone.reason, inside.reason)
+
+
+def test_the_envelope_drowns_the_task_when_it_is_read_whole() -> None:
+    """Why this matters: the text the classifier used to read is mostly Claude Code's."""
+    body = claude_code_body("What is the capital of France?")
+    legacy_text = json.dumps(body["messages"][0]["content"])
+    assert "<system-reminder>" in legacy_text
+    assert analyse(body).classify_input.prompt == "What is the capital of France?"
+
+
+def test_a_known_agent_is_recognised_by_its_headers_when_its_prompt_is_new() -> None:
+    body = claude_code_body("hi")
+    body["system"] = [{"type": "text", "text": "A brand new system prompt."}]
+    shape = analyse(body, CC_HEADERS)
+    assert shape.agent == "claude-code"
+    assert shape.classify_input.tools == 0
+    # an unknown system prompt is the caller's, and stays visible to the classifier
+    assert shape.classify_input.system == "A brand new system prompt."
+    assert analyse(body).agent is None
+
+
+def test_injected_blocks_and_interruptions_are_not_the_users_words() -> None:
+    assert strip_injected("<system-reminder>\nx\n</system-reminder>\nFix it") == "Fix it"
+    assert strip_injected("Fix it <system-reminder>never closed") == "Fix it"
+    assert strip_injected("[Request interrupted by user for tool use]Stop") == "Stop"
+    assert strip_injected("<local-command-stdout>ok</local-command-stdout>") == ""
+    assert strip_injected("a <b>bold</b> word") == "a <b>bold</b> word"
+
+
+def test_turns_and_continuations() -> None:
+    first = claude_code_body("Fix the bug in app.py")
+    assert analyse(first).kind == "turn"
+    loop = tool_loop(first, "file contents")
+    shape = analyse(loop)
+    assert shape.kind == "continuation"
+    assert shape.classify_input.prompt == "Fix the bug in app.py"  # the turn's words
+    assert shape.turns == 1  # tool-loop plumbing is not a turn
+    assert shape.last_thinking
+
+    # a reminder next to the tool result changes nothing
+    with_reminder = copy.deepcopy(loop)
+    with_reminder["messages"][-1]["content"].append(
+        {"type": "text", "text": "<system-reminder>file changed</system-reminder>"}
+    )
+    assert analyse(with_reminder).kind == "continuation"
+
+    # the user typed while the loop ran: a new turn
+    typed = copy.deepcopy(loop)
+    typed["messages"][-1]["content"].append({"type": "text", "text": "use pathlib instead"})
+    assert analyse(typed).kind == "turn"
+    assert analyse(typed).classify_input.prompt == "use pathlib instead"
+
+    # only injected text from the client, mid-conversation: a continuation
+    resume = copy.deepcopy(loop)
+    resume["messages"].append({"role": "assistant", "content": [{"type": "text", "text": "…"}]})
+    resume["messages"].append(
+        {"role": "user", "content": "<system-reminder>Output token limit hit.</system-reminder>"}
+    )
+    assert analyse(resume).kind == "continuation"
+
+
+def test_pause_turn_and_prefill() -> None:
+    paused = bare("Search the web for tierwise")
+    paused["messages"].append(
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+            ],
+        }
+    )
+    assert analyse(paused).kind == "continuation"
+    prefill = bare("Answer in JSON: what is 2+2?")
+    prefill["messages"].append({"role": "assistant", "content": "{"})
+    assert analyse(prefill).kind == "turn"
+    assert analyse(prefill).classify_input.prompt == "Answer in JSON: what is 2+2?"
+
+
+def test_tool_errors_count_the_models_own_mistakes_for_an_agent() -> None:
+    body = claude_code_body("Fix the failing test")
+    failing_run = body
+    for _ in range(3):
+        failing_run = tool_loop(failing_run, "Exit code 1\nFAILED test_x", is_error=True)
+    assert analyse(failing_run).tool_errors == 0  # the environment answering
+    mistakes = body
+    for _ in range(3):
+        mistakes = tool_loop(
+            mistakes,
+            "<tool_use_error>String to replace not found in file.</tool_use_error>",
+            is_error=True,
+        )
+    assert analyse(mistakes).tool_errors == 3
+    assert analyse(tool_loop(mistakes, "ok")).tool_errors == 0
+    # any other client: every failed tool result counts
+    plain = bare("Fix the failing test")
+    for _ in range(2):
+        plain = tool_loop(plain, "Exit code 1", is_error=True)
+    assert analyse(plain).tool_errors == 2
+
+
+def test_claude_codes_breakpoints_and_prefix_fingerprints() -> None:
+    first = claude_code_body("Fix the bug in app.py")
+    shape = analyse(first)
+    bps = shape.cache.breakpoints
+    assert len(bps) == 3  # identity line, main prompt, newest message
+    assert [b.ttl_s for b in bps] == [300, 300, 300]
+    tools, system = 1, 3  # the tool list is one block
+    assert [b.index for b in bps] == [tools + 1, tools + 2, tools + system + 2]
+    assert bps[0].tokens < bps[1].tokens < bps[2].tokens <= shape.input_tokens
+    # the mid-conversation system message after the breakpoint is uncached input
+    assert shape.input_tokens - bps[2].tokens > 1_000
+
+    second = tool_loop(first, "x" * 4000)
+    second["messages"][0]["content"][-1].pop("cache_control")
+    second["messages"][-1]["content"][-1]["cache_control"] = {"type": "ephemeral", "ttl": "1h"}
+    later = analyse(second).cache
+    assert later.breakpoints[-1].ttl_s == 3600
+    # the first request's last breakpoint is a boundary of the second, same fingerprint
+    old = bps[2]
+    assert (old.index, old.tokens, old.fp) in later.boundaries
+
+
+def test_the_shape_record_holds_no_text_and_reads_back() -> None:
+    body = claude_code_body("Rename the secret_project_name variable in foo.py")
+    shape = analyse(tool_loop(body, "the secret contents of foo.py"))
+    record = shape.record()
+    text = json.dumps(record)
+    for secret in ("secret", "foo.py", "Rename", "Claude"):
+        assert secret not in text
+    back = RequestShape.from_record(json.loads(text))
+    assert back.kind == shape.kind
+    assert back.cache == shape.cache
+    assert back.input_tokens == shape.input_tokens
+    assert back.classify_input.prompt == ""
+    assert back.classify_input.context_tokens == shape.classify_input.context_tokens
+    with pytest.raises(ValueError, match="malformed"):
+        RequestShape.from_record({**record, "cache": {"total": 1}})
+    with pytest.raises(ValueError, match="v = 1"):
+        RequestShape.from_record({"kind": "turn"})
+    assert CacheProfile.from_json(record["cache"]) == shape.cache
+
+
+def test_title_request_shape() -> None:
+    shape = analyse(title_body("Fix the bug in app.py"))
+    assert shape.tools == 0
+    assert shape.output_format is not None
+    assert shape.output_format.properties == ("title",)
+    assert shape.output_format.flat
+    assert shape.instruction_chars < 400  # the wrapped prompt is data, not instruction
+
+
+def test_the_engine_view_keeps_the_whole_input_size() -> None:
+    body = claude_code_body("What is the capital of France?")
+    view = conversation_input(body)
+    assert view.prompt == "What is the capital of France?"
+    assert view.context_tokens == analyse(body).input_tokens
+    assert view.tools == 24
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"messages": None},
+        {"messages": "hi"},
+        {"messages": [None, 3, "x", {"role": "user"}]},
+        {"messages": [{"role": "user", "content": [None, {"type": "text"}, {"text": 3}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": 7}]}]},
+        {"system": 5, "tools": "x", "messages": []},
+        {"system": [None, {"type": "text", "text": None}], "tools": [None, 3]},
+        {"messages": [{"role": "user", "content": "x"}], "output_config": {"format": 3}},
+        {"output_config": {"format": {"type": "json_schema", "schema": {"properties": [1]}}}},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "a", "cache_control": "yes"}]}
+            ]
+        },
+        {"max_tokens": True, "thinking": "on", "tool_choice": 3, "metadata": []},
+    ],
+)
+def test_odd_bodies_never_raise(body: dict[str, Any]) -> None:
+    shape = analyse(body)
+    assert shape.input_tokens >= 0
+    json.dumps(shape.record())
+
 
 SIMPLE = "Translate 'good morning' into French."
 

@@ -326,10 +326,10 @@ def prices(
 
 def _register_areas() -> None:
     """Each area of the product adds its own commands (serve, report, keys, train, eval …)."""
-    from tierwise import cli_eval, cli_gateway, cli_ledger, cli_quality
+    from tierwise import cli_eval, cli_gateway, cli_ledger, cli_quality, cli_replay
 
     # cli_quality last: it adds --from-ledger to a `calibrate` another area registered
-    for area in (cli_gateway, cli_ledger, cli_eval, cli_quality):
+    for area in (cli_gateway, cli_ledger, cli_eval, cli_replay, cli_quality):
         area.register(app)
 
 

@@ -17,6 +17,7 @@ Environment variables (each overrides the file):
 ``TIERWISE_DB``                 ledger database URL (default: SQLite in the home)
 ``TIERWISE_REDIS_URL``          budget counters in Redis (several replicas); unset → in process
 ``TIERWISE_BUDGET_ON_EXCEEDED`` ``downgrade`` | ``refuse``: a key's budget cannot cover the tier
+``TIERWISE_SESSIONS_REDIS_URL`` session state in Redis (several replicas); unset → in process
 ``ANTHROPIC_API_KEY``           upstream key; without it ``auto`` means simulated
 ``ANTHROPIC_BASE_URL``          upstream base URL (a proxy, or the test fake)
 =============================== ===============================================
@@ -29,6 +30,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -162,6 +164,44 @@ class KeysConfig(_Strict):
     cache_ttl_s: float = Field(default=5.0, ge=0)
 
 
+class SessionsConfig(_Strict):
+    """Session routing (:mod:`tierwise.sessions`): agent- and prompt-cache-aware tiers.
+
+    ``max_threads``: conversation threads remembered in process (least recently used go
+    first). ``ttl_s``: how long an idle thread is remembered; extended to cover its longest
+    live prompt-cache entry (a 1-hour cache keeps its session for 1 hour + 5 minutes).
+    ``redis_url``: share session state between replicas; a Redis failure or a call slower
+    than ``redis_timeout_s`` routes that request per request (the reason is recorded), and
+    Redis is not tried again for ``redis_retry_after_s``.
+    ``tool_error_streak``: tool uses in a row that the model got wrong (for Claude Code, its
+    ``<tool_use_error>`` results; for other clients any failed tool result) that move a tool
+    loop one tier up. ``escalate_on_max_tokens``: a reply cut at the tier's own output limit
+    (below the request's ``max_tokens``) moves the next request to a tier with a higher one.
+    ``switch_min_saving_usd``: a cheaper tier is taken at a new turn only when the expected
+    saving exceeds the cache it throws away by at least this much.
+    ``horizon_turns``: at most how many turns a switch may take to pay for itself (a session
+    is expected to run as many more turns as it has run, capped here).
+    ``agent_requests_per_turn``: the prior for an agent's requests per turn (tool loops),
+    until the session has its own average. ``utility_tier``: where title / summary /
+    classification side requests go (default: the cheapest tier).
+    """
+
+    enabled: bool = True
+    max_threads: int = Field(default=10_000, ge=1, le=10_000_000)
+    ttl_s: float = Field(default=1_800.0, gt=0)
+    redis_url: str | None = None
+    redis_prefix: str = "tierwise:"
+    redis_timeout_s: float = Field(default=0.05, gt=0, le=5)
+    redis_retry_after_s: float = Field(default=5.0, ge=0)
+    tool_error_streak: int = Field(default=3, ge=1, le=100)
+    escalate_on_max_tokens: bool = True
+    switch_min_saving_usd: Decimal = Field(default=Decimal(0), ge=0)
+    horizon_turns: float = Field(default=4.0, ge=1, le=100)
+    agent_requests_per_turn: float = Field(default=10.0, ge=1, le=1_000)
+    utility_tier: str | None = None
+    utility_max_instruction_chars: int = Field(default=4_000, ge=0)
+
+
 def _default_tiers() -> list[TierConfig]:
     return [
         TierConfig(
@@ -199,6 +239,9 @@ class Settings(_Strict):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     keys: KeysConfig = Field(default_factory=KeysConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    # requested model id or glob → tier name or "auto" (tierwise.sessions.modelmap)
+    model_map: dict[str, str] = Field(default_factory=dict)
     home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
     prices_file: Path | None = None
 
@@ -211,6 +254,17 @@ class Settings(_Strict):
         if self.default_tier not in names:
             raise ValueError(
                 f"default_tier {self.default_tier!r} is not a configured tier ({', '.join(names)})"
+            )
+        for model, target in self.model_map.items():
+            if target != "auto" and target not in names:
+                raise ValueError(
+                    f"model_map[{model!r}] = {target!r} is neither 'auto' nor a configured "
+                    f"tier ({', '.join(names)})"
+                )
+        utility = self.sessions.utility_tier
+        if utility is not None and utility not in names:
+            raise ValueError(
+                f"sessions.utility_tier {utility!r} is not a configured tier ({', '.join(names)})"
             )
         return self
 
@@ -257,6 +311,7 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIERWISE_DB": ("ledger", "url"),
     "TIERWISE_REDIS_URL": ("budgets", "redis_url"),
     "TIERWISE_BUDGET_ON_EXCEEDED": ("budgets", "on_exceeded"),
+    "TIERWISE_SESSIONS_REDIS_URL": ("sessions", "redis_url"),
     "ANTHROPIC_API_KEY": ("provider", "api_key"),
     "ANTHROPIC_BASE_URL": ("provider", "base_url"),
 }

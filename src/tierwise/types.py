@@ -239,6 +239,11 @@ class LedgerEntry:
     usage_flags: tuple[str, ...] = ()  # why usage differs from what the upstream reported
     adapted: tuple[str, ...] = ()  # what tierwise changed in the body for the model
     stop_reason: str | None = None
+    # Session routing (tierwise.sessions): the session, the rule that chose the tier, and the
+    # request's shape without any text (sizes, cache breakpoints, counts).
+    session_id: str | None = None
+    session_rule: str | None = None
+    session_shape: dict[str, Any] | None = None
 
     @property
     def total_cost_usd(self) -> Decimal | None:

@@ -1,9 +1,66 @@
-"""What routing reads from a Messages request: the system prompt, the latest user turn, the
-conversation's shape, and a cheap estimate of its input size (for context-window escalation)."""
+"""What routing reads from a Messages request: the task, apart from the envelope it came in.
+
+One pass over a request body (:func:`analyse`) gives two views of it:
+
+* **The task** (:attr:`RequestShape.classify_input`), which is what the classifier scores: the
+  user's own words in the current turn, without the blocks a client injects into user turns
+  (``<system-reminder>`` and the like). The system prompt is included, minus a recognised
+  agent's own prompt (see :data:`AGENTS`). The shape features describe the task, not the
+  envelope:
+
+  - ``turns``: conversational turns. Tool-loop plumbing (assistant ``tool_use`` messages and
+    user messages that carry only ``tool_result`` blocks) is not counted, and neither are
+    ``role: "system"`` messages.
+  - ``tools``: the tools the caller defined. For a recognised agent (Claude Code), its tool set
+    is part of the envelope: the agent sends the same tools with every request whatever the
+    task, so their number says nothing about the task, and ``tools`` is 0.
+  - ``context_tokens``: the estimated input minus the recognised envelope (the agent's system
+    prompt, its tool definitions, injected blocks and ``role: "system"`` messages).
+
+  The same words therefore give the same :class:`~tierwise.types.ClassifyInput` text whether
+  they are sent bare or inside Claude Code's envelope.
+
+* **The envelope facts** (:class:`RequestShape`): the whole input's estimated size (used for
+  context-window checks and budget holds), tool counts, cache breakpoints with prefix
+  fingerprints, whether the request starts a turn or continues one, recent tool errors,
+  structured output. :meth:`RequestShape.record` holds these facts *without any text*. It is
+  what the ledger stores per request and what ``tierwise replay`` reads back.
+
+Token counts are estimates (about 4 characters per token, images ~1,600 tokens). Nothing in
+this module raises on an odd body shape; validation lives elsewhere.
+
+Turn kinds (:attr:`RequestShape.kind`):
+
+``turn``
+    The newest user message carries the user's own text (after injected blocks are removed),
+    possibly next to ``tool_result`` blocks (the user typed while a tool loop was running).
+    This is where a human decides something, so this request is classified.
+``continuation``
+    The newest user message carries only ``tool_result`` blocks (and injected text), or only
+    injected text in an ongoing conversation (a client's own "continue" note), or the
+    conversation ends with the assistant's paused turn (``pause_turn``: an assistant message
+    holding server-tool or thinking blocks). The tier already chosen for the turn is kept.
+
+Prefix fingerprints, for the prompt-cache simulation: blocks are counted in the API's prefix
+order (tools → system → messages; the tool list is one block unless a breakpoint sits inside
+it). The fingerprint of the prefix up to block *i* is a 64-bit digest (CRC-32 + Adler-32,
+stable across processes, as state is shared through Redis) of *i*, the estimated tokens up to
+*i*, and block *i*'s key: its type, its length, its first and last 64 characters, and ids and
+signatures where present. Session state keeps a separate cache simulation per conversation
+thread, and a thread only grows by appending, so this tells its prefixes apart. An edit earlier
+in the conversation changes the size at every later block. Only the boundaries a cache hit
+can be found at (each breakpoint and the ``LOOKBACK_BLOCKS`` before it) are fingerprinted, so
+a request costs a few microseconds per block plus a constant, not a hash of its whole body.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import orjson
 
@@ -11,8 +68,250 @@ from tierwise.types import ClassifyInput
 
 _IMAGE_TOKENS = 1_600  # a large image is about 1,600 tokens; smaller ones cost less
 _ATTACHMENTS = frozenset({"image", "document"})
+LOOKBACK_BLOCKS = 20  # the API looks for cache hits up to ~20 blocks before a breakpoint
+DEFAULT_TTL_S = 300
+_TTLS = {"5m": 300, "1h": 3600}
+
+# Blocks a client injects into user turns; never the user's own words.
+INJECTED_TAGS = (
+    "system-reminder",
+    "local-command-caveat",
+    "local-command-stdout",
+    "local-command-stderr",
+)
+_INJECTED = re.compile(
+    r"<(" + "|".join(INJECTED_TAGS) + r")>.*?(?:</\1>|\Z)",
+    re.DOTALL,
+)
+_INTERRUPTED = re.compile(r"\[Request interrupted by user(?: for tool use)?\]")
+# Data wrapped in a tag (e.g. Claude Code's <session>…</session> around the first prompt of a
+# title request) is material the instruction works on, not the instruction.
+_WRAPPED = re.compile(r"<([A-Za-z][\w-]{0,40})>.{200,}?</\1>", re.DOTALL)
 
 
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A client whose envelope tierwise recognises.
+
+    ``system_prefixes``: system blocks starting with one of these are the agent's own prompt
+    (leading whitespace ignored). ``user_agents`` / ``headers`` / ``betas``: request headers
+    that identify the agent. The agent is recognised by its system prompt, else by those
+    headers (then only system blocks with a known opening count as its prompt).
+    """
+
+    name: str
+    system_prefixes: tuple[str, ...]
+    user_agents: tuple[str, ...] = ()
+    headers: tuple[str, ...] = ()
+    betas: tuple[str, ...] = ()
+
+
+AGENTS: tuple[Agent, ...] = (
+    Agent(
+        name="claude-code",
+        system_prefixes=(
+            "x-anthropic-billing-header:",
+            "You are Claude Code, Anthropic's official CLI for Claude",
+            "You are a Claude agent, built on Anthropic's Claude Agent SDK",
+            "You are an interactive agent that helps users with software engineering tasks",
+            "You are an interactive CLI tool that helps users",
+            "You are an agent for Claude Code",
+        ),
+        user_agents=("claude-cli/",),
+        headers=("x-claude-code-session-id",),
+        betas=("claude-code-20250219",),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Breakpoint:
+    """A ``cache_control`` marker: after block ``index`` (0-based, prefix order), at
+    ``tokens`` cumulative input tokens, with its TTL and the prefix's fingerprint."""
+
+    index: int
+    tokens: int
+    ttl_s: int
+    fp: str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheProfile:
+    """What a prompt-cache simulation needs of a request, and nothing else.
+
+    ``boundaries``: ``(index, tokens, fingerprint)`` of every block boundary where a cache
+    hit can be found: each breakpoint, and each message end within the ``LOOKBACK_BLOCKS``
+    boundaries before a breakpoint (where earlier requests' breakpoints were).
+    """
+
+    total_tokens: int
+    blocks: int
+    breakpoints: tuple[Breakpoint, ...]
+    boundaries: tuple[tuple[int, int, str], ...]
+
+    def scaled(self, factor: float) -> CacheProfile:
+        """The same profile with token counts multiplied by ``factor`` (a calibration)."""
+        if factor == 1.0:
+            return self
+        return CacheProfile(
+            total_tokens=round(self.total_tokens * factor),
+            blocks=self.blocks,
+            breakpoints=tuple(
+                Breakpoint(b.index, round(b.tokens * factor), b.ttl_s, b.fp)
+                for b in self.breakpoints
+            ),
+            boundaries=tuple((i, round(t * factor), f) for i, t, f in self.boundaries),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total_tokens,
+            "blocks": self.blocks,
+            "bp": [[b.index, b.tokens, b.ttl_s, b.fp] for b in self.breakpoints],
+            "lb": [list(x) for x in self.boundaries],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> CacheProfile:
+        """The inverse of :meth:`as_json`; raises ValueError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("cache profile must be an object")
+        try:
+            bps = tuple(
+                Breakpoint(int(i), int(t), int(ttl), str(fp)) for i, t, ttl, fp in data["bp"]
+            )
+            lbs = tuple((int(i), int(t), str(fp)) for i, t, fp in data["lb"])
+            return cls(int(data["total"]), int(data["blocks"]), bps, lbs)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"cache profile is malformed: {exc!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """A structured-output request (``output_config.format``), described without text."""
+
+    kind: str  # "json_schema" | other format type
+    properties: tuple[str, ...]  # top-level property names
+    flat: bool  # every property is a scalar or an enum (no nested objects / arrays of them)
+    enums: int  # properties restricted to an enum or booleans
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """The facts of one request. ``classify_input`` carries text; :meth:`record` never does."""
+
+    kind: Literal["turn", "continuation"]
+    agent: str | None
+    classify_input: ClassifyInput = field(repr=False)
+    input_tokens: int  # the whole input, estimated
+    envelope_tokens: int  # the recognised envelope's part of it
+    messages: int
+    human_turns: int  # user messages carrying the user's own text
+    turns: int  # conversational turns (tool-loop plumbing excluded)
+    tools: int  # every tool definition sent
+    agent_tools: int  # those that belong to a recognised agent's envelope
+    attachments: int
+    max_tokens: int
+    stream: bool
+    thinking: str | None  # the request's thinking type, if any
+    effort: str | None
+    forced_tool: bool  # tool_choice any/tool
+    output_format: OutputFormat | None
+    tool_errors: int  # tool uses the model got wrong, in a row, at the end (see _model_failure)
+    last_thinking: bool  # the latest assistant message holds thinking blocks
+    instruction_chars: int  # the user's own text + caller's system text, wrapped data excluded
+    cache: CacheProfile
+    stable_fp: str  # fingerprint of the stable prefix: system + tool names + first user turn
+    thread_fp: str  # fingerprint of the conversation's start (first user turn + system head)
+
+    def record(self) -> dict[str, Any]:
+        """The text-free facts, as JSON-ready values (the ledger's ``session_shape``)."""
+        fmt = self.output_format
+        return {
+            "v": 1,
+            "kind": self.kind,
+            "agent": self.agent,
+            "input_tokens": self.input_tokens,
+            "envelope_tokens": self.envelope_tokens,
+            "task_tokens": self.classify_input.context_tokens,
+            "messages": self.messages,
+            "human_turns": self.human_turns,
+            "turns": self.turns,
+            "tools": self.tools,
+            "agent_tools": self.agent_tools,
+            "attachments": self.attachments,
+            "max_tokens": self.max_tokens,
+            "stream": self.stream,
+            "thinking": self.thinking,
+            "effort": self.effort,
+            "forced_tool": self.forced_tool,
+            "format": None
+            if fmt is None
+            else {
+                "kind": fmt.kind[:40],
+                "props": [p[:40] for p in fmt.properties[:8]],
+                "flat": fmt.flat,
+                "enums": fmt.enums,
+            },
+            "tool_errors": self.tool_errors,
+            "last_thinking": self.last_thinking,
+            "instruction_chars": self.instruction_chars,
+            "cache": self.cache.as_json(),
+            "thread": self.thread_fp,
+        }
+
+    @classmethod
+    def from_record(cls, data: Any) -> RequestShape:
+        """A shape read back from :meth:`record` (the ledger): no text, so its
+        ``classify_input`` has an empty prompt. Raises ValueError naming what is wrong."""
+        if not isinstance(data, dict) or data.get("v") != 1:
+            raise ValueError("session shape must be an object with v = 1")
+        try:
+            fmt = data.get("format")
+            task_tokens = int(data.get("task_tokens") or 0)
+            return cls(
+                kind="continuation" if data["kind"] == "continuation" else "turn",
+                agent=data.get("agent"),
+                classify_input=ClassifyInput(
+                    prompt="",
+                    turns=int(data["turns"]),
+                    tools=0 if data.get("agent") else int(data["tools"]),
+                    attachments=int(data.get("attachments", 0)),
+                    context_tokens=task_tokens,
+                ),
+                input_tokens=int(data["input_tokens"]),
+                envelope_tokens=int(data.get("envelope_tokens", 0)),
+                messages=int(data.get("messages", 0)),
+                human_turns=int(data.get("human_turns", 0)),
+                turns=int(data["turns"]),
+                tools=int(data["tools"]),
+                agent_tools=int(data.get("agent_tools", 0)),
+                attachments=int(data.get("attachments", 0)),
+                max_tokens=int(data.get("max_tokens", 0)),
+                stream=bool(data.get("stream")),
+                thinking=data.get("thinking"),
+                effort=data.get("effort"),
+                forced_tool=bool(data.get("forced_tool")),
+                output_format=None
+                if not isinstance(fmt, dict)
+                else OutputFormat(
+                    kind=str(fmt.get("kind", "")),
+                    properties=tuple(str(p) for p in fmt.get("props") or ()),
+                    flat=bool(fmt.get("flat")),
+                    enums=int(fmt.get("enums", 0)),
+                ),
+                tool_errors=int(data.get("tool_errors", 0)),
+                last_thinking=bool(data.get("last_thinking")),
+                instruction_chars=int(data.get("instruction_chars", 0)),
+                cache=CacheProfile.from_json(data["cache"]),
+                stable_fp=str(data.get("thread", "")),
+                thread_fp=str(data.get("thread", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"session shape is malformed: {exc!r}") from exc
+
+
+# -- text helpers ---------------------------------------------------------------------------
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -27,6 +326,39 @@ def system_text(system: Any) -> str:
     return _text(system)
 
 
+def strip_injected(text: str) -> str:
+    """``text`` without injected blocks (``<system-reminder>…</system-reminder>`` and the
+    like, an unterminated one up to the end) and interruption markers, trimmed."""
+    if "<" in text:
+        text = _INJECTED.sub("", text)
+    if "[Request interrupted" in text:
+        text = _INTERRUPTED.sub("", text)
+    return text.strip()
+
+
+def own_text(content: Any) -> str:
+    """The user's own words in one message's content (text blocks only, injected removed)."""
+    if isinstance(content, str):
+        return strip_injected(content)
+    if not isinstance(content, list):
+        return ""
+    parts = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                stripped = strip_injected(text)
+                if stripped:
+                    parts.append(stripped)
+    return "\n".join(parts)
+
+
+def _is_injected_block(text: str) -> bool:
+    head = text.lstrip()[:40]
+    return any(head.startswith(f"<{tag}>") for tag in INJECTED_TAGS)
+
+
+# -- tokens ---------------------------------------------------------------------------------
 def _document_tokens(block: dict[str, Any]) -> int:
     source = block.get("source")
     if not isinstance(source, dict):
@@ -38,57 +370,30 @@ def _document_tokens(block: dict[str, Any]) -> int:
     return len(data) // 2 if source.get("type") == "base64" else len(data) // 4
 
 
+def _str_tokens(value: Any) -> int:
+    return len(value) // 4 if isinstance(value, str) else 0
+
+
+def _result_tokens(block: dict[str, Any], depth: int) -> tuple[int, int]:
+    inner = block.get("content")
+    if not isinstance(inner, list):
+        return len(str(inner or "")) // 4, 0
+    pairs = [_block_tokens(b, depth + 1) for b in inner]
+    return sum(t for t, _ in pairs), sum(a for _, a in pairs)
+
+
 def _block_tokens(block: Any, depth: int = 0) -> tuple[int, int]:
     """(tokens, attachments) of one content block, roughly (nesting looked into 4 deep)."""
     if not isinstance(block, dict) or depth > 4:
         return 0, 0
     kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
-        return (len(text) // 4 if isinstance(text, str) else 0), 0
     if kind in _ATTACHMENTS:
         return (_IMAGE_TOKENS if kind == "image" else _document_tokens(block)), 1
     if kind == "tool_result":
-        inner = block.get("content")
-        if not isinstance(inner, list):
-            return len(str(inner or "")) // 4, 0
-        pairs = [_block_tokens(b, depth + 1) for b in inner]
-        return sum(t for t, _ in pairs), sum(a for _, a in pairs)
+        return _result_tokens(block, depth)
+    if kind in ("text", "thinking"):
+        return _str_tokens(block.get(kind)), 0
     return _json_tokens(block), 0
-
-
-def conversation_input(body: dict[str, Any]) -> ClassifyInput:
-    """The classifier's view of a Messages request (never raises on odd shapes)."""
-    messages = body.get("messages") or []
-    latest = ""
-    tokens = 0
-    attachments = 0
-    for message in messages:
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            tokens += len(content) // 4
-        elif isinstance(content, list):
-            for block in content:
-                t, a = _block_tokens(block)
-                tokens += t
-                attachments += a
-        if message.get("role") == "user":
-            text = _text(content)
-            if text.strip():
-                latest = text
-    system = system_text(body.get("system"))
-    tools = body.get("tools") or []
-    tokens += len(system) // 4 + _json_tokens(tools)
-    return ClassifyInput(
-        prompt=latest,
-        system=system,
-        turns=len(messages),
-        tools=len(tools) if isinstance(tools, list) else 0,
-        attachments=attachments,
-        context_tokens=tokens + 4 * len(messages),
-    )
 
 
 def _json_tokens(value: Any) -> int:
@@ -100,6 +405,495 @@ def _json_tokens(value: Any) -> int:
         return len(orjson.dumps(value)) // 4
     except orjson.JSONEncodeError:
         return 0
+
+
+# -- fingerprints ---------------------------------------------------------------------------
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def _ends(text: str) -> bytes:
+    if len(text) <= 128:
+        return text.encode(errors="replace")
+    return b"%d:" % len(text) + (text[:64] + "\x00" + text[-64:]).encode(errors="replace")
+
+
+def _result_key(block: dict[str, Any], depth: int) -> bytes:
+    inner = block.get("content")
+    head = f"r{block.get('tool_use_id', '')}:{bool(block.get('is_error'))}:".encode()
+    if isinstance(inner, list):
+        return head + b"|".join(_block_key(b, depth + 1) for b in inner[:64])
+    return head + _ends(str(inner or ""))
+
+
+def _use_key(block: dict[str, Any], depth: int) -> bytes:
+    name = f"u{block.get('id', '')}:{block.get('name', '')}".encode()
+    return name + _ends(_dumps(block.get("input")))
+
+
+def _thinking_key(block: dict[str, Any], depth: int) -> bytes:
+    sig = block.get("signature")
+    thought = block.get("thinking")
+    return b"k" + _ends(sig if isinstance(sig, str) else "") + _ends(str(thought or ""))
+
+
+def _text_key(block: dict[str, Any], depth: int) -> bytes:
+    text = block.get("text")
+    return b"t" + _ends(text if isinstance(text, str) else "")
+
+
+def _attachment_key(block: dict[str, Any], depth: int) -> bytes:
+    source = block.get("source")
+    data = source.get("data") if isinstance(source, dict) else None
+    return str(block.get("type")).encode() + _ends(
+        data if isinstance(data, str) else _dumps(source)
+    )
+
+
+_KEYS: dict[str, Callable[[dict[str, Any], int], bytes]] = {
+    "text": _text_key,
+    "tool_result": _result_key,
+    "tool_use": _use_key,
+    "server_tool_use": _use_key,
+    "thinking": _thinking_key,
+    "redacted_thinking": lambda b, _: b"d" + _ends(str(b.get("data") or "")),
+    "image": _attachment_key,
+    "document": _attachment_key,
+}
+
+
+def _block_key(block: Any, depth: int = 0) -> bytes:
+    """A cheap digest input for one content block (see the module docstring)."""
+    if isinstance(block, str):
+        return b"s" + _ends(block)
+    if not isinstance(block, dict) or depth > 4:
+        return b"?"
+    keyer = _KEYS.get(str(block.get("type", "")))
+    return keyer(block, depth) if keyer else b"j" + _ends(_dumps(block))
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return ""
+
+
+def _ttl(block: Any) -> int | None:
+    """The TTL (seconds) of a block's ``cache_control``, or None when it has none."""
+    if not isinstance(block, dict):
+        return None
+    control = block.get("cache_control")
+    if not isinstance(control, dict):
+        return None
+    return _TTLS.get(str(control.get("ttl", "5m")), DEFAULT_TTL_S)
+
+
+# -- the analysis ---------------------------------------------------------------------------
+def _agent_for(system_blocks: list[str], headers: Any) -> Agent | None:
+    """The agent whose own system prompt opens the request, else the one its headers name
+    (then only system blocks with the agent's known openings are treated as its prompt)."""
+    for agent in AGENTS:
+        if any(b.lstrip().startswith(p) for b in system_blocks[:4] for p in agent.system_prefixes):
+            return agent
+    named = recognised_by_headers(headers)
+    return next((a for a in AGENTS if a.name == named), None)
+
+
+def _header(headers: Any, name: str) -> str:
+    if headers is None:
+        return ""
+    try:
+        value = headers.get(name)
+    except AttributeError:
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def recognised_by_headers(headers: Any) -> str | None:
+    """The agent a request's headers name (user agent, session header, beta), if any."""
+    if headers is None:
+        return None
+    ua = _header(headers, "user-agent")
+    betas = _header(headers, "anthropic-beta")
+    for agent in AGENTS:
+        if any(ua.startswith(p) for p in agent.user_agents):
+            return agent.name
+        if any(_header(headers, h) for h in agent.headers):
+            return agent.name
+        if any(b in betas for b in agent.betas):
+            return agent.name
+    return None
+
+
+def _output_format(body: dict[str, Any]) -> OutputFormat | None:
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    kind = str(fmt.get("type", ""))
+    schema = fmt.get("schema")
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return OutputFormat(kind=kind, properties=(), flat=True, enums=0)
+    flat, enums = True, 0
+    for spec in props.values():
+        if not isinstance(spec, dict):
+            continue
+        ptype = spec.get("type")
+        if "enum" in spec or ptype == "boolean":
+            enums += 1
+        if ptype == "object" or (
+            ptype == "array"
+            and isinstance(spec.get("items"), dict)
+            and spec["items"].get("type") in ("object", "array")
+        ):
+            flat = False
+    return OutputFormat(
+        kind=kind, properties=tuple(str(k) for k in props)[:64], flat=flat, enums=enums
+    )
+
+
+def _instruction_chars(text: str) -> int:
+    if len(text) >= 200 and "<" in text:
+        text = _WRAPPED.sub("", text)
+    return len(text.strip())
+
+
+class _Walk:
+    """One pass over a request's blocks in prefix order (tools → system → messages)."""
+
+    def __init__(self, agent: Agent | None) -> None:
+        self.agent = agent
+        self.tokens = 0
+        self.index = -1
+        self.keys: list[tuple[bytes, Any]] = []  # (tag, block): fingerprinted on demand
+        self.cums: list[int] = []
+        self.bps: list[tuple[int, int, int]] = []  # (index, tokens, ttl)
+        self.envelope = 0
+        self.attachments = 0
+        self.turns = 0
+        self.human_turns = 0
+        self.first_own = ""
+        self.last_own = ""
+        self.kept_system: list[str] = []
+        self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
+        self.message_ends: list[int] = []  # index of each message's last block
+
+    def _step(self, tokens: int, tag: bytes, block: Any) -> None:
+        self.index += 1
+        self.tokens += tokens
+        self.keys.append((tag, block))
+        self.cums.append(self.tokens)
+        if isinstance(block, dict) and "cache_control" in block:
+            ttl = _ttl(block)
+            if ttl is not None:
+                self.bps.append((self.index, self.tokens, ttl))
+
+    def fingerprint(self, i: int) -> str:
+        """The prefix up to block ``i``: its position, its size and block ``i``'s key."""
+        tag, block = self.keys[i]
+        key = tag if tag.startswith(b"T") else tag + _block_key(block)
+        data = b"%d:%d:" % (i, self.cums[i]) + key
+        return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
+
+    def tools(self, tools: list[Any]) -> None:
+        """Tool definitions: one block for the whole list (what is cached with them), unless
+        a breakpoint sits on a tool before the last one."""
+        if not tools:
+            return
+        marked = [i for i, tool in enumerate(tools) if _ttl(tool) is not None]
+        groups = [tools] if not marked or marked == [len(tools) - 1] else [[t] for t in tools]
+        for group in groups:
+            try:
+                raw = orjson.dumps(group)
+            except orjson.JSONEncodeError:
+                raw = b""
+            t = len(raw) // 4
+            if self.agent is not None:
+                self.envelope += t
+            self._step(t, b"T%d:" % len(raw) + raw[:64] + b"\x00" + raw[-64:], group[-1])
+
+    def system(self, blocks: list[Any], texts: list[str | None]) -> None:
+        prefixes = self.agent.system_prefixes if self.agent is not None else ()
+        for block, text in zip(blocks, texts, strict=True):
+            t = len(text) // 4 if isinstance(text, str) else _json_tokens(block)
+            if isinstance(text, str) and any(text.lstrip().startswith(p) for p in prefixes):
+                self.envelope += t
+            elif isinstance(text, str):
+                stripped = strip_injected(text)
+                if stripped:
+                    self.kept_system.append(stripped)
+                self.envelope += t - len(stripped) // 4
+            self._step(t, b"S", block)
+
+    def _content_block(self, block: Any, system_role: bool) -> tuple[int, str]:
+        """(tokens, kind) of one message block; injected text counts as envelope."""
+        if isinstance(block, str):
+            t = len(block) // 4
+            if system_role or (block[:1] in ("<", " ", "\n") and _is_injected_block(block)):
+                self.envelope += t
+            return t, "text"
+        if not isinstance(block, dict):
+            return 0, "?"
+        kind = block.get("type")
+        if kind == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                return 0, "text"
+            t = len(text) // 4
+            if system_role or (text[:1] in ("<", " ", "\n") and _is_injected_block(text)):
+                self.envelope += t
+            return t, "text"
+        if kind == "tool_result":
+            t, a = _result_tokens(block, 0)
+        else:
+            t, a = _block_tokens(block)
+        self.attachments += a
+        return t, str(kind)
+
+    def message(self, message: dict[str, Any]) -> None:
+        role = message.get("role")
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [content]
+        kinds: set[str] = set()
+        tag = str(role or "?").encode()[:1]
+        system_role = role == "system"
+        for block in blocks:
+            t, kind = self._content_block(block, system_role)
+            kinds.add(kind)
+            self._step(t, tag, block)
+        self.message_ends.append(self.index)
+        self.tokens += 4  # per-message framing
+        if system_role:
+            return
+        self.conversation.append((str(role), content))
+        if role == "user":
+            words = own_text(content) if "text" in kinds else ""
+            if words:
+                self.human_turns += 1
+                self.last_own = words
+                self.first_own = self.first_own or words
+                self.turns += 1
+            elif "tool_result" not in kinds:
+                self.turns += 1  # an empty or attachment-only user turn
+        elif role == "assistant" and "tool_use" not in kinds:
+            self.turns += 1
+
+
+def _system_blocks(system: Any) -> tuple[list[Any], list[str | None]]:
+    if isinstance(system, str):
+        blocks: list[Any] = [system] if system else []
+    elif isinstance(system, list):
+        blocks = system
+    else:
+        blocks = []
+    texts = [
+        b if isinstance(b, str) else (b.get("text") if isinstance(b, dict) else None)
+        for b in blocks
+    ]
+    return blocks, [t if isinstance(t, str) else None for t in texts]
+
+
+def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
+    """Both views of a Messages request body (never raises on odd shapes)."""
+    messages_raw = body.get("messages")
+    messages = messages_raw if isinstance(messages_raw, list) else []
+    tools_raw = body.get("tools")
+    tools = tools_raw if isinstance(tools_raw, list) else []
+    system_blocks, system_texts = _system_blocks(body.get("system"))
+    system_strs = [t for t in system_texts if t is not None]
+    agent = _agent_for(system_strs, headers)
+
+    walk = _Walk(agent)
+    walk.tools(tools)
+    walk.system(system_blocks, system_texts)
+    for message in messages:
+        if isinstance(message, dict):
+            walk.message(message)
+
+    kind, tool_errors, last_thinking = _turn_kind(walk.conversation, agent is not None)
+    system_kept = "\n".join(walk.kept_system)
+    total = walk.tokens
+    classify = ClassifyInput(
+        prompt=walk.last_own,
+        system=system_kept,
+        turns=max(walk.turns, 1),
+        tools=0 if agent is not None else len(tools),
+        attachments=walk.attachments,
+        context_tokens=max(0, total - walk.envelope),
+    )
+    latest = walk.conversation[-1] if walk.conversation else ("", None)
+    own_latest = own_text(latest[1]) if latest[0] == "user" else ""
+    instruction = _instruction_chars(own_latest or walk.last_own) + len(system_kept)
+    tool_names = [str(t.get("name") or "") if isinstance(t, dict) else "" for t in tools]
+    stable = _digest(
+        "\x00".join(system_strs).encode(errors="replace")
+        + b"\x01"
+        + "\x00".join(tool_names).encode(errors="replace")
+        + b"\x01"
+        + walk.first_own.encode(errors="replace")
+    ).hex()
+    head = next((s for s in system_strs if not s.startswith("x-anthropic-billing-header")), "")
+    thread = _digest(_ends(head) + b"\x01" + walk.first_own.encode(errors="replace")).hex()
+    return RequestShape(
+        kind=kind,
+        agent=agent.name if agent else None,
+        classify_input=classify,
+        input_tokens=total,
+        envelope_tokens=min(walk.envelope, total),
+        messages=len(messages),
+        human_turns=walk.human_turns,
+        turns=classify.turns,
+        tools=len(tools),
+        agent_tools=len(tools) if agent is not None else 0,
+        attachments=walk.attachments,
+        max_tokens=_positive_int(body.get("max_tokens")),
+        stream=bool(body.get("stream")),
+        thinking=_field(body.get("thinking"), "type"),
+        effort=_field(body.get("output_config"), "effort"),
+        forced_tool=_field(body.get("tool_choice"), "type") in ("any", "tool"),
+        output_format=_output_format(body),
+        tool_errors=tool_errors,
+        last_thinking=last_thinking,
+        instruction_chars=instruction,
+        cache=_profile(walk),
+        stable_fp=stable,
+        thread_fp=thread,
+    )
+
+
+def _positive_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _field(obj: Any, name: str) -> str | None:
+    value = obj.get(name) if isinstance(obj, dict) else None
+    return str(value) if value else None
+
+
+def _last_thinking(conversation: list[tuple[str, Any]]) -> bool:
+    for role, content in reversed(conversation):
+        if role == "assistant":
+            return isinstance(content, list) and any(
+                isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking")
+                for b in content
+            )
+    return False
+
+
+TOOL_USE_ERROR = "<tool_use_error>"
+
+
+def _model_failure(block: dict[str, Any], agent: bool) -> bool:
+    """A failed tool result that says the model used the tool wrongly.
+
+    Claude Code wraps those in ``<tool_use_error>`` (invalid input, an edit whose text is not
+    in the file …). A command that ran and failed (a test run with exit code 1) is the
+    environment answering, not the model failing, so for a recognised agent only the former
+    count. For other clients every ``is_error`` result counts.
+    """
+    if not block.get("is_error"):
+        return False
+    if not agent:
+        return True
+    inner = block.get("content")
+    if isinstance(inner, list):
+        inner = " ".join(str(b.get("text") or "") for b in inner[:8] if isinstance(b, dict))
+    return TOOL_USE_ERROR in str(inner or "")[:400]
+
+
+def _tool_errors(conversation: list[tuple[str, Any]], agent: bool) -> int:
+    """Tool results in a row, at the end of the current tool loop, where the model used a
+    tool wrongly (:func:`_model_failure`)."""
+    errors = 0
+    for role, content in reversed(conversation):
+        if role != "user" or not isinstance(content, list):
+            continue
+        if own_text(content):
+            break
+        failed = [
+            _model_failure(b, agent)
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "tool_result"
+        ]
+        trailing = len(failed) - next(
+            (i + 1 for i in range(len(failed) - 1, -1, -1) if not failed[i]), 0
+        )
+        errors += trailing
+        if trailing < len(failed):
+            break
+    return errors
+
+
+def _turn_kind(
+    conversation: list[tuple[str, Any]], agent: bool = False
+) -> tuple[Literal["turn", "continuation"], int, bool]:
+    """(kind, consecutive failed tool uses at the end, latest assistant has thinking)."""
+    return _kind(conversation), _tool_errors(conversation, agent), _last_thinking(conversation)
+
+
+def _kind(conversation: list[tuple[str, Any]]) -> Literal["turn", "continuation"]:
+    if not conversation:
+        return "turn"
+    role, content = conversation[-1]
+    if role == "assistant":
+        blocks = content if isinstance(content, list) else []
+        if any(isinstance(b, dict) and b.get("type") != "text" for b in blocks):
+            return "continuation"  # a paused turn (pause_turn) sent back to continue
+        # A text-only assistant message is a prefill: the turn is the user's message before it.
+        content = next((c for r, c in reversed(conversation[:-1]) if r == "user"), None)
+        if content is None:
+            return "turn"
+    if own_text(content):
+        return "turn"
+    blocks = content if isinstance(content, list) else [content]
+    if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks):
+        return "continuation"
+    # Only injected text (e.g. a "resume after max_tokens" reminder) inside an ongoing
+    # conversation: the client speaks, not the user.
+    injected = any(
+        _is_injected_block(b if isinstance(b, str) else str(b.get("text") or ""))
+        for b in blocks
+        if isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text")
+    )
+    ongoing = any(r == "assistant" for r, _ in conversation[:-1])
+    return "continuation" if injected and ongoing else "turn"
+
+
+def _profile(walk: _Walk) -> CacheProfile:
+    """Breakpoints, and the boundaries a cache hit can be found at: earlier requests wrote
+    their entries at their own breakpoints, which are this request's breakpoints or the end
+    of an earlier message, so only those inside a breakpoint's lookback window are kept."""
+    candidates = {i for i, _, _ in walk.bps}
+    candidates.update(walk.message_ends)
+    seen = {
+        j
+        for i, _, _ in walk.bps
+        for j in range(max(0, i - LOOKBACK_BLOCKS), i + 1)
+        if j in candidates
+    }
+    fps = {i: walk.fingerprint(i) for i in seen}
+    breakpoints = tuple(Breakpoint(i, t, ttl, fps[i]) for i, t, ttl in walk.bps)
+    boundaries = tuple((i, walk.cums[i], fps[i]) for i in sorted(seen))
+    return CacheProfile(walk.tokens, walk.index + 1, breakpoints, boundaries)
+
+
+def conversation_input(body: dict[str, Any]) -> ClassifyInput:
+    """The per-request view the gateway engine uses today: the task's text (envelope text
+    stripped, see :func:`analyse`), with the *whole* input's size in ``context_tokens`` (the
+    engine also uses it for context-window escalation and budget holds) and every tool counted.
+    """
+    shape = analyse(body)
+    task = shape.classify_input
+    return ClassifyInput(
+        prompt=task.prompt,
+        system=task.system,
+        turns=shape.messages,
+        tools=shape.tools,
+        attachments=task.attachments,
+        context_tokens=shape.input_tokens,
+    )
 
 
 def has_unthought_tool_use(body: dict[str, Any]) -> bool:

@@ -140,6 +140,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE requests ADD COLUMN stop_reason TEXT",
         ),
     ),
+    Migration(
+        8,
+        "sessions",
+        (
+            # Session routing: the session id, the rule that chose the tier, and the request's
+            # shape as JSON without any text (tierwise.gateway.shape.RequestShape.record), which
+            # `tierwise replay --from-ledger` reads back.
+            "ALTER TABLE requests ADD COLUMN session_id TEXT",
+            "ALTER TABLE requests ADD COLUMN session_rule TEXT",
+            "ALTER TABLE requests ADD COLUMN session_shape TEXT",
+            "CREATE INDEX requests_session_ts ON requests (session_id, ts)",
+        ),
+    ),
 )
 
 

@@ -58,6 +58,9 @@ COLUMNS: tuple[str, ...] = (
     "usage_flags",
     "adapted",
     "stop_reason",
+    "session_id",
+    "session_rule",
+    "session_shape",
 )
 _USAGE = (
     "input_tokens",
@@ -204,6 +207,11 @@ class LedgerStore:
             json.dumps(list(e.usage_flags), ensure_ascii=False),
             json.dumps(list(e.adapted), ensure_ascii=False),
             e.stop_reason,
+            e.session_id,
+            e.session_rule,
+            None
+            if e.session_shape is None
+            else json.dumps(e.session_shape, sort_keys=True, separators=(",", ":")),
         )
 
     def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> None:
@@ -257,6 +265,9 @@ class LedgerStore:
             usage_flags=tuple(json.loads(v["usage_flags"])),
             adapted=tuple(json.loads(v["adapted"])),
             stop_reason=v["stop_reason"],
+            session_id=v["session_id"],
+            session_rule=v["session_rule"],
+            session_shape=None if v["session_shape"] is None else json.loads(v["session_shape"]),
         )
 
     def _window(
@@ -287,6 +298,22 @@ class LedgerStore:
         sql = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE {where} ORDER BY ts, request_id"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        return [self.from_row(r) for r in self.db.query(sql, params)]
+
+    def session_rows(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 1_000_000,
+    ) -> list[LedgerEntry]:
+        """Answered rows that recorded a session shape, oldest first (``tierwise replay``)."""
+        where, params = self._window(since, until)
+        sql = (
+            f"SELECT {', '.join(COLUMNS)} FROM requests "  # noqa: S608 - fixed column names
+            f"WHERE {where} AND session_shape IS NOT NULL AND status = 'ok' "
+            f"ORDER BY ts, request_id LIMIT {int(limit)}"
+        )
         return [self.from_row(r) for r in self.db.query(sql, params)]
 
     def count(self) -> int:

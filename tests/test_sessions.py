@@ -1,0 +1,595 @@
+"""Session routing: identity, state, the rules, the break-even, honest baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from tests.sessions_corpus import claude_code_body, title_body
+from tierwise import config
+from tierwise.errors import ConfigError, InputError
+from tierwise.gateway.shape import analyse
+from tierwise.policy import Policy
+from tierwise.pricing import PriceCatalogue
+from tierwise.router import Router
+from tierwise.sessions import (
+    RULES,
+    MemoryStore,
+    Outcome,
+    SessionRouter,
+    SessionVerdict,
+    StoreError,
+    ThreadState,
+)
+from tierwise.sessions.cachesim import CacheSim
+from tierwise.sessions.identity import SessionKey, clean_id, identify
+from tierwise.sessions.modelmap import resolve
+from tierwise.types import ClassifyInput, Decision, Usage
+
+SID = "5f0c3a52-0000-4000-8000-000000000001"
+
+
+def settings(**sessions: Any) -> config.Settings:
+    return config.load(environ={}, provider={"kind": "simulated"}, sessions=sessions)
+
+
+class Classifier:
+    """Answers with a scripted tier (or the real router), counting its calls."""
+
+    def __init__(self, s: config.Settings, tier: str | None = None) -> None:
+        self.tier = tier
+        self.calls: list[ClassifyInput] = []
+        self.policy = Policy(s, s.catalogue())
+        self.router = Router(s)
+
+    async def __call__(self, request: ClassifyInput) -> Decision:
+        self.calls.append(request)
+        if self.tier is None:
+            return await self.router.decide(request)
+        decision = self.policy.decide(None, force_tier=self.tier)
+        return Decision(**{**_fields(decision), "classifier": "scripted", "reason": "scripted"})
+
+
+def _fields(d: Decision) -> dict[str, Any]:
+    return {n: getattr(d, n) for n in d.__dataclass_fields__}
+
+
+def step(body: dict[str, Any], result: Any, *, is_error: bool = False) -> dict[str, Any]:
+    out = copy.deepcopy(body)
+    n = len(out["messages"])
+    out["messages"].append(
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": f"toolu_{n}", "name": "Read", "input": {}}],
+        }
+    )
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": f"toolu_{n}", "content": result}
+    if is_error:
+        block["is_error"] = True
+    out["messages"].append({"role": "user", "content": [block]})
+    _move_breakpoint(out)
+    return out
+
+
+def turn(body: dict[str, Any], words: str) -> dict[str, Any]:
+    out = copy.deepcopy(body)
+    out["messages"].append({"role": "assistant", "content": [{"type": "text", "text": "Done."}]})
+    out["messages"].append({"role": "user", "content": [{"type": "text", "text": words}]})
+    _move_breakpoint(out)
+    return out
+
+
+def _move_breakpoint(body: dict[str, Any]) -> None:
+    """Like Claude Code: one breakpoint on the newest message's last block."""
+    for message in body["messages"]:
+        if isinstance(message["content"], list):
+            for block in message["content"]:
+                block.pop("cache_control", None)
+    body["messages"][-1]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+
+
+class Upstream:
+    """Bills like the real API: a per-model prompt cache over the requests it serves."""
+
+    def __init__(self) -> None:
+        self.sim = CacheSim()
+
+    def usage(self, verdict: SessionVerdict, at: float, output: int = 400) -> Usage:
+        use = self.sim.request(verdict.model, verdict.shape.cache, at)
+        return use.usage(output)
+
+
+Flow = Callable[..., Awaitable[SessionVerdict]]
+
+
+def flow(router: SessionRouter, classify: Classifier, upstream: Upstream) -> Flow:
+    async def send(
+        body: dict[str, Any],
+        at: float,
+        *,
+        headers: dict[str, str] | None = None,
+        stop: str = "tool_use",
+        output: int = 400,
+        scope: str | None = None,
+        requested_tier: str | None = None,
+    ) -> SessionVerdict:
+        shape = router.analyse(body, headers)
+        key = router.identify(body, headers, shape=shape, scope=scope)
+        verdict = await router.route(
+            key, body, classify, shape=shape, requested_tier=requested_tier, at=at
+        )
+        usage = upstream.usage(verdict, at, output)
+        await router.observe(verdict, Outcome(verdict.model, usage, stop))
+        return verdict
+
+    return send
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# -- identity ---------------------------------------------------------------------------------
+def test_session_id_sources_in_order() -> None:
+    body = claude_code_body("hi", session_id="from-metadata")
+    shape = analyse(body)
+    explicit = identify(body, {"x-tierwise-session": "mine"}, shape)
+    assert explicit is not None
+    assert (explicit.session, explicit.source) == ("mine", "header")
+    key = identify(body, {"x-claude-code-session-id": "from-header"}, shape)
+    assert key is not None
+    assert (key.session, key.source) == ("from-metadata", "metadata")
+    del body["metadata"]
+    key = identify(body, {"x-claude-code-session-id": "from-header"}, shape)
+    assert key is not None
+    assert (key.session, key.source) == ("from-header", "agent-header")
+    key = identify(body, {}, shape)
+    assert key is not None
+    assert key.source == "fingerprint"
+    assert key.session == "fp:" + shape.stable_fp
+    lone = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    assert identify(lone, {}, analyse(lone)) is None
+
+
+def test_metadata_user_id_that_is_not_claude_codes_json_is_not_a_session() -> None:
+    for user_id in ("user-42", "{not json", json.dumps({"device_id": "x"}), "{" + "x" * 5000):
+        body = {"messages": [{"role": "user", "content": "a"}], "metadata": {"user_id": user_id}}
+        key = identify(body, {}, analyse(body))
+        assert key is None
+
+
+def test_session_ids_are_bounded_and_scoped() -> None:
+    assert clean_id("abc-123") == "abc-123"
+    assert clean_id("x" * 500).startswith("h:")
+    assert clean_id("naïve\nid").startswith("h:")
+    a = SessionKey("s", "t", "header", "key-a")
+    b = SessionKey("s", "t", "header", "key-b")
+    assert a.storage_key != b.storage_key
+
+
+def test_sub_agents_share_the_session_but_not_the_thread() -> None:
+    main = claude_code_body("Fix the bug")
+    sub = claude_code_body("Search the codebase for callers of parse_config")
+    sub["system"][2]["text"] = "You are an agent for Claude Code. Search well."
+    km, ks = identify(main, {}, analyse(main)), identify(sub, {}, analyse(sub))
+    assert km is not None
+    assert ks is not None
+    assert km.session == ks.session == SID
+    assert km.thread != ks.thread
+    assert identify(step(main, "x"), {}, analyse(step(main, "x"))) == km
+
+
+# -- the rules --------------------------------------------------------------------------------
+def test_a_tool_loop_keeps_its_turns_tier_and_classifies_only_turns() -> None:
+    s = settings()
+    router, classify, up = (
+        SessionRouter(s, store=MemoryStore()),
+        Classifier(s, "sonnet"),
+        Upstream(),
+    )
+    send = flow(router, classify, up)
+    body = claude_code_body("Fix the failing test in tests/test_api.py")
+    first = run(send(body, 0.0))
+    assert (first.rule, first.tier, first.classified) == ("new-session", "sonnet", True)
+    classify.tier = "opus"  # whatever the classifier would say now, a continuation keeps sonnet
+    for i in range(5):
+        body = step(body, f"result {i}" * 200)
+        v = run(send(body, 10.0 * (i + 1)))
+        assert (v.rule, v.tier, v.classified) == ("continuation", "sonnet", False)
+        assert "continuation" in v.headers()["x-tierwise-reason"]
+    assert len(classify.calls) == 1
+    nxt = run(send(turn(body, "Now refactor the whole module into services"), 100.0))
+    assert (nxt.rule, nxt.tier) == ("turn-escalate", "opus")
+    assert len(classify.calls) == 2
+
+
+def test_a_cheaper_turn_switches_when_it_pays_and_holds_when_it_does_not() -> None:
+    s = settings()
+    # an agent session with a large warm prefix on opus; the next turn is classified haiku
+    for agentic, expected in ((True, "turn-switch"), (False, "cache-hold")):
+        router = SessionRouter(s, store=MemoryStore())
+        classify, up = Classifier(s, "opus"), Upstream()
+        send = flow(router, classify, up)
+        body = claude_code_body("Design the plugin architecture")
+        if not agentic:  # a plain chat: one request per turn, no agent envelope
+            body = {
+                "model": "auto",
+                "max_tokens": 1000,
+                "system": [
+                    {"type": "text", "text": "You help.", "cache_control": {"type": "ephemeral"}}
+                ],
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "Design it"}]}],
+            }
+        body = step(body, "context " * 40_000)  # ~80k tokens of context
+        run(send(body, 0.0))
+        run(send(step(body, "more"), 5.0))
+        classify.tier = "haiku"
+        v = run(send(turn(step(body, "more"), "What is the capital of France?"), 30.0))
+        assert v.rule == expected, v.reason
+        assert v.break_even is not None
+        be = v.break_even
+        assert be.warm_tokens > 70_000
+        assert be.extra_now_usd > 0  # re-writing the prefix on haiku costs more now …
+        assert be.per_request_saving_usd > 0  # … and every later request costs less
+        if expected == "turn-switch":
+            assert be.saving_usd > 0
+            assert v.tier == "haiku"
+        else:
+            assert be.saving_usd <= 0
+            assert v.tier == "opus"
+        assert "break-even" in v.reason
+        assert v.ledger_fields()["session_shape"]["break_even"]["from"] == "opus"
+
+
+def test_a_cold_cache_is_no_reason_to_hold() -> None:
+    s = settings()
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()
+    send = flow(router, classify, up)
+    chat = {
+        "model": "auto",
+        "max_tokens": 1000,
+        "system": [{"type": "text", "text": "You help.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Design it"}]}],
+    }
+    body = step(chat, "context " * 40_000)
+    run(send(body, 0.0))
+    classify.tier = "haiku"
+    later = run(send(turn(body, "What is the capital of France?"), 3600.0))  # cache expired
+    assert (later.rule, later.tier) == ("turn-switch", "haiku")
+
+
+def test_context_window_escalation_on_a_continuation() -> None:
+    s = settings()
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "haiku"), Upstream()
+    send = flow(router, classify, up)
+    body = claude_code_body("Read the logs")
+    assert run(send(body, 0.0)).tier == "haiku"
+    big = step(body, "log line " * 100_000)  # ~225k tokens: beyond haiku's 200k window
+    v = run(send(big, 10.0))
+    assert (v.rule, v.tier, v.mid_loop_change) == ("context-window", "sonnet", True)
+    assert "context window" in v.reason
+
+
+def test_max_tokens_escalates_only_when_the_tier_cut_the_reply() -> None:
+    s = settings()
+    for asked, expected in ((100_000, "max-tokens"), (32_000, "continuation")):
+        router = SessionRouter(s, store=MemoryStore())
+        classify, up = Classifier(s, "sonnet"), Upstream()
+        send = flow(router, classify, up)
+        body = claude_code_body("Write the whole report")
+        body["max_tokens"] = asked
+        run(send(body, 0.0, stop="max_tokens"))  # sonnet-4-6 writes at most 64,000 tokens
+        resume = copy.deepcopy(body)
+        resume["messages"].append({"role": "assistant", "content": [{"type": "text", "text": "x"}]})
+        resume["messages"].append(
+            {
+                "role": "user",
+                "content": "<system-reminder>Output token limit hit.</system-reminder>",
+            }
+        )
+        v = run(send(resume, 30.0))
+        assert v.rule == expected, v.reason
+        assert v.tier == ("opus" if expected == "max-tokens" else "sonnet")
+
+
+def test_tool_errors_escalate_after_a_streak_of_the_models_own_mistakes() -> None:
+    s = settings(tool_error_streak=3)
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "haiku"), Upstream()
+    send = flow(router, classify, up)
+    body = claude_code_body("Rename x to count")
+    run(send(body, 0.0))
+    for i in range(4):  # failing commands: the environment, not the model
+        body = step(body, "Exit code 1", is_error=True)
+        assert run(send(body, 1.0 + i)).rule == "continuation"
+    rules = []
+    for i in range(3):
+        body = step(body, "<tool_use_error>String not found</tool_use_error>", is_error=True)
+        rules.append(run(send(body, 10.0 + i)))
+    assert [v.rule for v in rules] == ["continuation", "continuation", "tool-errors"]
+    assert rules[-1].tier == "sonnet"
+    assert rules[-1].mid_loop_change
+    # the streak that escalated does not escalate again; a further streak of 3 does
+    body = step(body, "<tool_use_error>again</tool_use_error>", is_error=True)
+    assert run(send(body, 20.0)).tier == "sonnet"
+    for i in range(2):
+        body = step(body, "<tool_use_error>again</tool_use_error>", is_error=True)
+        last = run(send(body, 21.0 + i))
+    assert (last.rule, last.tier) == ("tool-errors", "opus")
+
+
+def test_override_and_utility_requests() -> None:
+    s = settings()
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()
+    send = flow(router, classify, up)
+    body = claude_code_body("Fix it")
+    v = run(send(body, 0.0, requested_tier="haiku"))
+    assert (v.rule, v.tier, v.classified) == ("override", "haiku", False)
+    title = run(send(title_body("Fix it"), 1.0))
+    assert (title.rule, title.tier, title.utility, title.no_thinking) == (
+        "utility",
+        "haiku",
+        "title",
+        True,
+    )
+    assert title.decision.thinking is None
+    assert title.decision.output_config is None
+    assert classify.calls == []
+    with pytest.raises(InputError, match="unknown tier"):
+        run(router.route(None, body, classify, requested_tier="gpt"))
+
+
+def test_utility_tier_setting_and_other_structured_requests() -> None:
+    s = settings(utility_tier="sonnet")
+    router, classify = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus")
+    v = run(router.route(None, title_body("Fix it"), classify))
+    assert v.tier == "sonnet"
+    label: dict[str, Any] = {
+        "model": "auto",
+        "max_tokens": 50,
+        "output_config": {
+            "format": {
+                "type": "json_schema",
+                "schema": {"type": "object", "properties": {"sentiment": {"enum": ["pos", "neg"]}}},
+            }
+        },
+        "messages": [{"role": "user", "content": "I love it"}],
+    }
+    assert run(router.route(None, label, classify)).utility == "classification"
+    nested = copy.deepcopy(label)
+    nested["output_config"]["format"]["schema"]["properties"] = {
+        "items": {"type": "array", "items": {"type": "object"}}
+    }
+    assert run(router.route(None, nested, classify)).rule == "per-request"
+    with_tools = {**label, "tools": [{"name": "t", "input_schema": {"type": "object"}}]}
+    assert run(router.route(None, with_tools, classify)).rule != "utility"
+
+
+def test_without_a_session_the_request_is_routed_alone() -> None:
+    s = settings()
+    router, classify = SessionRouter(s, store=MemoryStore()), Classifier(s, "sonnet")
+    lone = {"model": "auto", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    v = run(router.route(None, lone, classify))
+    assert (v.rule, v.tier, v.classified) == ("per-request", "sonnet", True)
+    assert v.degraded is not None
+    obs = run(router.observe(v, Outcome("claude-sonnet-4-6", Usage(input_tokens=5))))
+    assert (obs.baseline_method, obs.stored) == ("same-usage", False)
+    off = SessionRouter(settings(enabled=False), store=MemoryStore())
+    key = SessionKey("s", "t", "header")
+    assert "sessions.enabled" in (run(off.route(key, lone, classify)).degraded or "")
+
+
+class BrokenStore:
+    name = "broken"
+
+    def __init__(self) -> None:
+        self.puts = 0
+
+    async def get(self, key: str) -> ThreadState | None:
+        raise StoreError("redis unavailable (GET failed: TimeoutError)")
+
+    async def put(self, key: str, state: ThreadState, ttl_s: float) -> None:
+        self.puts += 1
+        raise StoreError("redis unavailable")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_store_failure_degrades_to_per_request_routing_with_the_reason() -> None:
+    s = settings()
+    store = BrokenStore()
+    router, classify = SessionRouter(s, store=store), Classifier(s, "sonnet")
+    body = claude_code_body("Fix it")
+    key = router.identify(body)
+    v = run(router.route(key, step(body, "x"), classify))
+    assert v.rule == "per-request"
+    assert v.classified  # a continuation, but without state the classifier decides
+    assert "session store unavailable" in v.reason
+    assert "TimeoutError" in v.headers()["x-tierwise-reason"]
+    obs = run(router.observe(v, Outcome(v.model, Usage(input_tokens=10))))
+    assert obs.baseline_method == "same-usage"
+    assert store.puts == 0  # a degraded request does not try the store again
+
+
+def test_observe_reports_a_failed_put_without_raising() -> None:
+    s = settings()
+    memory = MemoryStore()
+
+    class FailingPut(MemoryStore):
+        async def put(self, key: str, state: ThreadState, ttl_s: float) -> None:
+            raise StoreError("redis unavailable (SET failed)")
+
+    store = FailingPut()
+    router, classify = SessionRouter(s, store=store), Classifier(s, "sonnet")
+    body = claude_code_body("Fix it")
+    v = run(router.route(router.identify(body), body, classify))
+    obs = run(router.observe(v, Outcome(v.model, Usage(cache_write_5m_tokens=100))))
+    assert (obs.stored, obs.error) == (False, "redis unavailable (SET failed)")
+    assert len(memory) == 0
+
+
+# -- honest baselines -------------------------------------------------------------------------
+def test_the_baseline_is_priced_on_its_own_cache_history() -> None:
+    s = settings()
+    catalogue = s.catalogue()
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()
+    body = step(claude_code_body("Design the plugin system"), "code " * 8000)
+    results = []
+    for at, words in ((0.0, None), (20.0, None), (40.0, "What is the capital of France?")):
+        if words is not None:
+            classify.tier = "haiku"
+            body = turn(body, words)
+        else:
+            body = step(body, "more code " * 300)
+        shape = router.analyse(body)
+        key = router.identify(body, shape=shape)
+        verdict = run(router.route(key, body, classify, shape=shape, at=at))
+        usage = up.usage(verdict, at)
+        obs = run(router.observe(verdict, Outcome(verdict.model, usage, "tool_use")))
+        results.append((verdict, usage, obs))
+    # on the baseline model itself, the baseline is the real usage
+    v0, u0, o0 = results[0]
+    assert (v0.tier, o0.baseline_method, o0.baseline_usage) == ("opus", "actual", u0)
+    # after the switch to haiku, haiku writes its cache while opus would have read its own
+    v2, u2, o2 = results[2]
+    assert (v2.rule, v2.tier) == ("turn-switch", "haiku")
+    assert o2.baseline_method == "session-cache"
+    assert u2.cache_read_tokens == 0
+    assert o2.baseline_usage is not None
+    assert o2.baseline_usage.cache_read_tokens > 20_000
+    honest = o2.settle(catalogue, u2, v2.model)
+    naive = catalogue.settle(u2, v2.model, s.baseline_model())
+    assert honest.baseline_usd is not None
+    assert naive.baseline_usd is not None
+    assert honest.baseline_usd < naive.baseline_usd  # the naive baseline overstates savings
+    assert honest.saved_usd == honest.baseline_usd - catalogue.cost(u2, v2.model).usd
+
+
+def test_readme_worked_example() -> None:
+    """The numbers of README's "Honest savings in a session" example, computed here."""
+    catalogue = PriceCatalogue.default()
+    opus, haiku = "claude-opus-4-6", "claude-haiku-4-5"
+    from tierwise.gateway.shape import Breakpoint, CacheProfile
+
+    def req(total: int, bp: tuple[int, str], prev: tuple[int, str] | None) -> CacheProfile:
+        index = 10 + total // 1000
+        boundaries = [(index, total, bp[1])]
+        if prev is not None:
+            boundaries.append((index - 2, prev[0], prev[1]))
+        return CacheProfile(
+            total, index + 1, (Breakpoint(index, total, 300, bp[1]),), tuple(sorted(boundaries))
+        )
+
+    r1 = req(20_000, (20_000, "a"), None)
+    r2 = req(22_000, (22_000, "b"), (20_000, "a"))
+    r3 = req(24_000, (24_000, "c"), (22_000, "b"))
+    served, baseline = CacheSim(), CacheSim()
+    rows = []
+    r4 = req(26_000, (26_000, "d"), (24_000, "c"))
+    for at, model, profile in ((0, opus, r1), (30, opus, r2), (120, haiku, r3), (150, haiku, r4)):
+        use = served.request(model, profile, at).usage(500)
+        base = baseline.request(opus, profile, at).usage(500)
+        cost = catalogue.cost(use, model).usd
+        naive = catalogue.cost(use, opus).usd
+        honest = catalogue.cost(base, opus).usd
+        assert cost is not None and naive is not None and honest is not None
+        rows.append((cost, naive - cost, honest - cost))
+    assert rows[0] == (Decimal("0.1375"), Decimal("0"), Decimal("0"))
+    assert rows[1] == (Decimal("0.035"), Decimal("0"), Decimal("0"))
+    assert rows[2] == (Decimal("0.0325"), Decimal("0.1300"), Decimal("0.0035"))
+    assert rows[3] == (Decimal("0.0074"), Decimal("0.0296"), Decimal("0.0296"))
+
+
+def test_ledger_fields_name_the_session_and_hold_no_text() -> None:
+    s = settings()
+    router, classify = SessionRouter(s, store=MemoryStore()), Classifier(s, "haiku")
+    body = claude_code_body("Rename the secret_variable in private.py")
+    v = run(router.route(router.identify(body), body, classify))
+    obs = run(router.observe(v, Outcome(v.model, Usage(cache_write_5m_tokens=100), "end_turn")))
+    fields = v.ledger_fields(obs)
+    assert fields["session_shape"]["stop_reason"] == "end_turn"  # what replay reads back
+    assert fields["session_id"] == SID
+    assert fields["session_rule"] == "new-session"
+    text = json.dumps(fields)
+    assert "secret" not in text
+    assert "private.py" not in text
+    assert fields["session_shape"]["baseline_method"] == "session-cache"
+    assert set(RULES) >= {v.rule}
+
+
+def test_headers_are_ascii_and_bounded() -> None:
+    s = settings()
+    router, classify = SessionRouter(s, store=MemoryStore()), Classifier(s, "haiku")
+    body = claude_code_body("x")
+    v = run(router.route(router.identify(body, {"x-tierwise-session": "sé" * 400}), body, classify))
+    for value in v.headers().values():
+        value.encode("ascii")
+        assert len(value) <= 600
+
+
+# -- the store --------------------------------------------------------------------------------
+def test_memory_store_is_bounded_lru_with_expiry() -> None:
+    now = [0.0]
+    store = MemoryStore(2, clock=lambda: now[0])
+    for name in ("a", "b"):
+        store.put_now(name, ThreadState(tier=name), 10.0)
+    assert store.get_now("a") is not None  # a is now the most recently used
+    store.put_now("c", ThreadState(tier="c"), 10.0)
+    assert store.get_now("b") is None
+    assert store.get_now("a") is not None
+    now[0] = 11.0
+    assert store.get_now("a") is None
+    with pytest.raises(ValueError, match="max_threads"):
+        MemoryStore(0)
+
+
+def test_thread_state_round_trips_and_refuses_garbage() -> None:
+    state = ThreadState(tier="sonnet", turns=3, requests=17, token_scale=1.25)
+    state.cache("claude-opus-4-6")
+    back = ThreadState.from_json(state.to_json())
+    assert back.to_json() == state.to_json()
+    for raw in (b"x", b"[]", b'{"v": 9}', b'{"v": 1, "turns": "many"}', b'{"v":1,"caches":3}'):
+        with pytest.raises(StoreError):
+            ThreadState.from_json(raw)
+    with pytest.raises(StoreError, match="bytes"):
+        ThreadState.from_json(b" " * 70_000)
+
+
+# -- model_map and settings -------------------------------------------------------------------
+def test_model_map_resolution() -> None:
+    s = config.load(
+        environ={},
+        provider={"kind": "simulated"},
+        model_map={
+            "claude-haiku-4-5": "haiku",
+            "claude-opus-4-8": "auto",
+            "claude-sonnet-*": "sonnet",
+        },
+    )
+    catalogue = s.catalogue()
+    assert resolve(s, "auto").mode == "auto"
+    assert resolve(s, "opus") == resolve(s, "opus")
+    assert (resolve(s, "opus").mode, resolve(s, "opus").tier) == ("tier", "opus")
+    dated = resolve(s, "claude-haiku-4-5-20251001", catalogue)  # the catalogue's alias
+    assert (dated.mode, dated.tier) == ("tier", "haiku")
+    assert resolve(s, "claude-opus-4-8").mode == "auto"
+    assert resolve(s, "claude-sonnet-4-5-20250929").tier == "sonnet"
+    passthrough = resolve(s, "claude-opus-4-6")
+    assert (passthrough.mode, passthrough.tier) == ("passthrough", "opus")
+
+
+def test_settings_validate_model_map_and_utility_tier() -> None:
+    with pytest.raises(ConfigError, match="model_map"):
+        config.load(environ={}, model_map={"claude-haiku-4-5": "cheap"})
+    with pytest.raises(ConfigError, match="utility_tier"):
+        config.load(environ={}, sessions={"utility_tier": "tiny"})
+    with pytest.raises(ConfigError, match="sessions"):
+        config.load(environ={}, sessions={"redis_timeout_s": 0})
+    env = {"TIERWISE_SESSIONS_REDIS_URL": "redis://127.0.0.1:1/0"}
+    assert config.load(environ=env).sessions.redis_url == "redis://127.0.0.1:1/0"
