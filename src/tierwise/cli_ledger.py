@@ -12,30 +12,35 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from tierwise.errors import ConfigError, InputError, TierwiseError
-
-out = Console()
-err = Console(stderr=True)
+from tierwise.cli_output import add_columns, console, table
+from tierwise.errors import InputError
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="TOML configuration file (default: $TIERWISE_CONFIG)."),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Print at full width: every column, long headers.")
+]
 
 keys_app = typer.Typer(help="Gateway keys: create, list, revoke.", no_args_is_help=True)
-
-
-def _fail(exc: TierwiseError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-    return typer.Exit(2 if isinstance(exc, InputError | ConfigError) else 1)
 
 
 def _settings(config: Path | None) -> Any:
     from tierwise import config as config_mod
 
     return config_mod.load(config)
+
+
+def _ledger_settings(config: Path | None) -> Any:
+    """The settings of a command that opens the ledger (its directories created first)."""
+    from tierwise import config as config_mod
+
+    settings = _settings(config)
+    config_mod.prepare_paths(settings)
+    return settings
 
 
 def report(
@@ -60,7 +65,8 @@ def report(
             "ratings, average cost (the lesson's tier quality report).",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
+    wide: WideOption = False,
     config: ConfigOption = None,
 ) -> None:
     """What the recorded requests cost, and what routing saved against the baseline."""
@@ -68,44 +74,49 @@ def report(
     from tierwise.reports import report as build
 
     if quality:
-        _quality_report(since, as_json, config)
+        _quality_report(since, as_json, wide, config)
         return
-    try:
-        data = build(_settings(config), since=parse_since(since), by=by, baseline=baseline)
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+    data = build(_ledger_settings(config), since=parse_since(since), by=by, baseline=baseline)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    _print_report(data)
+    _print_report(console(wide=wide), data, wide=wide)
 
 
-def _quality_report(since: str, as_json: bool, config: Path | None) -> None:
+def _quality_report(since: str, as_json: bool, wide: bool, config: Path | None) -> None:
     from tierwise.ledger import open_store
     from tierwise.quality import quality_report
     from tierwise.reports import parse_since
 
+    settings = _ledger_settings(config)
+    window_start = parse_since(since)
+    store = open_store(settings)
     try:
-        settings = _settings(config)
-        store = open_store(settings)
-        try:
-            data = quality_report(store, since=parse_since(since), tier_order=settings.tier_names)
-        finally:
-            store.close()
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+        data = quality_report(store, since=window_start, tier_order=settings.tier_names)
+    finally:
+        store.close()
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
+    out = console(wide=wide)
     window = f"since {data['since'][:19].replace('T', ' ')} UTC" if data["since"] else "all time"
     floor = data["threshold"]
-    table = Table(title=f"tier quality ({window}): users' satisfaction, 0–1")
-    for column in ("tier", "avg satisfaction", f"below {floor}", "ratings", "avg cost"):
-        table.add_column(column, justify="left" if column == "tier" else "right")
+    out.print(f"tier quality ({window}): users' satisfaction, 0–1")
+    grid = table(wide=wide)
+    add_columns(
+        grid,
+        [
+            ("tier", "id", {}),
+            ("avg satisfaction", "number", {}),
+            (f"below {floor}", "number", {}),
+            ("ratings", "number", {}),
+            ("avg cost", "money", {}),
+        ],
+    )
     rows = [*data["tiers"].items(), ("all tiers", data["overall"])]
     for name, row in rows:
         avg = row["avg_satisfaction"]
-        table.add_row(
+        grid.add_row(
             name,
             "-" if avg is None else f"{avg:.2f}",
             str(row["below_threshold"]),
@@ -113,12 +124,11 @@ def _quality_report(since: str, as_json: bool, config: Path | None) -> None:
             "-" if row["avg_cost_usd"] is None else _usd(row["avg_cost_usd"]),
             end_section=len(rows) > 1 and name == rows[-2][0],
         )
-    out.print(table)
+    out.print(grid)
     if not data["overall"]["total"]:
         out.print(
             "No feedback yet: POST /v1/feedback, or RouterQualityMonitor.evaluate() "
             "in the library.",
-            highlight=False,
             markup=False,
         )
 
@@ -129,16 +139,22 @@ def _usd(text: str) -> str:
     return f"${Decimal(text).quantize(Decimal('0.000001')):,}"
 
 
-def _print_report(data: dict[str, Any]) -> None:
-    window = f"since {data['since'][:19].replace('T', ' ')} UTC" if data["since"] else "all time"
-    table = Table(title=f"tierwise report ({window}, baseline: {data['baseline']})")
-    table.add_column("tier")
-    table.add_column("requests", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("cost", justify="right")
+def _print_report(out: Console, data: dict[str, Any], *, wide: bool) -> None:
+    window = f"since {data['since'][:16].replace('T', ' ')} UTC" if data["since"] else "all time"
+    out.print(f"tierwise report ({window}, baseline: {data['baseline']})", markup=False)
+    tiers = table(wide=wide)
+    add_columns(
+        tiers,
+        [
+            ("tier", "id", {}),
+            ("requests", "number", {}),
+            ("share", "number", {}),
+            ("cost", "money", {}),
+        ],
+    )
     for tier, row in data["by_tier"].items():
-        table.add_row(tier, str(row["requests"]), f"{row['pct']:.1f}%", _usd(row["cost_usd"]))
-    out.print(table)
+        tiers.add_row(tier, str(row["requests"]), f"{row['pct']:.1f}%", _usd(row["cost_usd"]))
+    out.print(tiers)
     status = data["by_status"]
     lines = [
         f"Requests:        {data['total_requests']} ({status['ok']} ok, {status['error']} failed)",
@@ -159,23 +175,50 @@ def _print_report(data: dict[str, Any]) -> None:
             f"DROPPED:         {data['dropped_requests']} request(s) never reached the ledger "
             "(write-behind queue full); the numbers above miss them"
         )
-    out.print("\n".join(lines), highlight=False, markup=False)
+    out.print("\n".join(lines), markup=False)
     if "groups" in data:
-        groups = Table(title=f"by {data['by']}")
-        for column in ("", "requests", "ok", "error", "cost", "baseline", "saved", "unpriced"):
-            groups.add_column(column or data["by"], justify="left" if not column else "right")
-        for key, g in data["groups"].items():
-            groups.add_row(
-                key,
-                str(g["requests"]),
-                str(g["ok"]),
-                str(g["error"]),
-                _usd(g["cost_usd"]),
-                _usd(g["baseline_cost_usd"]),
-                f"{_usd(g['saved_usd'])} ({g['saved_pct']:.1f}%)",
-                str(g["unpriced_requests"]),
-            )
-        out.print(groups)
+        out.print()
+        out.print(f"by {data['by']}", markup=False)
+        out.print(_groups_table(data["by"], data["groups"], wide=wide))
+
+
+def _groups_table(by: str, groups: dict[str, dict[str, Any]], *, wide: bool) -> Any:
+    """One row per group. At the terminal's width the request counts are one column (with a
+    "failed" column only when something failed, "unpriced" only when something is)."""
+    failures = wide or any(g["error"] for g in groups.values())
+    unpriced = wide or any(g["unpriced_requests"] for g in groups.values())
+    columns: list[tuple[str, str, dict[str, Any]]] = [(by, "id", {})]
+    columns.append(("requests" if wide else "reqs", "number", {}))
+    if wide:
+        columns.append(("ok", "number", {}))
+    if failures:
+        columns.append(("error" if wide else "failed", "number", {}))
+    columns += [
+        ("cost", "money", {}),
+        ("baseline", "money", {}),
+        ("saved", "money", {}),
+        ("saved %", "number", {}),
+    ]
+    if unpriced:
+        columns.append(("unpriced", "number", {}))
+    grid = table(wide=wide)
+    add_columns(grid, columns)
+    for key, g in groups.items():
+        cells = [key, str(g["requests"])]
+        if wide:
+            cells.append(str(g["ok"]))
+        if failures:
+            cells.append(str(g["error"]))
+        cells += [
+            _usd(g["cost_usd"]),
+            _usd(g["baseline_cost_usd"]),
+            _usd(g["saved_usd"]),
+            f"{g['saved_pct']:.1f}%",
+        ]
+        if unpriced:
+            cells.append(str(g["unpriced_requests"]))
+        grid.add_row(*cells)
+    return grid
 
 
 @keys_app.command("create")
@@ -192,19 +235,15 @@ def keys_create(
     """Create a gateway key and print it (once: only its hash is stored)."""
     from tierwise.keys import KeyStore
 
+    store = KeyStore(_ledger_settings(config))
     try:
-        store = KeyStore(_settings(config))
-        try:
-            raw, info = store.create(name, budget_usd=budget_usd, period=period)
-        finally:
-            store.close()
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+        raw, info = store.create(name, budget_usd=budget_usd, period=period)
+    finally:
+        store.close()
     sys.stdout.write(raw + "\n")
     budget = "no budget" if info.budget_usd is None else f"budget ${info.budget_usd}/{info.period}"
-    err.print(
+    console(stderr=True).print(
         f"created key {info.name!r} ({budget}). Store it now: it cannot be shown again.",
-        highlight=False,
         markup=False,
     )
 
@@ -212,20 +251,21 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Machine-readable output (budgets as exact strings)."),
+    ] = False,
+    wide: WideOption = False,
     config: ConfigOption = None,
 ) -> None:
     """List gateway keys (names, prefixes and budgets; never the keys)."""
     from tierwise.keys import KeyStore
 
+    store = KeyStore(_ledger_settings(config))
     try:
-        store = KeyStore(_settings(config))
-        try:
-            keys = store.list(include_revoked=include_revoked)
-        finally:
-            store.close()
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+        keys = store.list(include_revoked=include_revoked)
+    finally:
+        store.close()
     rows: list[dict[str, Any]] = [
         {
             "name": k.name,
@@ -240,19 +280,37 @@ def keys_list(
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title="gateway keys")
-    for column in ("name", "prefix", "budget", "period", "created", "revoked"):
-        table.add_column(column)
+    out = console(wide=wide)
+    out.print("gateway keys (times in UTC)" if rows else "no gateway keys yet", markup=False)
+    if not rows:
+        return
+    stamp = 19 if wide else 16  # to the second with --wide, else to the minute
+    grid = table(wide=wide)
+    columns: list[tuple[str, str, dict[str, Any]]] = [
+        ("name", "text", {"min_width": 8}),
+        ("prefix", "id", {}),
+    ]
+    if wide:
+        columns += [("budget", "money", {}), ("period", "id", {})]
+    else:
+        columns.append(("budget", "money", {}))
+    columns.append(("created", "id", {}))
+    if wide or include_revoked:
+        columns.append(("revoked", "id", {}))
+    add_columns(grid, columns)
     for r in rows:
-        table.add_row(
-            r["name"],
-            r["prefix"] + "…",
-            "-" if r["budget_usd"] is None else f"${r['budget_usd']}",
-            r["period"],
-            r["created_at"][:19],
-            (r["revoked_at"] or "")[:19],
+        budget = "-" if r["budget_usd"] is None else f"${r['budget_usd']}"
+        cells = [r["name"], r["prefix"] + "…"]
+        cells += (
+            [budget, r["period"]]
+            if wide
+            else [budget if budget == "-" else f"{budget}/{r['period']}"]
         )
-    out.print(table)
+        cells.append(r["created_at"][:stamp].replace("T", " "))
+        if wide or include_revoked:
+            cells.append((r["revoked_at"] or "")[:stamp].replace("T", " "))
+        grid.add_row(*cells)
+    out.print(grid)
 
 
 @keys_app.command("revoke")
@@ -263,17 +321,14 @@ def keys_revoke(
     """Revoke a key (gateways stop accepting it within keys.cache_ttl_s)."""
     from tierwise.keys import KeyStore
 
+    store = KeyStore(_ledger_settings(config))
     try:
-        store = KeyStore(_settings(config))
-        try:
-            revoked = store.revoke(name)
-        finally:
-            store.close()
-        if not revoked:
-            raise InputError(f"no live key named {name!r}")
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
-    out.print(f"revoked key {name!r}", highlight=False, markup=False)
+        revoked = store.revoke(name)
+    finally:
+        store.close()
+    if not revoked:
+        raise InputError(f"no live key named {name!r}; `tierwise keys list` shows them")
+    console().print(f"revoked key {name!r}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
