@@ -19,7 +19,14 @@ from typing import Annotated, Any
 import typer
 
 from tierwise import config as config_mod
-from tierwise.cli_output import add_columns, console, print_error, table, text_width, wrapped
+from tierwise.cli_output import (
+    Column,
+    console,
+    print_error,
+    print_table,
+    text_width,
+    wrapped,
+)
 from tierwise.errors import ConfigError, InputError, TierwiseError
 from tierwise.metrics import usd
 
@@ -374,18 +381,16 @@ def prices(
         return
     out = console(wide=wide)
     out.print(f"prices (catalogue {catalogue.version}), USD per million tokens", soft_wrap=True)
-    grid = table(wide=wide)
-    columns: list[tuple[str, str, dict[str, Any]]] = [("model", "id", {})]
-    columns += [(c if wide else _SHORT_PRICE_HEADERS[c], "money", {}) for c in _PRICE_COLUMNS]
+    columns = [Column("model")]
+    columns += [Column(c if wide else _SHORT_PRICE_HEADERS[c], "money") for c in _PRICE_COLUMNS]
     if wide:
-        columns.append(("price_version", "id", {}))
-    add_columns(grid, columns)
-    for r in rows:
-        cells = [r["model"], *(r.get(c, "unpriced") for c in _PRICE_COLUMNS)]
-        if wide:
-            cells.append(r["price_version"] or "-")
-        grid.add_row(*cells)
-    out.print(grid)
+        columns.append(Column("price_version"))
+    cells = [
+        [str(r["model"]), *(str(r.get(c, "unpriced")) for c in _PRICE_COLUMNS)]
+        + ([str(r["price_version"] or "-")] if wide else [])
+        for r in rows
+    ]
+    print_table(out, columns, cells, wide=wide)
 
 
 def _register_areas() -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from tierwise.cli_output import add_columns, console, table
+from tierwise.cli_output import Column, console, print_table, text_width, wrapped
 from tierwise.errors import InputError
 
 ConfigOption = Annotated[
@@ -102,29 +102,26 @@ def _quality_report(since: str, as_json: bool, wide: bool, config: Path | None) 
     window = f"since {data['since'][:19].replace('T', ' ')} UTC" if data["since"] else "all time"
     floor = data["threshold"]
     out.print(f"tier quality ({window}): users' satisfaction, 0–1")
-    grid = table(wide=wide)
-    add_columns(
-        grid,
-        [
-            ("tier", "id", {}),
-            ("avg satisfaction", "number", {}),
-            (f"below {floor}", "number", {}),
-            ("ratings", "number", {}),
-            ("avg cost", "money", {}),
-        ],
-    )
-    rows = [*data["tiers"].items(), ("all tiers", data["overall"])]
-    for name, row in rows:
+    columns = [
+        Column("tier"),
+        Column("avg satisfaction", "number"),
+        Column(f"below {floor}", "number"),
+        Column("ratings", "number"),
+        Column("avg cost", "money"),
+    ]
+    cells = []
+    for name, row in [*data["tiers"].items(), ("all tiers", data["overall"])]:
         avg = row["avg_satisfaction"]
-        grid.add_row(
-            name,
-            "-" if avg is None else f"{avg:.2f}",
-            str(row["below_threshold"]),
-            str(row["total"]),
-            "-" if row["avg_cost_usd"] is None else _usd(row["avg_cost_usd"]),
-            end_section=len(rows) > 1 and name == rows[-2][0],
+        cells.append(
+            [
+                name,
+                "-" if avg is None else f"{avg:.2f}",
+                str(row["below_threshold"]),
+                str(row["total"]),
+                "-" if row["avg_cost_usd"] is None else _usd(row["avg_cost_usd"]),
+            ]
         )
-    out.print(grid)
+    print_table(out, columns, cells, wide=wide, total=len(cells) > 1)
     if not data["overall"]["total"]:
         out.print(
             "No feedback yet: POST /v1/feedback, or RouterQualityMonitor.evaluate() "
@@ -142,19 +139,16 @@ def _usd(text: str) -> str:
 def _print_report(out: Console, data: dict[str, Any], *, wide: bool) -> None:
     window = f"since {data['since'][:16].replace('T', ' ')} UTC" if data["since"] else "all time"
     out.print(f"tierwise report ({window}, baseline: {data['baseline']})", markup=False)
-    tiers = table(wide=wide)
-    add_columns(
-        tiers,
+    print_table(
+        out,
+        [Column("tier"), Column("requests", "number"), Column("share", "number"),
+         Column("cost", "money")],
         [
-            ("tier", "id", {}),
-            ("requests", "number", {}),
-            ("share", "number", {}),
-            ("cost", "money", {}),
+            [tier, str(row["requests"]), f"{row['pct']:.1f}%", _usd(row["cost_usd"])]
+            for tier, row in data["by_tier"].items()
         ],
-    )
-    for tier, row in data["by_tier"].items():
-        tiers.add_row(tier, str(row["requests"]), f"{row['pct']:.1f}%", _usd(row["cost_usd"]))
-    out.print(tiers)
+        wide=wide,
+    )  # fmt: skip
     status = data["by_status"]
     lines = [
         f"Requests:        {data['total_requests']} ({status['ok']} ok, {status['error']} failed)",
@@ -165,44 +159,53 @@ def _print_report(out: Console, data: dict[str, Any], *, wide: bool) -> None:
     ]
     if data["simulated_requests"]:
         lines.append(f"SIMULATED:       {data['simulated_requests']} answered offline")
+    width = text_width(out, wide=wide)
     if data["unpriced_requests"]:
         lines.append(
-            f"UNPRICED:        {data['unpriced_requests']} request(s) left out of the savings "
-            "(no price for their model or baseline)"
+            wrapped(
+                "UNPRICED:        ",
+                f"{data['unpriced_requests']} request(s) left out of the savings (no price "
+                "for their model or baseline)",
+                indent=0,
+                width=width,
+            )
         )
     if data["dropped_requests"]:
         lines.append(
-            f"DROPPED:         {data['dropped_requests']} request(s) never reached the ledger "
-            "(write-behind queue full); the numbers above miss them"
+            wrapped(
+                "DROPPED:         ",
+                f"{data['dropped_requests']} request(s) never reached the ledger (write-behind "
+                "queue full); the numbers above miss them",
+                indent=0,
+                width=width,
+            )
         )
-    out.print("\n".join(lines), markup=False)
+    out.print("\n".join(lines), markup=False, soft_wrap=True)
     if "groups" in data:
         out.print()
         out.print(f"by {data['by']}", markup=False)
-        out.print(_groups_table(data["by"], data["groups"], wide=wide))
+        _print_groups(out, data["by"], data["groups"], wide=wide)
 
 
-def _groups_table(by: str, groups: dict[str, dict[str, Any]], *, wide: bool) -> Any:
-    """One row per group. At the terminal's width the request counts are one column (with a
-    "failed" column only when something failed, "unpriced" only when something is)."""
+def _print_groups(out: Console, by: str, groups: dict[str, dict[str, Any]], *, wide: bool) -> None:
+    """One row per group. At the terminal's width the "failed" and "unpriced" columns appear
+    only when some group has such requests; --wide shows every column."""
     failures = wide or any(g["error"] for g in groups.values())
     unpriced = wide or any(g["unpriced_requests"] for g in groups.values())
-    columns: list[tuple[str, str, dict[str, Any]]] = [(by, "id", {})]
-    columns.append(("requests" if wide else "reqs", "number", {}))
+    columns = [Column(by), Column("requests" if wide else "reqs", "number")]
     if wide:
-        columns.append(("ok", "number", {}))
+        columns.append(Column("ok", "number"))
     if failures:
-        columns.append(("error" if wide else "failed", "number", {}))
+        columns.append(Column("error" if wide else "failed", "number"))
     columns += [
-        ("cost", "money", {}),
-        ("baseline", "money", {}),
-        ("saved", "money", {}),
-        ("saved %", "number", {}),
+        Column("cost", "money"),
+        Column("baseline", "money"),
+        Column("saved", "money"),
+        Column("saved %", "number"),
     ]
     if unpriced:
-        columns.append(("unpriced", "number", {}))
-    grid = table(wide=wide)
-    add_columns(grid, columns)
+        columns.append(Column("unpriced", "number"))
+    rows = []
     for key, g in groups.items():
         cells = [key, str(g["requests"])]
         if wide:
@@ -217,8 +220,8 @@ def _groups_table(by: str, groups: dict[str, dict[str, Any]], *, wide: bool) -> 
         ]
         if unpriced:
             cells.append(str(g["unpriced_requests"]))
-        grid.add_row(*cells)
-    return grid
+        rows.append(cells)
+    print_table(out, columns, rows, wide=wide)
 
 
 @keys_app.command("create")
@@ -285,32 +288,26 @@ def keys_list(
     if not rows:
         return
     stamp = 19 if wide else 16  # to the second with --wide, else to the minute
-    grid = table(wide=wide)
-    columns: list[tuple[str, str, dict[str, Any]]] = [
-        ("name", "text", {"min_width": 8}),
-        ("prefix", "id", {}),
-    ]
-    if wide:
-        columns += [("budget", "money", {}), ("period", "id", {})]
-    else:
-        columns.append(("budget", "money", {}))
-    columns.append(("created", "id", {}))
-    if wide or include_revoked:
-        columns.append(("revoked", "id", {}))
-    add_columns(grid, columns)
+    with_revoked = wide or include_revoked
+    columns = [Column("name", "text", min_width=8), Column("prefix")]
+    columns += (
+        [Column("budget", "money"), Column("period")] if wide else [Column("budget", "money")]
+    )
+    columns += [Column("created")] + ([Column("revoked")] if with_revoked else [])
+    cells = []
     for r in rows:
         budget = "-" if r["budget_usd"] is None else f"${r['budget_usd']}"
-        cells = [r["name"], r["prefix"] + "…"]
-        cells += (
+        row = [r["name"], r["prefix"] + "…"]
+        row += (
             [budget, r["period"]]
             if wide
-            else [budget if budget == "-" else f"{budget}/{r['period']}"]
+            else [f"{budget}/{r['period']}" if r["budget_usd"] else "-"]
         )
-        cells.append(r["created_at"][:stamp].replace("T", " "))
-        if wide or include_revoked:
-            cells.append((r["revoked_at"] or "")[:stamp].replace("T", " "))
-        grid.add_row(*cells)
-    out.print(grid)
+        row.append(r["created_at"][:stamp].replace("T", " "))
+        if with_revoked:
+            row.append((r["revoked_at"] or "")[:stamp].replace("T", " "))
+        cells.append(row)
+    print_table(out, columns, cells, wide=wide)
 
 
 @keys_app.command("revoke")

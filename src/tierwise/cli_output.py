@@ -4,21 +4,24 @@ line each.
 
 At the terminal's width (80 columns when it is unknown), tables use short headers and a light
 frame; identifiers and money are never cut: their columns do not wrap, and the columns that
-may wrap (names, reasons) give way first. ``--wide`` prints everything at full width with the
-long headers, whatever the terminal is.
+may wrap (names) give way first. A table that still does not fit (very long ids, very large
+amounts) is printed as one block per row instead. ``--wide`` prints every table whole, at full
+width with the long headers, whatever the terminal is.
 """
 
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from dataclasses import dataclass
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 WIDE_COLUMNS = 10_000  # --wide: as wide as the content needs
+NBSP = "\u00a0"  # keeps a header and its value together when a row is wrapped
 
 
 def console(*, wide: bool = False, stderr: bool = False) -> Console:
@@ -26,31 +29,71 @@ def console(*, wide: bool = False, stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=WIDE_COLUMNS if wide else None, highlight=False)
 
 
-def table(*, wide: bool) -> Table:
-    """An empty table in the house style: framed when wide, light at the terminal's width."""
+@dataclass(frozen=True)
+class Column:
+    """One column: its header, and ``kind``: ``id`` (never cut, left), ``money`` and
+    ``number`` (never cut, right) or ``text`` (may wrap, left)."""
+
+    header: str
+    kind: str = "id"
+    min_width: int | None = None
+
+
+def _table(columns: list[Column], rows: list[list[str]], *, wide: bool, total: bool) -> Table:
     if wide:
-        return Table(box=box.ROUNDED, header_style="bold")
-    return Table(
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        header_style="bold",
-        collapse_padding=True,
-    )
-
-
-def add_columns(grid: Table, columns: list[tuple[str, str, dict[str, Any]]]) -> None:
-    """``(header, kind, options)`` per column; ``kind`` is ``id`` (never cut, left), ``money``
-    and ``number`` (never cut, right), or ``text`` (may wrap, left)."""
-    for header, kind, options in columns:
-        keep_whole = kind in ("id", "money", "number")
-        grid.add_column(
-            header,
-            justify="right" if kind in ("money", "number") else "left",
-            no_wrap=keep_whole,
-            overflow="fold",
-            **options,
+        grid = Table(box=box.ROUNDED, header_style="bold")
+    else:
+        grid = Table(
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            header_style="bold",
+            collapse_padding=True,
         )
+    for column in columns:
+        grid.add_column(
+            column.header,
+            justify="right" if column.kind in ("money", "number") else "left",
+            no_wrap=column.kind != "text",
+            overflow="fold",
+            min_width=column.min_width,
+        )
+    for index, row in enumerate(rows):
+        grid.add_row(*row, end_section=total and index == len(rows) - 2)
+    return grid
+
+
+def print_table(
+    out: Console,
+    columns: list[Column],
+    rows: list[list[str]],
+    *,
+    wide: bool,
+    total: bool = False,
+) -> None:
+    """A table when it fits the console (always with ``wide``); otherwise one block per row:
+    the first cell as a heading, then ``header value`` pairs wrapped under it, so that no
+    identifier or amount is ever cut. ``total``: the last row is a total (a rule above it)."""
+    grid = _table(columns, rows, wide=wide, total=total)
+    natural = Measurement.get(out, out.options.update(width=WIDE_COLUMNS), grid).maximum
+    if wide or natural <= out.width or not rows:
+        out.print(grid)
+        return
+    for row in rows:
+        out.print(Text(row[0], style="bold"), soft_wrap=True)
+        pairs = [
+            f"{column.header.replace(chr(10), ' ')} {cell}".replace(" ", NBSP)
+            for column, cell in zip(columns[1:], row[1:], strict=True)
+        ]
+        body = textwrap.fill(
+            "   ".join(pairs),
+            width=out.width,
+            initial_indent="    ",
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        out.print(body.replace(NBSP, " "), soft_wrap=True, markup=False)
 
 
 def wrapped(label: str, text: str, *, indent: int, width: int | None) -> str:
