@@ -51,6 +51,11 @@ def assert_fits(text: str, *, prefixes: tuple[str, ...] = ()) -> list[str]:
     return lines
 
 
+def cells(line: str) -> list[str]:
+    """A table row's cells, framed or not (cells here never contain spaces)."""
+    return line.replace("│", " ").replace("┃", " ").split()
+
+
 def whole(lines: list[str], value: str) -> None:
     assert any(value in line for line in lines), f"{value!r} not whole in:\n" + "\n".join(lines)
 
@@ -64,9 +69,8 @@ def test_prices_fit_80_columns_with_every_id_and_price(tmp_path: Path) -> None:
         assert set(row) == {"model", "price_version", "input", "output", "cache_write_5m",
                             "cache_write_1h", "cache_read"}  # fmt: skip
         # the model id and its five prices, whole and on one line
-        line = next(line for line in lines if line.startswith(row["model"] + " "))
-        cells = line.split()
-        assert cells == [row["model"], row["input"], row["output"], row["cache_write_5m"],
+        line = next(line for line in lines if cells(line)[:1] == [row["model"]])
+        assert cells(line) == [row["model"], row["input"], row["output"], row["cache_write_5m"],
                          row["cache_write_1h"], row["cache_read"]]  # fmt: skip
     wide = run(tmp_path, "prices", "--wide")
     assert "cache_write_5m" in wide and "claude-haiku-4-5@2025-10-01" in wide
@@ -109,8 +113,8 @@ def test_report_fits_80_columns_with_every_group_and_amount(ledger_home: Path, b
     groups = text.split(f"\nby {by}\n", 1)[1].splitlines()
     for key, group in data["groups"].items():
         # a table row, or (too wide for 80 columns here) a block headed by the key
-        at = next(i for i, line in enumerate(groups) if line.split()[0] == key)
-        row = groups[at].split()
+        at = next(i for i, line in enumerate(groups) if cells(line)[:1] == [key])
+        row = cells(groups[at])
         if row == [key]:  # a block: its lines are indented under the key
             for line in groups[at + 1 :]:
                 if not line.startswith("    "):
@@ -137,7 +141,7 @@ def test_report_hides_empty_columns_at_80(tmp_path: Path) -> None:
     table = run(tmp_path, "report", "--since", "all", "--by", "model").split("by model")[1]
     assert "failed" not in table and "unpriced" not in table
     header = ["model", "reqs", "cost", "baseline", "saved", "saved", "%"]
-    assert any(line.split() == header for line in table.splitlines()), table  # a table
+    assert any(cells(line) == header for line in table.splitlines()), table  # a table
     assert "claude-haiku-4-5" in table
 
 

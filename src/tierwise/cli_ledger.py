@@ -289,7 +289,7 @@ def keys_list(
         return
     stamp = 19 if wide else 16  # to the second with --wide, else to the minute
     with_revoked = wide or include_revoked
-    columns = [Column("name", "text", min_width=8), Column("prefix")]
+    columns = [Column("name"), Column("prefix")]
     columns += (
         [Column("budget", "money"), Column("period")] if wide else [Column("budget", "money")]
     )

@@ -2,11 +2,12 @@
 cutting a model id or an amount of money, long text wrapped under its label, and errors as one
 line each.
 
-At the terminal's width (80 columns when it is unknown), tables use short headers and a light
-frame; identifiers and money are never cut: their columns do not wrap, and the columns that
-may wrap (names) give way first. A table that still does not fit (very long ids, very large
-amounts) is printed as one block per row instead. ``--wide`` prints every table whole, at full
-width with the long headers, whatever the terminal is.
+At the terminal's width (80 columns when it is unknown), tables use short headers, and lose
+their frame when that is what makes them fit; no cell is ever wrapped or cut (model ids, key
+names, amounts of money). A table that still does not fit (very long ids, very large amounts)
+is printed as one block per row instead.
+``--wide`` prints every table whole and framed, with the long headers, whatever the terminal
+is.
 """
 
 from __future__ import annotations
@@ -31,17 +32,16 @@ def console(*, wide: bool = False, stderr: bool = False) -> Console:
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its header, and ``kind``: ``id`` (never cut, left), ``money`` and
-    ``number`` (never cut, right) or ``text`` (may wrap, left)."""
+    """One column: its header, and ``kind``: ``id`` (left) or ``money`` / ``number`` (right).
+    No cell is ever wrapped or cut."""
 
     header: str
     kind: str = "id"
-    min_width: int | None = None
 
 
-def _table(columns: list[Column], rows: list[list[str]], *, wide: bool, total: bool) -> Table:
-    if wide:
-        grid = Table(box=box.ROUNDED, header_style="bold")
+def _table(columns: list[Column], rows: list[list[str]], *, framed: bool, total: bool) -> Table:
+    if framed:
+        grid = Table(box=box.HEAVY_HEAD, header_style="bold")
     else:
         grid = Table(
             box=box.SIMPLE_HEAD,
@@ -54,9 +54,8 @@ def _table(columns: list[Column], rows: list[list[str]], *, wide: bool, total: b
         grid.add_column(
             column.header,
             justify="right" if column.kind in ("money", "number") else "left",
-            no_wrap=column.kind != "text",
+            no_wrap=True,
             overflow="fold",
-            min_width=column.min_width,
         )
     for index, row in enumerate(rows):
         grid.add_row(*row, end_section=total and index == len(rows) - 2)
@@ -71,14 +70,16 @@ def print_table(
     wide: bool,
     total: bool = False,
 ) -> None:
-    """A table when it fits the console (always with ``wide``); otherwise one block per row:
-    the first cell as a heading, then ``header value`` pairs wrapped under it, so that no
-    identifier or amount is ever cut. ``total``: the last row is a total (a rule above it)."""
-    grid = _table(columns, rows, wide=wide, total=total)
-    natural = Measurement.get(out, out.options.update(width=WIDE_COLUMNS), grid).maximum
-    if wide or natural <= out.width or not rows:
-        out.print(grid)
-        return
+    """A framed table when it fits the console (always with ``wide``), else a lighter one
+    without the frame, else one block per row: the first cell as a heading, then
+    ``header value`` pairs wrapped under it, so that no identifier or amount is ever cut.
+    ``total``: the last row is a total (a rule above it)."""
+    for framed in (True,) if wide else (True, False):
+        grid = _table(columns, rows, framed=framed, total=total)
+        width = Measurement.get(out, out.options.update(width=WIDE_COLUMNS), grid).maximum
+        if wide or width <= out.width or not rows:
+            out.print(grid)
+            return
     for row in rows:
         out.print(Text(row[0], style="bold"), soft_wrap=True)
         pairs = [
