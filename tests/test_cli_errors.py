@@ -319,3 +319,15 @@ def test_serve_refuses_an_unreachable_redis(
     code, _, err = cli(capsys, "serve", "--port", str(free_port()))
     assert code == 2
     assert_one_line_error(err, "budgets.redis_url ($TIERWISE_REDIS_URL)", url, "does not answer")
+
+
+@pytest.mark.parametrize("args", [["report"], ["keys", "list"], ["route", "--tier", "haiku", "hi"]])
+def test_commands_name_the_ledger_setting_when_postgresql_does_not_answer(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    url = f"postgresql://tierwise:secret@127.0.0.1:{free_port()}/ledger"
+    monkeypatch.setenv("TIERWISE_DB", url)
+    code, out, err = cli(capsys, *args)
+    assert (code, out) == (2, "")
+    line = assert_one_line_error(err, "ledger.url ($TIERWISE_DB)", "does not answer")
+    assert "secret" not in line and "tierwise:***@" in line

@@ -136,7 +136,8 @@ def demo(
     else:
         provider = settings.provider.model_copy(update={"kind": "simulated"})
     settings = config_mod.revalidate(settings, provider=provider)
-    config_mod.prepare_paths(settings)
+    if settings.ledger.enabled:
+        config_mod.check_services(settings)
     out = console(wide=wide)
     width = text_width(out, wide=wide)
     with ModelRouter(settings=settings) as router:
@@ -264,7 +265,7 @@ def route(
     # Answered requests are recorded in the ledger; SIGTERM and Ctrl-C still flush it.
     recording = settings.ledger.enabled and not dry_run
     if recording:
-        config_mod.prepare_paths(settings)
+        config_mod.check_services(settings)
     ledger = open_ledger(settings) if recording else None
     try:
         with sigterm_exits():

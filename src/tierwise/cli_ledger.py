@@ -35,11 +35,12 @@ def _settings(config: Path | None) -> Any:
 
 
 def _ledger_settings(config: Path | None) -> Any:
-    """The settings of a command that opens the ledger (its directories created first)."""
+    """The settings of a command that opens the ledger: its directory created, its
+    PostgreSQL answering (errors name the setting)."""
     from tierwise import config as config_mod
 
     settings = _settings(config)
-    config_mod.prepare_paths(settings)
+    config_mod.check_services(settings)
     return settings
 
 

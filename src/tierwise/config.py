@@ -514,6 +514,45 @@ def prepare_paths(settings: Settings) -> None:
             ) from exc
 
 
+def check_services(settings: Settings, *, redis: bool = False, timeout_s: float = 5.0) -> None:
+    """Before work that needs them: the directories tierwise writes to can be created
+    (:func:`prepare_paths`), the PostgreSQL ledger answers when configured and, with ``redis``,
+    so do the Redis budget counters. Each failure is a :class:`ConfigError` naming the setting
+    and the address (password hidden)."""
+    from tierwise.ledger.db import redact_url
+
+    prepare_paths(settings)
+    url = settings.ledger.url
+    if settings.ledger.enabled and url and url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        try:
+            psycopg.connect(url, connect_timeout=max(1, int(timeout_s))).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(
+                f"{setting_label('ledger', 'url')}: PostgreSQL at {redact_url(url)} does not "
+                f"answer ({reason}); start it, or fix the URL"
+            ) from exc
+    redis_url = settings.budgets.redis_url
+    if redis and redis_url:
+        import redis as redis_lib
+
+        client = redis_lib.Redis.from_url(
+            redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        try:
+            client.ping()
+        except (redis_lib.RedisError, OSError) as exc:
+            raise ConfigError(
+                f"{setting_label('budgets', 'redis_url')}: Redis at {redact_url(redis_url)} "
+                f"does not answer ({exc}); start it, fix the URL, or unset it for budget "
+                "counters in the gateway process"
+            ) from exc
+        finally:
+            client.close()
+
+
 def _config_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, str]:
     """The configuration file to read, and what named it (for messages)."""
     if path is not None:

@@ -117,7 +117,7 @@ def run_server(
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"--log-level {log_level!r}: use one of {', '.join(LOG_LEVELS)}")
     addresses = resolve_host(gw.host, gw.port)
-    check_services(settings)
+    config_mod.check_services(settings, redis=True, timeout_s=SERVICE_TIMEOUT_S)
     app = make_app(settings)
     gateway = app.state.gateway
     keys_required = gateway.keys.any_keys()
@@ -238,46 +238,6 @@ def bind(addresses: list[tuple[Any, ...]], gw: Any) -> socket.socket:
         )
     reason = problem.strerror if problem is not None else "no usable address"
     raise ConfigError(f"gateway.host/port {where}: cannot listen there ({reason})")
-
-
-def check_services(settings: Settings) -> None:
-    """Before anything listens: the directories tierwise writes to can be created, and the
-    PostgreSQL ledger and the Redis budget counters (when configured) answer. Each failure is
-    a :class:`ConfigError` naming the setting and the address (password hidden)."""
-    from tierwise.ledger.db import redact_url
-
-    config_mod.prepare_paths(settings)
-    url = settings.ledger.url
-    if settings.ledger.enabled and url and url.startswith(("postgresql://", "postgres://")):
-        import psycopg
-
-        try:
-            psycopg.connect(url, connect_timeout=int(SERVICE_TIMEOUT_S)).close()
-        except psycopg.Error as exc:
-            reason = " ".join(str(exc).split())
-            raise ConfigError(
-                f"{config_mod.setting_label('ledger', 'url')}: PostgreSQL at "
-                f"{redact_url(url)} does not answer ({reason}); start it, or fix the URL"
-            ) from exc
-    redis_url = settings.budgets.redis_url
-    if redis_url:
-        import redis
-
-        client = redis.Redis.from_url(
-            redis_url,
-            socket_connect_timeout=SERVICE_TIMEOUT_S,
-            socket_timeout=SERVICE_TIMEOUT_S,
-        )
-        try:
-            client.ping()
-        except (redis.RedisError, OSError) as exc:
-            raise ConfigError(
-                f"{config_mod.setting_label('budgets', 'redis_url')}: Redis at "
-                f"{redact_url(redis_url)} does not answer ({exc}); start it, fix the URL, or "
-                "unset it for budget counters in the gateway process"
-            ) from exc
-        finally:
-            client.close()
 
 
 def _announcing_server(config: Any, banner: str) -> Any:
