@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/tierwise demo
 
+# Without -q: pytest's header says which PostgreSQL and Redis the tests found (tests/dbs.py).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check src tests

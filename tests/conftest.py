@@ -27,6 +27,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which PostgreSQL and Redis the tests use, and whether they answered (tests/dbs.py)."""
+    from tests.dbs import postgres, redis_service
+
+    return ["services: " + postgres().describe(), "services: " + redis_service().describe()]
+
+
 @pytest.fixture(scope="session")
 def fake_anthropic_server() -> Iterator[FakeAnthropic]:
     """One fake Anthropic API for the whole session (prefer `fake_anthropic` in tests)."""

@@ -1,39 +1,112 @@
 """Real databases for tests: SQLite files in tmp_path, the local PostgreSQL and Redis.
 
-PostgreSQL and Redis come from ``TIERWISE_TEST_POSTGRES_URL`` / ``TIERWISE_TEST_REDIS_URL``
-(``.ci/run`` exports both); without them, or when the server does not answer, the test is
-skipped with the reason. Each test gets its own PostgreSQL schema / Redis key prefix, dropped
-afterwards, so parallel runs do not collide.
+PostgreSQL and Redis come from ``TIERWISE_TEST_POSTGRES_URL`` / ``TIERWISE_TEST_REDIS_URL``;
+when a variable is unset, the service's default address on this machine is tried
+(:data:`DEFAULT_POSTGRES_URL`, :data:`DEFAULT_REDIS_URL`), so ``make test`` with the services
+running uses them without any set-up. Each service is probed once per test session, with a
+short timeout, and pytest's header says which URL is used and whether it answered. A test that
+needs a service that does not answer is skipped with the reason. Each test gets its own
+PostgreSQL schema / Redis key prefix, dropped afterwards, so parallel runs do not collide.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from tierwise.config import Settings, load
+from tierwise.ledger.db import redact_url
 from tierwise.types import LedgerEntry, Usage
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+PROBE_TIMEOUT_S = 1.0  # a service on loopback answers in milliseconds
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service as this test session sees it."""
+
+    name: str
+    variable: str
+    url: str
+    from_environment: bool
+    problem: str | None  # None: it answered
+
+    def describe(self) -> str:
+        source = f"${self.variable}" if self.from_environment else "default, $" + self.variable
+        state = "found" if self.problem is None else f"NOT reachable: {self.problem}"
+        return f"{self.name} {redact_url(self.url)} ({source}): {state}"
+
+    def url_or_skip(self) -> str:
+        if self.problem is not None:
+            pytest.skip(
+                f"{self.name} at {redact_url(self.url)} is not reachable ({self.problem}); "
+                f"start it, or set {self.variable} to one that is"
+            )
+        return self.url
+
+
+def _port_open(url: str, default_port: int) -> str | None:
+    """A quick TCP connect first: a service that is down is known in milliseconds."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+
+
+@functools.cache
+def postgres() -> Service:
+    url = os.environ.get("TIERWISE_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    given = bool(os.environ.get("TIERWISE_TEST_POSTGRES_URL"))
+    problem = _port_open(url, 5432)
+    if problem is None:
+        import psycopg
+
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+        except psycopg.Error as exc:
+            problem = " ".join(str(exc).split())
+    return Service("PostgreSQL", "TIERWISE_TEST_POSTGRES_URL", url, given, problem)
+
+
+@functools.cache
+def redis_service() -> Service:
+    url = os.environ.get("TIERWISE_TEST_REDIS_URL") or DEFAULT_REDIS_URL
+    given = bool(os.environ.get("TIERWISE_TEST_REDIS_URL"))
+    problem = _port_open(url, 6379)
+    if problem is None:
+        import redis
+
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S
+        )
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            problem = str(exc)
+        finally:
+            client.close()
+    return Service("Redis", "TIERWISE_TEST_REDIS_URL", url, given, problem)
 
 
 def postgres_url_or_skip() -> str:
-    url = os.environ.get("TIERWISE_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("TIERWISE_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    import psycopg
-
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at TIERWISE_TEST_POSTGRES_URL is unreachable: {exc}")
-    return url
+    return postgres().url_or_skip()
 
 
 @contextmanager
@@ -53,19 +126,7 @@ def postgres_schema(base_url: str) -> Iterator[str]:
 
 
 def redis_url_or_skip() -> str:
-    url = os.environ.get("TIERWISE_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("TIERWISE_TEST_REDIS_URL is not set (.ci/run sets it)")
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"Redis at TIERWISE_TEST_REDIS_URL is unreachable: {exc}")
-    finally:
-        client.close()
-    return url
+    return redis_service().url_or_skip()
 
 
 def delete_redis_prefix(url: str, prefix: str) -> None:

@@ -152,6 +152,53 @@ def test_requested_and_named_model_baselines(store: LedgerStore) -> None:
         build_report(store, by="colour")
 
 
+def test_requested_baseline_resolves_auto_and_tier_names(tmp_path: Path) -> None:
+    """The gateway records the client's `model` as sent: "auto" (let tierwise choose) keeps the
+    stored baseline, a tier name stands for its tier's model; neither is "unpriced"."""
+    cat = PriceCatalogue.default()
+    common: dict[str, Any] = {"usage": U, "tags": {}, "fallbacks": (), "ts": D1}
+    es = [
+        entry(tier="haiku", model="claude-haiku-4-5", requested_model="auto",
+              cost_usd=Decimal("0.001"), classifier_cost_usd=Decimal(0),
+              baseline_cost_usd=Decimal("0.005"), **common),
+        entry(tier="opus", model="claude-opus-4-6", requested_model="opus",
+              cost_usd=Decimal("0.02"), classifier_cost_usd=Decimal(0),
+              baseline_cost_usd=Decimal("0.02"), **common),
+        entry(tier="sonnet", model="claude-sonnet-4-6", requested_model="sonnet",
+              cost_usd=Decimal("0.003"), classifier_cost_usd=Decimal(0),
+              baseline_cost_usd=Decimal("0.006"), **common),
+        entry(tier="haiku", model="claude-haiku-4-5", requested_model="claude-sonnet-4-5",
+              cost_usd=Decimal("0.001"), classifier_cost_usd=Decimal(0),
+              baseline_cost_usd=Decimal("0.005"), **common),
+    ]  # fmt: skip
+    settings = settings_for(tmp_path)
+    s = open_store(settings)
+    try:
+        s.insert(es)
+        r = build_report(
+            s,
+            baseline="requested",
+            catalogue=cat,
+            tier_models={t.name: t.model for t in settings.tiers},
+        )
+    finally:
+        s.close()
+    on = {m: cat.cost(U, m, D1).usd or Decimal(0) for m in ("claude-opus-4-6", "claude-sonnet-4-6",
+                                                           "claude-sonnet-4-5")}  # fmt: skip
+    assert r["unpriced_requests"] == 0
+    expected = Decimal("0.005") + on["claude-opus-4-6"] + on["claude-sonnet-4-6"]
+    assert Decimal(r["baseline_cost_usd"]) == expected + on["claude-sonnet-4-5"]
+    # `tierwise report` passes the configured tiers: the same numbers, through the CLI
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIERWISE_", "ANTHROPIC_"))}
+    env |= {"TIERWISE_HOME": str(tmp_path), "TIERWISE_PROVIDER": "simulated"}
+    tw = str(Path(sys.executable).parent / "tierwise")
+    proc = subprocess.run(
+        [tw, "report", "--since", "all", "--baseline", "requested", "--json"],
+        env=env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert json.loads(proc.stdout) == r
+
+
 def test_parse_since() -> None:
     now = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
     assert parse_since("7d", now) == now - dt.timedelta(days=7)

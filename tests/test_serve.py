@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,3 +130,122 @@ def test_non_loopback_bind_without_keys_is_refused(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "refusing to listen on 0.0.0.0 without gateway keys" in proc.stderr.replace("\n", " ")
+
+
+# -- start-up: everything is checked before the port is bound -------------------------------
+def serve_fails(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TIERWISE, "serve", *args],
+        env=clean_env(tmp_path, COLUMNS="80", **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def closed_url(scheme: str) -> str:
+    return f"{scheme}://127.0.0.1:{free_port()}/" + ("0" if scheme == "redis" else "test")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["--port", "99999"], {}, ["--port", "65535"]),
+        (["--port", "0"], {}, ["--port"]),
+        (["--workers", "0"], {}, ["--workers"]),
+        (["--log-level", "loud"], {}, ["--log-level", "'loud'"]),
+        (["--host", "999.1.1.1"], {}, ["--host", "'999.1.1.1'", "resolve"]),
+        (["--host", "192.0.2.1"], {}, ["--host", "not an address of this machine"]),
+        (["--config", "{config}"], {}, ["gateway.fallback_chain.opus", "'sonet'"]),
+        ([], {"TIERWISE_BASELINE": "gpt-4"}, ["baseline", "$TIERWISE_BASELINE", "no price"]),
+        ([], {"TIERWISE_REDIS_URL": "notaurl"}, ["$TIERWISE_REDIS_URL", "not a Redis URL"]),
+        ([], {"TIERWISE_REDIS_URL": "{redis}"}, ["$TIERWISE_REDIS_URL", "does not answer"]),
+        ([], {"TIERWISE_DB": "{postgres}"}, ["$TIERWISE_DB", "PostgreSQL", "does not answer"]),
+    ],
+)
+def test_bad_settings_stop_serve_before_it_binds(
+    tmp_path: Path, args: list[str], env: dict[str, str], names: list[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[gateway]\nfallback_chain = { opus = ["sonet"] }\n')
+    fill = {
+        "config": str(config),
+        "redis": closed_url("redis"),
+        "postgres": closed_url("postgresql"),
+    }
+    port = str(free_port())
+    proc = serve_fails(
+        tmp_path,
+        *(a.format(**fill) for a in args),
+        *([] if "--port" in args else ["--port", port]),
+        **{k: v.format(**fill) for k, v in env.items()},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for name in names:
+        assert name in lines[0]
+    assert "gateway on" not in proc.stderr and proc.stdout == ""
+
+
+def test_port_in_use_is_an_error_before_any_banner(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = serve_fails(tmp_path, "--port", str(port))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"error: gateway.port {port} (--port): 127.0.0.1:{port} is already in use; stop what "
+        "listens there or choose another --port"
+    )
+
+
+def read_until_banner(proc: subprocess.Popen[str], timeout_s: float = 60) -> list[str]:
+    """stderr lines up to and including the banner (a reader thread: never blocks the test
+    past the deadline)."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def reader() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        seen.append(line)
+        if line.startswith("tierwise gateway on "):
+            return seen
+    proc.kill()
+    raise AssertionError(f"no banner: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_banner_means_the_gateway_answers(tmp_path: Path, workers: int) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [TIERWISE, "serve", "--port", str(port), "--workers", str(workers)],
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = read_until_banner(proc)
+        assert seen[-1].startswith(f"tierwise gateway on http://127.0.0.1:{port}  (SIMULATED")
+        # no retry: once the banner is out, the gateway answers
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        _, rest = proc.communicate(timeout=30)
+    assert "tierwise gateway on" not in rest  # printed once, also with several workers

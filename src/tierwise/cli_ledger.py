@@ -12,30 +12,36 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from tierwise.errors import ConfigError, InputError, TierwiseError
-
-out = Console()
-err = Console(stderr=True)
+from tierwise.cli_output import Column, console, print_table, text_width, wrapped
+from tierwise.errors import InputError
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", help="TOML configuration file (default: $TIERWISE_CONFIG)."),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+WideOption = Annotated[
+    bool, typer.Option("--wide", help="Print at full width: every column, long headers.")
+]
 
 keys_app = typer.Typer(help="Gateway keys: create, list, revoke.", no_args_is_help=True)
-
-
-def _fail(exc: TierwiseError) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-    return typer.Exit(2 if isinstance(exc, InputError | ConfigError) else 1)
 
 
 def _settings(config: Path | None) -> Any:
     from tierwise import config as config_mod
 
     return config_mod.load(config)
+
+
+def _ledger_settings(config: Path | None) -> Any:
+    """The settings of a command that opens the ledger: its directory created, its
+    PostgreSQL answering (errors name the setting)."""
+    from tierwise import config as config_mod
+
+    settings = _settings(config)
+    config_mod.check_services(settings)
+    return settings
 
 
 def report(
@@ -60,7 +66,8 @@ def report(
             "ratings, average cost (the lesson's tier quality report).",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
+    wide: WideOption = False,
     config: ConfigOption = None,
 ) -> None:
     """What the recorded requests cost, and what routing saved against the baseline."""
@@ -68,57 +75,58 @@ def report(
     from tierwise.reports import report as build
 
     if quality:
-        _quality_report(since, as_json, config)
+        _quality_report(since, as_json, wide, config)
         return
-    try:
-        data = build(_settings(config), since=parse_since(since), by=by, baseline=baseline)
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+    data = build(_ledger_settings(config), since=parse_since(since), by=by, baseline=baseline)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    _print_report(data)
+    _print_report(console(wide=wide), data, wide=wide)
 
 
-def _quality_report(since: str, as_json: bool, config: Path | None) -> None:
+def _quality_report(since: str, as_json: bool, wide: bool, config: Path | None) -> None:
     from tierwise.ledger import open_store
     from tierwise.quality import quality_report
     from tierwise.reports import parse_since
 
+    settings = _ledger_settings(config)
+    window_start = parse_since(since)
+    store = open_store(settings)
     try:
-        settings = _settings(config)
-        store = open_store(settings)
-        try:
-            data = quality_report(store, since=parse_since(since), tier_order=settings.tier_names)
-        finally:
-            store.close()
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+        data = quality_report(store, since=window_start, tier_order=settings.tier_names)
+    finally:
+        store.close()
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
+    out = console(wide=wide)
     window = f"since {data['since'][:19].replace('T', ' ')} UTC" if data["since"] else "all time"
     floor = data["threshold"]
-    table = Table(title=f"tier quality ({window}): users' satisfaction, 0–1")
-    for column in ("tier", "avg satisfaction", f"below {floor}", "ratings", "avg cost"):
-        table.add_column(column, justify="left" if column == "tier" else "right")
-    rows = [*data["tiers"].items(), ("all tiers", data["overall"])]
-    for name, row in rows:
+    out.print(f"tier quality ({window}): users' satisfaction, 0–1")
+    columns = [
+        Column("tier"),
+        Column("avg satisfaction", "number"),
+        Column(f"below {floor}", "number"),
+        Column("ratings", "number"),
+        Column("avg cost", "money"),
+    ]
+    cells = []
+    for name, row in [*data["tiers"].items(), ("all tiers", data["overall"])]:
         avg = row["avg_satisfaction"]
-        table.add_row(
-            name,
-            "-" if avg is None else f"{avg:.2f}",
-            str(row["below_threshold"]),
-            str(row["total"]),
-            "-" if row["avg_cost_usd"] is None else _usd(row["avg_cost_usd"]),
-            end_section=len(rows) > 1 and name == rows[-2][0],
+        cells.append(
+            [
+                name,
+                "-" if avg is None else f"{avg:.2f}",
+                str(row["below_threshold"]),
+                str(row["total"]),
+                "-" if row["avg_cost_usd"] is None else _usd(row["avg_cost_usd"]),
+            ]
         )
-    out.print(table)
+    print_table(out, columns, cells, wide=wide, total=len(cells) > 1)
     if not data["overall"]["total"]:
         out.print(
             "No feedback yet: POST /v1/feedback, or RouterQualityMonitor.evaluate() "
             "in the library.",
-            highlight=False,
             markup=False,
         )
 
@@ -129,16 +137,19 @@ def _usd(text: str) -> str:
     return f"${Decimal(text).quantize(Decimal('0.000001')):,}"
 
 
-def _print_report(data: dict[str, Any]) -> None:
-    window = f"since {data['since'][:19].replace('T', ' ')} UTC" if data["since"] else "all time"
-    table = Table(title=f"tierwise report ({window}, baseline: {data['baseline']})")
-    table.add_column("tier")
-    table.add_column("requests", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("cost", justify="right")
-    for tier, row in data["by_tier"].items():
-        table.add_row(tier, str(row["requests"]), f"{row['pct']:.1f}%", _usd(row["cost_usd"]))
-    out.print(table)
+def _print_report(out: Console, data: dict[str, Any], *, wide: bool) -> None:
+    window = f"since {data['since'][:16].replace('T', ' ')} UTC" if data["since"] else "all time"
+    out.print(f"tierwise report ({window}, baseline: {data['baseline']})", markup=False)
+    print_table(
+        out,
+        [Column("tier"), Column("requests", "number"), Column("share", "number"),
+         Column("cost", "money")],
+        [
+            [tier, str(row["requests"]), f"{row['pct']:.1f}%", _usd(row["cost_usd"])]
+            for tier, row in data["by_tier"].items()
+        ],
+        wide=wide,
+    )  # fmt: skip
     status = data["by_status"]
     lines = [
         f"Requests:        {data['total_requests']} ({status['ok']} ok, {status['error']} failed)",
@@ -149,33 +160,69 @@ def _print_report(data: dict[str, Any]) -> None:
     ]
     if data["simulated_requests"]:
         lines.append(f"SIMULATED:       {data['simulated_requests']} answered offline")
+    width = text_width(out, wide=wide)
     if data["unpriced_requests"]:
         lines.append(
-            f"UNPRICED:        {data['unpriced_requests']} request(s) left out of the savings "
-            "(no price for their model or baseline)"
+            wrapped(
+                "UNPRICED:        ",
+                f"{data['unpriced_requests']} request(s) left out of the savings (no price "
+                "for their model or baseline)",
+                indent=0,
+                width=width,
+            )
         )
     if data["dropped_requests"]:
         lines.append(
-            f"DROPPED:         {data['dropped_requests']} request(s) never reached the ledger "
-            "(write-behind queue full); the numbers above miss them"
-        )
-    out.print("\n".join(lines), highlight=False, markup=False)
-    if "groups" in data:
-        groups = Table(title=f"by {data['by']}")
-        for column in ("", "requests", "ok", "error", "cost", "baseline", "saved", "unpriced"):
-            groups.add_column(column or data["by"], justify="left" if not column else "right")
-        for key, g in data["groups"].items():
-            groups.add_row(
-                key,
-                str(g["requests"]),
-                str(g["ok"]),
-                str(g["error"]),
-                _usd(g["cost_usd"]),
-                _usd(g["baseline_cost_usd"]),
-                f"{_usd(g['saved_usd'])} ({g['saved_pct']:.1f}%)",
-                str(g["unpriced_requests"]),
+            wrapped(
+                "DROPPED:         ",
+                f"{data['dropped_requests']} request(s) never reached the ledger (write-behind "
+                "queue full); the numbers above miss them",
+                indent=0,
+                width=width,
             )
-        out.print(groups)
+        )
+    out.print("\n".join(lines), markup=False, soft_wrap=True)
+    if "groups" in data:
+        out.print()
+        out.print(f"by {data['by']}", markup=False)
+        _print_groups(out, data["by"], data["groups"], wide=wide)
+
+
+def _print_groups(out: Console, by: str, groups: dict[str, dict[str, Any]], *, wide: bool) -> None:
+    """One row per group. At the terminal's width the "failed" and "unpriced" columns appear
+    only when some group has such requests; --wide shows every column."""
+    failures = wide or any(g["error"] for g in groups.values())
+    unpriced = wide or any(g["unpriced_requests"] for g in groups.values())
+    columns = [Column(by), Column("requests" if wide else "reqs", "number")]
+    if wide:
+        columns.append(Column("ok", "number"))
+    if failures:
+        columns.append(Column("error" if wide else "failed", "number"))
+    columns += [
+        Column("cost", "money"),
+        Column("baseline", "money"),
+        Column("saved", "money"),
+        Column("saved %", "number"),
+    ]
+    if unpriced:
+        columns.append(Column("unpriced", "number"))
+    rows = []
+    for key, g in groups.items():
+        cells = [key, str(g["requests"])]
+        if wide:
+            cells.append(str(g["ok"]))
+        if failures:
+            cells.append(str(g["error"]))
+        cells += [
+            _usd(g["cost_usd"]),
+            _usd(g["baseline_cost_usd"]),
+            _usd(g["saved_usd"]),
+            f"{g['saved_pct']:.1f}%",
+        ]
+        if unpriced:
+            cells.append(str(g["unpriced_requests"]))
+        rows.append(cells)
+    print_table(out, columns, rows, wide=wide)
 
 
 @keys_app.command("create")
@@ -196,22 +243,18 @@ def keys_create(
     """Create a gateway key and print it (once: only its hash is stored)."""
     from tierwise.keys import KeyStore
 
+    store = KeyStore(_ledger_settings(config))
     try:
-        store = KeyStore(_settings(config))
-        try:
-            raw, info = store.create(
-                name, budget_usd=budget_usd, period=period, role="admin" if admin else "user"
-            )
-        finally:
-            store.close()
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+        raw, info = store.create(
+            name, budget_usd=budget_usd, period=period, role="admin" if admin else "user"
+        )
+    finally:
+        store.close()
     sys.stdout.write(raw + "\n")
     budget = "no budget" if info.budget_usd is None else f"budget ${info.budget_usd}/{info.period}"
-    err.print(
+    console(stderr=True).print(
         f"created {info.role} key {info.name!r} ({budget}). "
         "Store it now: it cannot be shown again.",
-        highlight=False,
         markup=False,
     )
 
@@ -219,20 +262,21 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(
     include_revoked: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Machine-readable output (budgets as exact strings)."),
+    ] = False,
+    wide: WideOption = False,
     config: ConfigOption = None,
 ) -> None:
     """List gateway keys (names, prefixes and budgets; never the keys)."""
     from tierwise.keys import KeyStore
 
+    store = KeyStore(_ledger_settings(config))
     try:
-        store = KeyStore(_settings(config))
-        try:
-            keys = store.list(include_revoked=include_revoked)
-        finally:
-            store.close()
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
+        keys = store.list(include_revoked=include_revoked)
+    finally:
+        store.close()
     rows: list[dict[str, Any]] = [
         {
             "name": k.name,
@@ -248,20 +292,31 @@ def keys_list(
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title="gateway keys")
-    for column in ("name", "role", "prefix", "budget", "period", "created", "revoked"):
-        table.add_column(column)
+    out = console(wide=wide)
+    out.print("gateway keys (times in UTC)" if rows else "no gateway keys yet", markup=False)
+    if not rows:
+        return
+    stamp = 19 if wide else 16  # to the second with --wide, else to the minute
+    with_revoked = wide or include_revoked
+    columns = [Column("name"), Column("role"), Column("prefix")]
+    columns += (
+        [Column("budget", "money"), Column("period")] if wide else [Column("budget", "money")]
+    )
+    columns += [Column("created")] + ([Column("revoked")] if with_revoked else [])
+    cells = []
     for r in rows:
-        table.add_row(
-            r["name"],
-            r["role"],
-            r["prefix"] + "…",
-            "-" if r["budget_usd"] is None else f"${r['budget_usd']}",
-            r["period"],
-            r["created_at"][:19],
-            (r["revoked_at"] or "")[:19],
+        budget = "-" if r["budget_usd"] is None else f"${r['budget_usd']}"
+        row = [r["name"], r["role"], r["prefix"] + "…"]
+        row += (
+            [budget, r["period"]]
+            if wide
+            else [f"{budget}/{r['period']}" if r["budget_usd"] else "-"]
         )
-    out.print(table)
+        row.append(r["created_at"][:stamp].replace("T", " "))
+        if with_revoked:
+            row.append((r["revoked_at"] or "")[:stamp].replace("T", " "))
+        cells.append(row)
+    print_table(out, columns, cells, wide=wide)
 
 
 @keys_app.command("revoke")
@@ -272,17 +327,14 @@ def keys_revoke(
     """Revoke a key (gateways stop accepting it within keys.cache_ttl_s)."""
     from tierwise.keys import KeyStore
 
+    store = KeyStore(_ledger_settings(config))
     try:
-        store = KeyStore(_settings(config))
-        try:
-            revoked = store.revoke(name)
-        finally:
-            store.close()
-        if not revoked:
-            raise InputError(f"no live key named {name!r}")
-    except TierwiseError as exc:
-        raise _fail(exc) from exc
-    out.print(f"revoked key {name!r}", highlight=False, markup=False)
+        revoked = store.revoke(name)
+    finally:
+        store.close()
+    if not revoked:
+        raise InputError(f"no live key named {name!r}; `tierwise keys list` shows them")
+    console().print(f"revoked key {name!r}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,15 +28,24 @@ Nothing here runs at import time; :func:`load` reads the environment it is given
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tierwise.errors import ConfigError
+from tierwise.errors import ConfigError, PricingError
 from tierwise.pricing import PriceCatalogue
 
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
@@ -89,6 +98,13 @@ class ProviderConfig(_Strict):
     max_retries: int = Field(default=2, ge=0, le=10)
     timeout_s: float = Field(default=600.0, gt=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not _URL_SHAPE["http"].match(value):
+            raise ValueError("not an HTTP URL; use http://HOST[:PORT] or https://HOST[:PORT]")
+        return value
+
 
 class LedgerConfig(_Strict):
     """Where requests are recorded.
@@ -104,6 +120,21 @@ class LedgerConfig(_Strict):
     flush_interval_s: float = Field(default=0.2, gt=0)
     store_prompts: bool = False
 
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value and not _URL_SHAPE["database"].match(value):
+            raise ValueError(
+                "not a ledger URL; use sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+                "(or leave it unset for SQLite in $TIERWISE_HOME)"
+            )
+        if value and value.startswith("sqlite:///"):
+            db_file = Path(value.removeprefix("sqlite:///")).expanduser()
+            problem = _path_problem(db_file, want_dir=False)
+            if problem:
+                raise ValueError(f"{problem}; point it at a file in a writable directory")
+        return value or None
+
 
 class GatewayConfig(_Strict):
     """The HTTP gateway (``tierwise serve``).
@@ -113,8 +144,8 @@ class GatewayConfig(_Strict):
     chain: the next cheaper tier, then the next more expensive one.
     """
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     upstream_timeout_s: float = Field(default=600.0, gt=0)  # the whole request, all attempts
     attempt_timeout_s: float = Field(default=300.0, gt=0)  # one upstream attempt
@@ -155,6 +186,16 @@ class BudgetConfig(_Strict):
     on_exceeded: Literal["downgrade", "refuse"] = "downgrade"
     reservation_ttl_s: float = Field(default=900.0, gt=0)
     redis_timeout_s: float = Field(default=2.0, gt=0, le=30)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not _URL_SHAPE["redis"].match(value):
+            raise ValueError(
+                "not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or "
+                "unix:///PATH (or leave it unset for counters in the gateway process)"
+            )
+        return value or None
 
 
 class KeysConfig(_Strict):
@@ -201,6 +242,40 @@ class SessionsConfig(_Strict):
     utility_tier: str | None = None
     utility_max_instruction_chars: int = Field(default=4_000, ge=0)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value and not _URL_SHAPE["redis"].match(value):
+            raise ValueError(
+                "not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or "
+                "unix:///PATH (or leave it unset for session state in the gateway process)"
+            )
+        return value or None
+
+
+# The shapes URL settings must have (checked when the configuration is read, so a typo is an
+# error naming the setting instead of a failure at the first request that needs the service).
+_URL_SHAPE = {
+    "http": re.compile(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$"),
+    "database": re.compile(r"^(sqlite:///\S+|postgres(ql)?://\S+)$"),
+    "redis": re.compile(r"^(rediss?://\S+|unix://\S+)$"),
+}
+
+
+def _path_problem(path: Path, *, want_dir: bool) -> str | None:
+    """Why ``path`` cannot be (or be created as) a directory, or a file in one: an existing
+    non-directory on the way. Checked without creating anything."""
+    if path.exists():
+        if want_dir and not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if not want_dir and path.is_dir():
+            return f"{path} is a directory, not a database file"
+        return None
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a directory"
+    return None
+
 
 def _default_tiers() -> list[TierConfig]:
     return [
@@ -245,27 +320,19 @@ class Settings(_Strict):
     home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
     prices_file: Path | None = None
 
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_directory(cls, value: Path) -> Path:
+        problem = _path_problem(value, want_dir=True)
+        if problem:
+            raise ValueError(f"{problem}; point it at a directory (created when missing)")
+        return value
+
     @model_validator(mode="after")
-    def _check_tiers(self) -> Settings:
-        names = [t.name for t in self.tiers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"tier names must be unique; repeated: {', '.join(duplicates)}")
-        if self.default_tier not in names:
-            raise ValueError(
-                f"default_tier {self.default_tier!r} is not a configured tier ({', '.join(names)})"
-            )
-        for model, target in self.model_map.items():
-            if target != "auto" and target not in names:
-                raise ValueError(
-                    f"model_map[{model!r}] = {target!r} is neither 'auto' nor a configured "
-                    f"tier ({', '.join(names)})"
-                )
-        utility = self.sessions.utility_tier
-        if utility is not None and utility not in names:
-            raise ValueError(
-                f"sessions.utility_tier {utility!r} is not a configured tier ({', '.join(names)})"
-            )
+    def _check_references(self) -> Settings:
+        problems = reference_problems(self)
+        if problems:
+            raise ValueError("\n".join(f"{where}: {what}" for where, what in problems))
         return self
 
     # -- lookups -------------------------------------------------------------------------
@@ -300,6 +367,94 @@ class Settings(_Strict):
         return PriceCatalogue.default()
 
 
+def reference_problems(settings: Settings) -> list[tuple[str, str]]:
+    """Settings that name other settings: ``(setting, what is wrong and how to fix it)``.
+
+    The tier names must be unique, and ``default_tier`` and every tier in
+    ``gateway.fallback_chain`` must be one of them.
+    """
+    problems: list[tuple[str, str]] = []
+    names = [t.name for t in settings.tiers]
+    known = ", ".join(names)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(("tiers", f"tier names must be unique; repeated: {', '.join(duplicates)}"))
+    if settings.default_tier not in names:
+        problems.append(
+            (
+                "default_tier",
+                f"{settings.default_tier!r} is not a configured tier; use one of: {known}",
+            )
+        )
+    for tier, chain in settings.gateway.fallback_chain.items():
+        where = f"gateway.fallback_chain.{tier}"
+        if tier not in names:
+            problems.append((where, f"{tier!r} is not a configured tier; use one of: {known}"))
+        unknown = [t for t in chain if t not in names]
+        if unknown:
+            listed = ", ".join(repr(t) for t in unknown)
+            problems.append((where, f"{listed}: not a configured tier; use any of: {known}"))
+    for model, target in settings.model_map.items():
+        if target != "auto" and target not in names:
+            problems.append(
+                (f"model_map.{model}", f"{target!r} is neither 'auto' nor a tier: {known}")
+            )
+    utility = settings.sessions.utility_tier
+    if utility is not None and utility not in names:
+        problems.append(
+            ("sessions.utility_tier", f"{utility!r} is not a configured tier; use one of: {known}")
+        )
+    return problems
+
+
+def catalogue_problems(settings: Settings, catalogue: PriceCatalogue) -> list[tuple[str, str]]:
+    """Settings checked against the price catalogue: each tier's thinking and effort
+    defaults must be ones its model accepts, and the baseline must have a price (savings are
+    measured against it)."""
+    problems: list[tuple[str, str]] = []
+    for tier in settings.tiers:
+        info = catalogue.info(tier.model)
+        where = f"tiers.{tier.name}"
+        if tier.thinking is not None:
+            kind = tier.thinking.get("type")
+            if not isinstance(kind, str):
+                problems.append(
+                    (f"{where}.thinking", "needs a 'type' (adaptive, enabled, disabled)")
+                )
+            elif info is not None and kind not in info.thinking_types:
+                allowed = ", ".join(info.thinking_types) or "none"
+                problems.append(
+                    (
+                        f"{where}.thinking",
+                        f"{tier.model} does not accept thinking type {kind!r} "
+                        f"(accepted: {allowed})",
+                    )
+                )
+            elif kind == "enabled":
+                budget = tier.thinking.get("budget_tokens")
+                if not isinstance(budget, int) or budget < 1024:
+                    problems.append((f"{where}.thinking", "'enabled' needs budget_tokens >= 1024"))
+        if tier.effort is not None and info is not None and tier.effort not in info.efforts:
+            allowed = ", ".join(info.efforts) or "none"
+            problems.append(
+                (
+                    f"{where}.effort",
+                    f"{tier.model} does not accept effort {tier.effort!r} (accepted: {allowed})",
+                )
+            )
+    if settings.baseline != "top" and catalogue.price(settings.baseline) is None:
+        problems.append(
+            (
+                "baseline",
+                f"no price for {settings.baseline!r}, so no savings could be measured "
+                "against it; use 'top' (the top tier's model) or a priced model id "
+                "(`tierwise prices` lists them; more come from prices_file)",
+            )
+        )
+    return problems
+
+
+# Where each setting can be given besides the file: for messages that name the setting.
 _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIERWISE_HOME": ("home",),
     "TIERWISE_DEFAULT_TIER": ("default_tier",),
@@ -325,83 +480,162 @@ def load(
     """Read the configuration file (if any), apply the environment, validate everything.
 
     ``overrides`` are top-level fields given by code (they win over file and environment).
-    Raises :class:`ConfigError` naming the file and the field that is wrong.
+    Raises :class:`ConfigError`: one line per wrong setting, naming the setting, where its
+    value came from (the file, an environment variable) and what would be accepted.
     """
     env = os.environ if environ is None else environ
-    source = "embedded defaults"
+    origins = _Origins()
     data: dict[str, Any] = {}
-    config_path = _config_path(path, env)
+    config_path, named_by = _config_path(path, env)
     if config_path is not None:
-        source = str(config_path)
         try:
             data = tomllib.loads(config_path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"cannot read configuration file {config_path}: {exc}") from exc
+            raise ConfigError(
+                f"cannot read configuration file {config_path} ({named_by}): "
+                f"{exc.strerror or exc}; fix the path or create the file"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{config_path}: not UTF-8 text ({named_by})") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{config_path}: not valid TOML: {exc}") from exc
+        origins.file = str(config_path)
+        origins.file_data = data
     for var, keys in _ENV_MAP.items():
         value = env.get(var)
         if value:
             _set(data, keys, value)
-            source += f" + ${var}"
+            origins.env[keys] = var
     for key, value in overrides.items():
         data[key] = value
-    if "home" in data:
+        origins.code.add(key)
+    if "home" in data and isinstance(data["home"], str | Path):
         data["home"] = Path(str(data["home"])).expanduser()
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, source)) from exc
-    validate_tiers(settings, settings.catalogue())
+        raise ConfigError(_explain(exc, origins)) from exc
+    _check_catalogue(settings, origins)
     return settings
 
 
 def revalidate(settings: Settings, **overrides: Any) -> Settings:
-    """A copy of ``settings`` with top-level fields replaced, validated like :func:`load`."""
+    """A copy of ``settings`` with top-level fields replaced, validated like :func:`load`
+    (sections changed with ``model_copy(update=...)`` are validated again too)."""
+    origins = _Origins(code=set(overrides))
+    current = {name: getattr(settings, name) for name in Settings.model_fields}
     try:
-        current = {name: getattr(settings, name) for name in Settings.model_fields}
-        updated = Settings.model_validate({**current, **overrides})
+        updated = Settings.model_validate({**current, **_plain(overrides)})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, "overrides")) from exc
-    validate_tiers(updated, updated.catalogue())
+        raise ConfigError(_explain(exc, origins)) from exc
+    _check_catalogue(updated, origins)
     return updated
 
 
+def _plain(value: Any) -> Any:
+    """Models as dicts, so that validating them again checks every field."""
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_catalogue(settings: Settings, origins: _Origins) -> None:
+    try:
+        catalogue = settings.catalogue()
+    except PricingError as exc:
+        raise ConfigError(f"prices_file ({origins.of(('prices_file',))}): {exc}") from exc
+    problems = catalogue_problems(settings, catalogue)
+    if problems:
+        raise ConfigError(
+            "\n".join(f"{where} ({origins.of(_loc(where))}): {what}" for where, what in problems)
+        )
+
+
 def validate_tiers(settings: Settings, catalogue: PriceCatalogue) -> None:
-    """Check each tier's thinking/effort defaults against what its model accepts."""
-    for tier in settings.tiers:
-        info = catalogue.info(tier.model)
-        where = f"tiers.{tier.name}"
-        if tier.thinking is not None:
-            kind = tier.thinking.get("type")
-            if not isinstance(kind, str):
-                raise ConfigError(f"{where}.thinking: needs a 'type' (adaptive, enabled, disabled)")
-            if info is not None and kind not in info.thinking_types:
-                allowed = ", ".join(info.thinking_types) or "none"
-                raise ConfigError(
-                    f"{where}.thinking: {tier.model} does not accept thinking type {kind!r} "
-                    f"(accepted: {allowed})"
-                )
-            if kind == "enabled":
-                budget = tier.thinking.get("budget_tokens")
-                if not isinstance(budget, int) or budget < 1024:
-                    raise ConfigError(f"{where}.thinking: 'enabled' needs budget_tokens >= 1024")
-        if tier.effort is not None and info is not None and tier.effort not in info.efforts:
-            allowed = ", ".join(info.efforts) or "none"
+    """Check the settings against the catalogue (:func:`catalogue_problems`); raise
+    :class:`ConfigError` naming each setting that is wrong."""
+    problems = catalogue_problems(settings, catalogue)
+    if problems:
+        raise ConfigError("\n".join(f"{where}: {what}" for where, what in problems))
+
+
+def setting_label(*keys: str) -> str:
+    """``ledger.url ($TIERWISE_DB)``: a setting's name and the variable that sets it."""
+    dotted = ".".join(keys)
+    env = [var for var, path in _ENV_MAP.items() if path == keys]
+    return f"{dotted} (${env[0]})" if env else dotted
+
+
+def prepare_paths(settings: Settings) -> None:
+    """Create the directories tierwise writes to: ``home``, and the SQLite ledger's
+    directory. Raises :class:`ConfigError` naming the setting when one cannot be created."""
+    targets: list[tuple[str, Path]] = [(setting_label("home"), settings.home)]
+    url = settings.ledger.url
+    if settings.ledger.enabled and url and url.startswith("sqlite:///"):
+        db_file = Path(url.removeprefix("sqlite:///")).expanduser()
+        targets.append((setting_label("ledger", "url"), db_file.parent))
+    for label, directory in targets:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
             raise ConfigError(
-                f"{where}.effort: {tier.model} does not accept effort {tier.effort!r} "
-                f"(accepted: {allowed})"
-            )
+                f"{label}: cannot create directory {directory}: {exc.strerror or exc}; "
+                "point it at a writable place"
+            ) from exc
 
 
-def _config_path(path: str | Path | None, env: Mapping[str, str]) -> Path | None:
+def check_services(settings: Settings, *, redis: bool = False, timeout_s: float = 5.0) -> None:
+    """Before work that needs them: the directories tierwise writes to can be created
+    (:func:`prepare_paths`), the PostgreSQL ledger answers when configured and, with ``redis``,
+    so do the Redis budget counters. Each failure is a :class:`ConfigError` naming the setting
+    and the address (password hidden)."""
+    from tierwise.ledger.db import redact_url
+
+    prepare_paths(settings)
+    url = settings.ledger.url
+    if settings.ledger.enabled and url and url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        try:
+            psycopg.connect(url, connect_timeout=max(1, int(timeout_s))).close()
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())
+            raise ConfigError(
+                f"{setting_label('ledger', 'url')}: PostgreSQL at {redact_url(url)} does not "
+                f"answer ({reason}); start it, or fix the URL"
+            ) from exc
+    redis_url = settings.budgets.redis_url
+    if redis and redis_url:
+        import redis as redis_lib
+
+        client = redis_lib.Redis.from_url(
+            redis_url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        try:
+            client.ping()
+        except (redis_lib.RedisError, OSError) as exc:
+            raise ConfigError(
+                f"{setting_label('budgets', 'redis_url')}: Redis at {redact_url(redis_url)} "
+                f"does not answer ({exc}); start it, fix the URL, or unset it for budget "
+                "counters in the gateway process"
+            ) from exc
+        finally:
+            client.close()
+
+
+def _config_path(path: str | Path | None, env: Mapping[str, str]) -> tuple[Path | None, str]:
+    """The configuration file to read, and what named it (for messages)."""
     if path is not None:
-        return Path(path).expanduser()
+        return Path(path).expanduser(), "--config"
     if env.get("TIERWISE_CONFIG"):
-        return Path(env["TIERWISE_CONFIG"]).expanduser()
+        return Path(env["TIERWISE_CONFIG"]).expanduser(), "$TIERWISE_CONFIG"
     home = Path(env.get("TIERWISE_HOME") or "~/.tierwise").expanduser()
     candidate = home / "config.toml"
-    return candidate if candidate.is_file() else None
+    return (candidate, "$TIERWISE_HOME/config.toml") if candidate.is_file() else (None, "")
 
 
 def _set(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
@@ -414,9 +648,94 @@ def _set(data: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
     node[keys[-1]] = value
 
 
-def _explain(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+class _Origins:
+    """Where each setting's value came from: the file, an environment variable, or code."""
+
+    def __init__(self, code: set[str] | None = None) -> None:
+        self.file: str | None = None
+        self.file_data: dict[str, Any] = {}
+        self.env: dict[tuple[str, ...], str] = {}
+        self.code: set[str] = code or set()
+
+    def of(self, loc: tuple[str | int, ...]) -> str:
+        for keys, var in self.env.items():
+            if tuple(loc[: len(keys)]) == keys:
+                return f"from ${var}"
+        if loc and loc[0] in self.code:
+            return "set by code"
+        if loc and self.file is not None and loc[0] in self.file_data:
+            return f"in {self.file}"
+        return "default"
+
+
+def _loc(dotted: str) -> tuple[str | int, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _fields_at(loc: tuple[str | int, ...]) -> list[str] | None:
+    """The setting names the table at ``loc`` accepts (None: not a settings table)."""
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None) or (annotation,)
+        nested = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _shown(loc: tuple[str | int, ...], value: Any) -> str:
+    if any(part == "api_key" for part in loc):
+        return "'***'"
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str) and "@" in value and "://" in value:
+        from tierwise.ledger.db import redact_url
+
+        value = redact_url(value)
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _explain(exc: ValidationError, origins: _Origins) -> str:
+    """One line per problem: the setting, its value and origin, and what is accepted."""
+    lines: list[str] = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {err['msg']}")
+        loc = tuple(err["loc"])
+        msg = str(err["msg"])
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        if not loc and err["type"] == "value_error":
+            # whole-model checks: one "setting: problem" per line
+            for line in msg.splitlines():
+                where, _, what = line.partition(": ")
+                lines.append(f"{where} ({origins.of(_loc(where))}): {what}")
+            continue
+        name = _dotted(loc) or "configuration"
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(loc[:-1])
+            section = f"[{_dotted(loc[:-1])}]" if loc[:-1] else "the top level"
+            hint = f"; {section} takes: {', '.join(known)}" if known else ""
+            lines.append(f"{name} ({origins.of(loc)}): unknown setting{hint}")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"{name} ({origins.of(loc[:-1])}): required, but not set")
+            continue
+        if err["type"] in ("model_type", "dict_type") and _fields_at(loc) is not None:
+            msg = f"must be a table ([{name}])"
+        msg = msg.replace("Input should be", "must be", 1).replace("String should", "must", 1)
+        lines.append(f"{name} = {_shown(loc, err.get('input'))} ({origins.of(loc)}): {msg}")
     return "\n".join(lines)

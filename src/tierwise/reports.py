@@ -21,7 +21,9 @@ The baseline (``baseline=``):
   ``Settings.baseline`` at the time (the top tier, the lesson's "if all Opus", or a model id).
 - ``"requested"``: for rows where the client named a model (``requested_model``: the gateway's
   ``model`` field, or the tier forced on the CLI/library), the cost of the same usage on that
-  model, at the price in force when the request ran; other rows keep their stored baseline.
+  model, at the price in force when the request ran. A tier name (``"opus"``) stands for its
+  tier's model (``tier_models``, from the configuration); ``"auto"`` (the client let tierwise
+  choose) and rows without a requested model keep their stored baseline.
 - a model id (``"claude-opus-4-6"``): every row re-priced on that model.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from tierwise.config import Settings
     from tierwise.pricing import PriceCatalogue
 
+AUTO = "auto"  # the gateway's model name for "let tierwise choose"
 _SINCE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -98,6 +102,24 @@ def _pct(part: Decimal, whole: Decimal) -> float:
     return round(float(100 * part / whole), 2) if whole else 0.0
 
 
+def _stored_baseline_rows(baseline: str, catalogue: PriceCatalogue | None) -> str:
+    """SQL for the rows that keep the baseline they were recorded with."""
+    if baseline == "stored":
+        return "1=1"
+    if baseline == "requested":
+        where = f"requested_model IS NULL OR requested_model IN ('', '{AUTO}')"
+    elif catalogue is None or catalogue.info(baseline) is None:
+        raise InputError(
+            f"--baseline {baseline!r}: expected 'stored', 'requested' or a model id the "
+            "price catalogue knows (`tierwise prices` lists them)"
+        )
+    else:
+        where = "1=0"
+    if catalogue is None:
+        raise InputError(f"baseline {baseline!r} needs the price catalogue")
+    return where
+
+
 def build_report(
     store: LedgerStore,
     *,
@@ -107,23 +129,13 @@ def build_report(
     baseline: str = "stored",
     catalogue: PriceCatalogue | None = None,
     tier_order: list[str] | None = None,
+    tier_models: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The report as a JSON-ready dict (money as exact decimal strings)."""
+    """The report as a JSON-ready dict (money as exact decimal strings). ``tier_models``
+    (tier name → model) resolves tier names in ``requested_model`` for ``baseline="requested"``."""
     if by is not None and by not in GROUPS:
         raise InputError(f"--by {by!r}: choose one of {', '.join(GROUPS)}")
-    if baseline == "stored":
-        stored_where = "1=1"
-    elif baseline == "requested":
-        stored_where = "requested_model IS NULL"
-    else:
-        if catalogue is None or catalogue.info(baseline) is None:
-            raise InputError(
-                f"baseline {baseline!r}: expected 'stored', 'requested' or a model id the "
-                "price catalogue knows"
-            )
-        stored_where = "1=0"
-    if stored_where != "1=1" and catalogue is None:
-        raise InputError(f"baseline {baseline!r} needs the price catalogue")
+    stored_where = _stored_baseline_rows(baseline, catalogue)
 
     groups_needed = {None, "tier", by}
     sums = {
@@ -138,7 +150,10 @@ def build_report(
     if stored_where != "1=1":
         assert catalogue is not None
         for row in store.rows_for_baseline(by, f"NOT ({stored_where})", since=since, until=until):
-            model = row.requested_model if baseline == "requested" else baseline
+            model: str | None = baseline
+            if baseline == "requested":
+                named = row.requested_model
+                model = (tier_models or {}).get(named, named) if named else None
             price = None if model is None else catalogue.cost(row.usage, model, row.ts).usd
             keys = {None: "all", "tier": row.tier, by: row.group}
             for g in groups_needed:
@@ -204,6 +219,7 @@ def report(
             baseline=baseline or "stored",
             catalogue=settings.catalogue(),
             tier_order=settings.tier_names,
+            tier_models={t.name: t.model for t in settings.tiers},
         )
     finally:
         store.close()
