@@ -1,9 +1,7 @@
 """Session routing through the gateway (``tierwise serve``), with Claude Code's envelopes.
 
-These tests describe the behaviour once :class:`tierwise.sessions.SessionRouter` is wired into
-the gateway's request path (the lead's per-request pipeline: decide → adapt → reserve → call →
-settle → record). Until then they are strict xfails: the first one that passes after the wiring
-fails the suite, as a reminder to drop the mark.
+The gateway's request path asks :class:`tierwise.sessions.SessionRouter` for the tier
+(decide → adapt → reserve → call → settle → record).
 """
 
 from __future__ import annotations
@@ -15,15 +13,10 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
 from tests.conftest import RunningGateway
 from tests.sessions_corpus import claude_code_body, title_body
 
 SID = "5f0c3a52-0000-4000-8000-000000000001"
-WIRING = pytest.mark.xfail(
-    strict=True, reason="waiting for the SessionRouter to be wired into the gateway (lead)"
-)
 
 
 @dataclass
@@ -71,7 +64,6 @@ def loop_step(body: dict[str, Any], n: int) -> dict[str, Any]:
     return out
 
 
-@WIRING
 def test_a_claude_code_session_through_the_gateway(gateway: RunningGateway) -> None:
     body = claude_code_body("What is the capital of France?")
     first = post(gateway, body)
@@ -93,7 +85,6 @@ def test_a_claude_code_session_through_the_gateway(gateway: RunningGateway) -> N
     assert "capital" not in shapes  # the shape never holds text
 
 
-@WIRING
 def test_claude_codes_title_request_goes_to_the_cheapest_tier_without_thinking(
     gateway: RunningGateway,
 ) -> None:

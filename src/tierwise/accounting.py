@@ -185,4 +185,5 @@ def ledger_entry(outcome: Outcome) -> LedgerEntry:
         usage_flags=outcome.usage_flags,
         adapted=outcome.adapted,
         stop_reason=outcome.stop_reason,
+        **dict(outcome.session or {}),
     )

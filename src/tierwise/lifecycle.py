@@ -92,6 +92,7 @@ class Outcome:
     tags: Mapping[str, str] = field(default_factory=dict)
     prompt: str | None = None
     reply: str | None = None
+    session: Mapping[str, Any] | None = None  # session_id, session_rule, session_shape
 
     @property
     def reason(self) -> str:
@@ -190,6 +191,8 @@ class RequestLife:
         self._end: _End | None = None
         self._outcome: Outcome | None = None
         self.silent = False  # not a model request (count_tokens): no ledger row, no observers
+        self.session: dict[str, Any] | None = None  # session_id, session_rule, session_shape
+        self.baseline_usage: Usage | None = None  # the baseline's own usage (sessions)
 
     # -- admission ----------------------------------------------------------------------
     def admitted(self, decision: Decision | None, mode: str, planned: Target | None) -> None:
@@ -203,6 +206,11 @@ class RequestLife:
     @property
     def closed(self) -> bool:
         return self._outcome is not None
+
+    @property
+    def settlement(self) -> Settlement | None:
+        """The settlement made by :meth:`ended` (rebased when a session priced its baseline)."""
+        return self._end.settlement if self._end is not None else None
 
     @property
     def failed(self) -> bool:
@@ -256,6 +264,7 @@ class RequestLife:
                 classifier_cost_usd=classifier,
                 at=self.ts,
             )
+            settlement = self._rebased(settlement)
         self._end = _End(
             status=status,
             target=target,
@@ -270,6 +279,21 @@ class RequestLife:
             usage_known=usage_known,
         )
         return settlement
+
+    def rebase(self, baseline_usage: Usage) -> None:
+        """Price the baseline on ``baseline_usage`` instead of this request's own usage (a
+        session's baseline: the baseline model with its own cache history). Applies to the
+        settlement already made, or to the one :meth:`ended` makes later."""
+        self.baseline_usage = baseline_usage
+        if self._end is not None and self._end.settlement is not None:
+            self._end.settlement = self._rebased(self._end.settlement)
+
+    def _rebased(self, s: Settlement) -> Settlement:
+        if self.baseline_usage is None:
+            return s
+        baseline = self.books.catalogue.cost(self.baseline_usage, s.baseline_model, self.ts).usd
+        saved = None if baseline is None or s.total_usd is None else baseline - s.total_usd
+        return Settlement(s.model_cost, s.baseline_model, baseline, s.total_usd, saved)
 
     def close(self, exc: BaseException | None = None) -> Outcome:
         """Settle and record, once. Later calls return the same outcome."""
@@ -328,6 +352,7 @@ class RequestLife:
             tags=self.tags,
             prompt=self.prompt,
             reply=self.reply,
+            session=self.session,
         )
         self._outcome = outcome
         self._publish(outcome)

@@ -116,6 +116,8 @@ def decision_headers(ex: Exchange, attempt: Attempt | None, simulated: bool) -> 
             headers["x-tierwise-adapted"] = text.encode("ascii", "replace").decode()[:2000]
     if simulated:
         headers["x-tierwise-simulated"] = "true"
+    if ex.verdict is not None:
+        headers.update(ex.verdict.headers())
     return headers
 
 
@@ -200,7 +202,12 @@ async def answer(ex: Exchange, attempt: Attempt) -> tuple[dict[str, Any], bytes,
             "upstream returned an invalid reply: its usage is not valid",
             error_type="api_error",
         )
-    return message, data, cost_header(settlement)
+    await ex.observe_session(
+        model if isinstance(model, str) else None,
+        message.get("usage"),
+        message.get("stop_reason"),
+    )
+    return message, data, cost_header(ex.life.settlement or settlement)
 
 
 class AnthropicRelay(StreamRelay):
@@ -240,6 +247,7 @@ async def messages(engine: Engine, request: Request, ex: Exchange) -> Response:
         max_tokens=ex.max_tokens,
         deadline=deadline,
         origins=engine.origins,
+        on_complete=ex.on_stream_complete,
     )
     return RelayResponse(relay, headers=out_headers)
 

@@ -29,6 +29,7 @@ from tierwise.gateway.upstream_provider import UpstreamProvider
 from tierwise.keys import KeyInfo
 from tierwise.lifecycle import Books, Observer
 from tierwise.router import Router, new_request_id
+from tierwise.sessions import SessionRouter
 from tierwise.types import LedgerSink
 
 log = logging.getLogger("tierwise.gateway")
@@ -118,7 +119,10 @@ class Gateway:
             simulated=upstream.simulated,
         )
         self.sink = sink
-        self.engine = Engine(settings, self.router, upstream, self.books, caller=caller)
+        self.sessions = SessionRouter(settings, catalogue) if settings.sessions.enabled else None
+        self.engine = Engine(
+            settings, self.router, upstream, self.books, caller=caller, sessions=self.sessions
+        )
         self.access = access.Gate(settings, self.keys)
         self.started = time.time()
 
@@ -198,6 +202,7 @@ class Gateway:
                 body,
                 api_version=headers["anthropic-version"],
                 betas=anthropic_api.betas(headers),
+                headers=request.headers,
             )
             return await anthropic_api.messages(self.engine, request, ex)
 
@@ -370,6 +375,8 @@ def build_app(
             yield
         finally:
             await gw.upstream.aclose()
+            if gw.sessions is not None:
+                await gw.sessions.aclose()
             if budgets is not None:
                 await budgets.aclose()
             if on_shutdown is not None:

@@ -26,17 +26,22 @@ from typing import Any
 import orjson
 
 from tierwise import budgets as budgets_mod
-from tierwise.accounting import UsageBounds
+from tierwise.accounting import BadUsage, UsageBounds, measure_usage
 from tierwise.adapt import Adapted, Mode, ThinkingOrigins, adapt, unadaptable
 from tierwise.config import Settings
 from tierwise.errors import BudgetExceeded, BudgetUnavailable
 from tierwise.gateway.attempts import Attempt, Caller, Cooldowns, Exhausted
 from tierwise.gateway.errors import GatewayError
 from tierwise.gateway.shape import conversation_input
+from tierwise.gateway.sse import StreamTracker
 from tierwise.gateway.upstream import Upstream
 from tierwise.keys import KeyInfo
 from tierwise.lifecycle import Books, RequestLife, Target
 from tierwise.router import Router
+from tierwise.sessions import Outcome as SessionOutcome
+from tierwise.sessions import SessionRouter, SessionVerdict
+from tierwise.sessions.modelmap import resolve as resolve_model
+from tierwise.types import Decision
 from tierwise.worstcase import InputBound, input_bound
 
 AUTO = "auto"
@@ -54,6 +59,7 @@ class Engine:
         books: Books,
         *,
         caller: Caller | None = None,
+        sessions: SessionRouter | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -73,6 +79,7 @@ class Engine:
         self._order = {t.name: i for i, t in enumerate(settings.tiers)}
         # Which model wrote the thinking blocks relayed so far (adapt drops another model's).
         self.origins = ThinkingOrigins()
+        self.sessions = sessions
 
     @property
     def budgets(self) -> budgets_mod.Budgets | None:
@@ -183,6 +190,19 @@ class Engine:
         return info.context_window if info is not None else _UNKNOWN_WINDOW
 
 
+def without_thinking(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without ``thinking`` and ``output_config.effort`` (its format kept)."""
+    out = {k: v for k, v in body.items() if k != "thinking"}
+    config = body.get("output_config")
+    if isinstance(config, dict) and "effort" in config:
+        rest = {k: v for k, v in config.items() if k != "effort"}
+        if rest:
+            out["output_config"] = rest
+        else:
+            out.pop("output_config", None)
+    return out
+
+
 class Exchange:
     """One model request through the gateway: its :class:`RequestLife`, its plan, its
     payloads and its upstream attempts. Leaving ``async with`` closes the life (settle and
@@ -200,6 +220,7 @@ class Exchange:
         self._payloads: dict[Target, bytes] = {}
         self.changes: dict[Target, tuple[str, ...]] = {}
         self.max_tokens = 0
+        self.verdict: SessionVerdict | None = None
 
     @property
     def request_id(self) -> str:
@@ -213,9 +234,11 @@ class Exchange:
         sampling: Mapping[str, Any] | None = None,
         api_version: str | None = None,
         betas: tuple[str, ...] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Decide, plan and hold the budget. ``api_version``/``betas``: what the upstream call
-        will carry (adaptation depends on them). Raises GatewayError (429 budget, 503 budget
+        will carry (adaptation depends on them); ``headers``: the client's request headers
+        (a session may be named there). Raises GatewayError (429 budget, 503 budget
         unavailable, 400 unpriced model for a budgeted key)."""
         engine = self.engine
         life = self.life
@@ -227,20 +250,18 @@ class Exchange:
         life.requested_model = model
         life.stream = bool(body.get("stream"))
         self.max_tokens = int(body.get("max_tokens") or 0)
-        request = conversation_input(body)
-        estimate = request.context_tokens or 0
-        notes = life.notes
-        if model != AUTO and model not in engine._order:
-            target = Target(engine._tier_models.get(model), model)
+        route = resolve_model(engine.settings, model, engine.catalogue)
+        if route.mode == "passthrough":
+            target = Target(route.tier, model)
             life.admitted(None, "passthrough", target)
             self.targets = [target]
+        elif engine.sessions is not None and not life.silent:
+            await self._route_session(body, headers or {}, route.tier, route.via)
         else:
-            force = None if model == AUTO else model
-            decision = await engine.router.decide(request, force_tier=force)
-            mode = "auto" if force is None else "tier"
-            chosen = engine.fit(decision.tier, estimate, notes)
-            self.targets = engine.plan(chosen, mode, body, estimate, notes)
-            life.admitted(decision, mode, self.targets[0])
+            request = conversation_input(body)
+            estimate = request.context_tokens or 0
+            decision = await engine.router.decide(request, force_tier=route.tier)
+            self._plan(decision, route.mode, body, estimate)
         bound = self._bound()
         life.bounds = UsageBounds(bound.tokens, self.max_tokens)
         budgeted = self.key is not None and self.key.budget_usd is not None
@@ -248,14 +269,73 @@ class Exchange:
             assert self.key is not None
             await self._reserve(self.key, bound)
 
+    def _plan(self, decision: Decision, mode: str, body: dict[str, Any], estimate: int) -> None:
+        engine = self.engine
+        chosen = engine.fit(decision.tier, estimate, self.life.notes)
+        self.targets = engine.plan(chosen, mode, body, estimate, self.life.notes)
+        self.life.admitted(decision, mode, self.targets[0])
+
+    async def _route_session(
+        self,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        requested_tier: str | None,
+        via: str,
+    ) -> None:
+        """Session routing (:mod:`tierwise.sessions`): the classifier runs where a human
+        decides; continuations keep the session's tier unless an escalation rule fires."""
+        sessions = self.engine.sessions
+        assert sessions is not None
+        shape = sessions.analyse(body, headers)
+        key = sessions.identify(body, headers, shape=shape, scope=self.life.key_name)
+        verdict = await sessions.route(
+            key,
+            body,
+            self.engine.router.decide,
+            shape=shape,
+            headers=headers,
+            requested_tier=requested_tier,
+        )
+        self.verdict = verdict
+        if via not in ("auto", "tier name"):
+            self.life.notes.append(f"requested model resolved by {via}")
+        if verdict.reason and verdict.reason not in verdict.decision.reason:
+            self.life.notes.append(verdict.reason)
+        self.life.session = verdict.ledger_fields()
+        self._plan(verdict.decision, "tier" if requested_tier else "auto", body, shape.input_tokens)
+
+    async def observe_session(
+        self, model: str | None, raw_usage: Any, stop_reason: str | None
+    ) -> None:
+        """Tell the session what happened (after a complete answer), and price the baseline
+        with its own cache history in the session (the honest savings)."""
+        sessions, verdict = self.engine.sessions, self.verdict
+        if sessions is None or verdict is None or self.life.failed:
+            return
+        try:
+            usage = measure_usage(raw_usage, self.life.bounds).usage
+        except BadUsage:
+            return
+        answered = model or (self.targets[0].model if self.targets else verdict.model)
+        observation = await sessions.observe(
+            verdict, SessionOutcome(model=answered, usage=usage, stop_reason=stop_reason)
+        )
+        self.life.session = verdict.ledger_fields(observation)
+        if observation.baseline_usage is not None:
+            self.life.rebase(observation.baseline_usage)
+
     def payload(self, target: Target) -> bytes:
         """The bytes sent to ``target`` (adapted once per target, then reused)."""
         data = self._payloads.get(target)
         if data is None:
+            body, mode = self.body, self.life.mode
+            if self.verdict is not None and self.verdict.no_thinking:
+                # A side request (title, summary): the cheapest tier, no thinking or effort.
+                body, mode = without_thinking(body), "passthrough"
             adapted = self.engine.adapt(
-                self.body,
+                body,
                 target,
-                self.life.mode,
+                mode,
                 self.sampling,
                 api_version=self.api_version,
                 betas=self.betas,
@@ -384,6 +464,9 @@ class Exchange:
                 str(exc),
                 error_type="timeout_error" if timeout else "api_error",
             ) from exc
+
+    async def on_stream_complete(self, tracker: StreamTracker) -> None:
+        await self.observe_session(tracker.model, tracker.usage or None, tracker.stop_reason)
 
     @property
     def remaining_s(self) -> float:

@@ -332,7 +332,7 @@ async def chat_completions(
     engine: Engine, request: Request, ex: Exchange, body: dict[str, Any]
 ) -> Response:
     anthropic_body, sampling, include_usage = to_anthropic(body)
-    await ex.admit(anthropic_body, sampling=sampling)
+    await ex.admit(anthropic_body, sampling=sampling, headers=request.headers)
     headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
     stream = ex.life.stream
     attempt = await unless_disconnected(request, ex.call(headers, stream=stream))
@@ -362,6 +362,7 @@ async def chat_completions(
         max_tokens=ex.max_tokens,
         deadline=time.perf_counter() + ex.remaining_s,
         origins=engine.origins,
+        on_complete=ex.on_stream_complete,
         include_usage=include_usage,
         model=attempt.target.model,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -51,9 +51,11 @@ class StreamRelay:
         max_tokens: int,
         deadline: float,
         origins: ThinkingOrigins | None = None,
+        on_complete: Callable[[StreamTracker], Awaitable[None]] | None = None,
     ) -> None:
         self.life = life
         self.origins = origins
+        self.on_complete = on_complete
         self.attempt = attempt
         self.tracker = StreamTracker()
         self.deadline = deadline  # time.perf_counter() instant
@@ -143,6 +145,8 @@ class StreamRelay:
             yield self.error("api_error", "upstream stream ended before message_stop")
         else:
             self.outcome = None
+            if self.on_complete is not None:
+                await self.on_complete(tracker)
 
     def finish(self, exc: BaseException | None = None) -> None:
         """Close the upstream connection and the request's life (idempotent)."""

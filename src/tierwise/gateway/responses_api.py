@@ -398,7 +398,7 @@ async def responses(
     engine: Engine, request: Request, ex: Exchange, body: dict[str, Any]
 ) -> Response:
     anthropic_body, sampling = to_anthropic(body)
-    await ex.admit(anthropic_body, sampling=sampling)
+    await ex.admit(anthropic_body, sampling=sampling, headers=request.headers)
     headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
     stream = ex.life.stream
     attempt = await unless_disconnected(request, ex.call(headers, stream=stream))
@@ -429,6 +429,7 @@ async def responses(
         max_tokens=ex.max_tokens,
         deadline=time.perf_counter() + ex.remaining_s,
         origins=engine.origins,
+        on_complete=ex.on_stream_complete,
         envelope=envelope,
     )
     return RelayResponse(relay, headers=out_headers)
