@@ -202,7 +202,7 @@ def open_rig(claude: Path, tmp_path: Path) -> Iterator[ClaudeCodeRig]:
     """Claude Code CLI -> recorder -> `tierwise serve` (with one gateway key) -> scripted fake
     upstream. Callers set ``rig.upstream.respond`` before ``rig.run(...)``."""
     gateway_home = tmp_path / "tierwise"
-    gateway_home.mkdir()
+    gateway_home.mkdir(parents=True)
     store = KeyStore(load(environ={"TIERWISE_HOME": str(gateway_home)}))
     try:
         key, _info = store.create(KEY_NAME)
