@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck check clean bench soak profile chaos fuzz audit reliability
+.PHONY: setup clients demo test lint typecheck check clean bench soak profile chaos fuzz audit reliability
 
 setup: $(STAMP)
 
@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/tierwise demo
 
+# Real clients that tests/clients/ drives beyond the Python ones in the dev extra: the Claude Code
+# CLI from npm, pinned, into .ci/claude-code/ (a no-op when present; skipped without npm outside CI).
+clients:
+	@bash .ci/install-claude-code
+
 # Without -q: pytest's header says which PostgreSQL and Redis the tests found (tests/dbs.py).
-test: setup
+test: setup clients
 	$(BIN)/python -m pytest
 
 lint: setup

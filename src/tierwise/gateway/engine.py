@@ -190,17 +190,22 @@ class Engine:
         return info.context_window if info is not None else _UNKNOWN_WINDOW
 
 
-def without_thinking(body: dict[str, Any]) -> dict[str, Any]:
-    """``body`` without ``thinking`` and ``output_config.effort`` (its format kept)."""
+def without_thinking(body: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``body`` without ``thinking`` and ``output_config.effort`` (its format kept), and
+    what was dropped (a side request: title, summary, classification)."""
+    changes = []
     out = {k: v for k, v in body.items() if k != "thinking"}
+    if "thinking" in body:
+        changes.append("thinking dropped: a side request (title, summary) needs none")
     config = body.get("output_config")
     if isinstance(config, dict) and "effort" in config:
+        changes.append("output_config.effort dropped: a side request needs none")
         rest = {k: v for k, v in config.items() if k != "effort"}
         if rest:
             out["output_config"] = rest
         else:
             out.pop("output_config", None)
-    return out
+    return out, tuple(changes)
 
 
 class Exchange:
@@ -329,9 +334,11 @@ class Exchange:
         data = self._payloads.get(target)
         if data is None:
             body, mode = self.body, self.life.mode
+            stripped: tuple[str, ...] = ()
             if self.verdict is not None and self.verdict.no_thinking:
                 # A side request (title, summary): the cheapest tier, no thinking or effort.
-                body, mode = without_thinking(body), "passthrough"
+                body, stripped = without_thinking(body)
+                mode = "passthrough"
             adapted = self.engine.adapt(
                 body,
                 target,
@@ -345,7 +352,7 @@ class Exchange:
             except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson writes
                 raise GatewayError(400, f"request body cannot be forwarded: {exc}") from exc
             self._payloads[target] = data
-            self.changes[target] = adapted.changes
+            self.changes[target] = stripped + adapted.changes
         return data
 
     def answered_by(self, target: Target) -> tuple[str, ...]:
