@@ -1,9 +1,10 @@
 """A process that owns a ledger, driven one command per line on stdin (storage fault tests).
 
-    python -m tests.ledger_child HOME
+    python -m tests.ledger_child HOME [wal|truncate]
 
 Commands (each answered with one JSON line on stdout):
-``record N`` (N valid entries), ``flush [TIMEOUT_S]``, ``health``, ``stats``,
+``record N`` (N valid entries), ``load SECONDS`` (record continuously for that long, so the
+writer is inside a transaction most of the time), ``flush [TIMEOUT_S]``, ``health``, ``stats``,
 ``fsize BYTES`` (limit the size of any file this process writes: a full disk without root),
 ``unlimit``, ``exit`` (close the ledger; answers its final stats).
 
@@ -17,6 +18,7 @@ import json
 import logging
 import resource
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,8 @@ def main() -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(message)s"
     )
-    ledger = open_ledger(settings_for(home, flush_interval_s=0.02))
+    journal = sys.argv[2] if len(sys.argv) > 2 else "wal"
+    ledger = open_ledger(settings_for(home, flush_interval_s=0.005, sqlite_journal=journal))
     recorded = 0
     for line in sys.stdin:
         command, *args = line.split()
@@ -40,6 +43,14 @@ def main() -> None:
             for _ in range(int(args[0])):
                 ledger.record(entry(recorded))
                 recorded += 1
+            out = {"recorded": recorded}
+        elif command == "load":
+            until = time.monotonic() + float(args[0])
+            while time.monotonic() < until:  # about 2,000 a second: the writer keeps up
+                for _ in range(10):
+                    ledger.record(entry(recorded))
+                    recorded += 1
+                time.sleep(0.005)
             out = {"recorded": recorded}
         elif command == "flush":
             out = {"flushed": ledger.flush(timeout_s=float(args[0]) if args else 30.0)}

@@ -41,10 +41,13 @@ from tierwise.types import LedgerEntry, Usage
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-truncate", "postgres"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     if request.param == "sqlite":
         yield settings_for(tmp_path)
+        return
+    if request.param == "sqlite-truncate":
+        yield settings_for(tmp_path, sqlite_journal="truncate")
         return
     with postgres_schema(postgres_url_or_skip()) as url:
         yield settings_for(tmp_path, url)
@@ -442,9 +445,9 @@ def test_other_connections_opening_and_closing_never_look_like_a_fault(
 class Child:
     """tests/ledger_child.py in its own process."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, journal: str = "wal") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.ledger_child", str(home)],
+            [sys.executable, "-m", "tests.ledger_child", str(home), journal],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -536,6 +539,46 @@ def test_an_immutable_wal_index_does_not_kill_the_process(tmp_path: Path) -> Non
     assert "immutable" in err  # logged (ERROR), and when it recovered
     assert "works again" in err
     assert len(_sqlite_rows(home / "tierwise.db")) == 40
+
+
+def _flip_immutable_during_load(child: Child, path: Path, seconds: float = 3.0) -> int:
+    """Keep the child's writer busy for ``seconds`` while ``path`` is made immutable and
+    writable again, four times; returns how many entries it recorded."""
+    done: dict[str, Any] = {}
+    loader = threading.Thread(target=lambda: done.update(child(f"load {seconds}")))
+    loader.start()
+    try:
+        for _ in range(4):
+            time.sleep(0.3)
+            _chattr("+i", path)
+            try:
+                time.sleep(0.3)
+            finally:
+                _chattr("-i", path)
+    finally:
+        loader.join(120)
+    return int(done["recorded"])
+
+
+def test_with_a_rollback_journal_no_file_fault_kills_a_busy_writer(tmp_path: Path) -> None:
+    """ledger.sqlite_journal = "truncate": nothing is memory-mapped, so the database (or its
+    journal) made immutable while the writer is busy only makes writes fail for a while."""
+    home = tmp_path / "home"
+    home.mkdir()
+    _chattr_or_skip(tmp_path)
+    child = Child(home, "truncate")
+    try:
+        child("record 1")
+        assert child("flush")["flushed"]
+        for target in ("tierwise.db", "tierwise.db-journal"):
+            _flip_immutable_during_load(child, home / target)
+        assert child("flush")["flushed"]
+        stats, _ = child.finish()
+    finally:
+        if child.proc.poll() is None:
+            child.proc.kill()
+    assert stats["dropped"] == 0 and stats["write_errors"] > 0
+    assert stats["written"] == len(_sqlite_rows(home / "tierwise.db")) > 1000
 
 
 def test_a_truncated_wal_index_does_not_kill_the_process(tmp_path: Path) -> None:
@@ -639,6 +682,37 @@ def test_loose_permissions_are_tightened_with_one_warning(
     ]
     assert len(warnings) == 2  # the directory and the file, once each
     assert all("restricted" in w for w in warnings)
+
+
+def test_a_rollback_journal_leaves_nothing_mapped_and_its_files_private(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with open_ledger(settings_for(home, sqlite_journal="truncate")) as ledger:
+        ledger.record(entry())
+        assert ledger.flush(timeout_s=20)
+        db = ledger.store.db
+        assert isinstance(db, SQLiteDatabase) and db.journal_mode() == "truncate"
+        assert not (home / "tierwise.db-wal").exists() and not (home / "tierwise.db-shm").exists()
+        for name in ("tierwise.db", "tierwise.db-journal"):
+            assert stat.S_IMODE((home / name).stat().st_mode) == 0o600, name
+
+
+def test_a_database_in_wal_mode_elsewhere_is_joined_not_waited_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older gateway still running in WAL mode: a process configured for the rollback
+    journal cannot switch the file while it is open, so it uses WAL too and says so."""
+    running = open_store(settings_for(tmp_path))
+    try:
+        with caplog.at_level(logging.WARNING, logger="tierwise.ledger"):
+            other = open_store(settings_for(tmp_path, sqlite_journal="truncate"))
+        try:
+            assert isinstance(other.db, SQLiteDatabase) and other.db.journal_mode() == "wal"
+            other.insert([entry()])
+        finally:
+            other.close()
+    finally:
+        running.close()
+    assert any("open in WAL mode in another process" in r.getMessage() for r in caplog.records)
 
 
 def test_an_explicit_database_path_leaves_its_directory_alone(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@
     ...
     ledger.close()                          # drains everything (SIGTERM/Ctrl-C paths call it)
 
-Storage: SQLite in WAL mode at ``$TIERWISE_HOME/tierwise.db`` by default; PostgreSQL when
+Storage: SQLite at ``$TIERWISE_HOME/tierwise.db`` by default (in WAL mode, or with a rollback
+journal: ``ledger.sqlite_journal``, see :class:`tierwise.ledger.db.SQLiteDatabase`); PostgreSQL when
 ``ledger.url`` / ``$TIERWISE_DB`` is ``postgresql://…``. The queue, the full-queue policy and
 the loss bound on a hard kill are described in :mod:`tierwise.ledger.writer`; the schema and
 its migrations in :mod:`tierwise.ledger.schema`; the exact money handling in
@@ -46,7 +47,9 @@ __all__ = [
 
 def open_store(settings: Settings) -> LedgerStore:
     """A direct connection to the ledger tables (reports, keys), schema brought up to date."""
-    return LedgerStore.open(settings.ledger.url, settings.home)
+    return LedgerStore.open(
+        settings.ledger.url, settings.home, journal=settings.ledger.sqlite_journal
+    )
 
 
 def open_ledger(settings: Settings) -> Ledger:

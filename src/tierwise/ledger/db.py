@@ -160,13 +160,26 @@ class Database:
 
 
 class SQLiteDatabase(Database):
-    """SQLite in WAL mode with ``synchronous=NORMAL``, guarded against its files changing
-    underneath it.
+    """SQLite, with ``synchronous=NORMAL``, guarded against its files changing underneath it.
 
-    WAL lets readers (reports) run while the writer writes, and several processes share one
-    file. With ``synchronous=NORMAL`` a committed transaction survives the process being killed
-    (the data is in the OS page cache); only an OS crash or power loss can lose the last few
-    commits, never corrupt the file.
+    **Journal** (``journal``, from ``ledger.sqlite_journal``):
+
+    * ``"wal"`` (the default): readers never hold off the writer, in this process or another
+      (a report over millions of rows runs for seconds), and commits do not sync. But SQLite
+      maps the WAL index (``-shm``) into memory, and a change to that file while a
+      transaction runs (made immutable, truncated, its file system gone read-only) kills the
+      process with SIGBUS: :meth:`check` sees such changes, and keeps SQLite away from them,
+      only between transactions.
+    * ``"truncate"``: a rollback journal. Nothing is memory-mapped, so no change to the files
+      can do worse than make a statement fail, which the ledger writer retries: for a ledger
+      directory that others can tamper with, or a file system that may fail. The price: each
+      commit syncs the journal and the database, and a commit waits for every reader (of any
+      process) to finish its query, while new readers wait for the commit.
+
+    With ``synchronous=NORMAL`` a committed transaction survives the process being killed;
+    only an OS crash or power loss can lose the last commits, never corrupt the file. A
+    process that finds the database open in WAL mode elsewhere (an older version still
+    running) uses WAL too rather than wait, and says so.
 
     **Files.** The database and its ``-wal``/``-shm``/``-journal`` are created 0600 (SQLite
     gives the side files the database's mode) and tightened to 0600, with a warning, when they
@@ -174,8 +187,8 @@ class SQLiteDatabase(Database):
     created 0700, and tightened likewise.
 
     **The guard** (:meth:`check`, run before every transaction and every statement outside
-    one, a handful of ``stat`` calls): see :meth:`check`. After every commit the database file
-    is checked again, so a batch that went into a file deleted meanwhile is reported
+    one, a few ``stat`` calls): see :meth:`check`. After every commit the database file is
+    checked again, so a batch that went into a file deleted meanwhile is reported
     (``after_commit``) and written again by the ledger writer.
     """
 
@@ -189,10 +202,18 @@ class SQLiteDatabase(Database):
     money_sum = "dsum"
 
     def __init__(
-        self, path: Path, *, busy_timeout_s: float = 30.0, private_dir: bool = False
+        self,
+        path: Path,
+        *,
+        busy_timeout_s: float = 30.0,
+        private_dir: bool = False,
+        journal: str = "wal",
     ) -> None:
         super().__init__()
+        if journal not in JOURNALS:
+            raise ConfigError(f"ledger.sqlite_journal {journal!r}: choose one of {JOURNALS}")
         self.path = path
+        self.journal = journal
         self.url = f"sqlite:///{path}"
         self._busy_timeout_s = busy_timeout_s
         self._private_dir = private_dir
@@ -222,7 +243,7 @@ class SQLiteDatabase(Database):
             _tighten(Path(f"{self._real}{suffix}"))
         conn = self._connect()
         try:
-            files = self._attach()
+            files = self._attach(conn)
         except BaseException:
             conn.close()
             raise
@@ -241,17 +262,7 @@ class SQLiteDatabase(Database):
             # Never map the database file itself: a mapped file that shrinks or stops being
             # writable underneath the process kills it with SIGBUS (the -shm is guarded below).
             conn.execute("PRAGMA mmap_size = 0")
-            # Switching to WAL needs a moment of exclusive access: retry while another process
-            # that is starting at the same time holds it (only then: a read-only file fails now).
-            deadline = time.monotonic() + self._busy_timeout_s
-            while True:
-                try:
-                    conn.execute("PRAGMA journal_mode = WAL")
-                    break
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            self._set_journal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # opens -wal, -shm
         except BaseException:
@@ -259,16 +270,50 @@ class SQLiteDatabase(Database):
             raise
         return conn
 
-    def _attach(self) -> _Files:
-        """Record which files the fresh connection uses.
+    def _set_journal(self, conn: sqlite3.Connection) -> None:
+        """Switch to the configured journal. Switching needs a moment of exclusive access:
+        retry while another process holds it briefly (one starting at the same time). Leaving
+        WAL is impossible while another process has the database open in WAL mode: after a
+        few seconds of trying, stay in WAL (warning once) rather than fail."""
+        mode = "WAL" if self.journal == "wal" else "TRUNCATE"
+        patience = self._busy_timeout_s if self.journal == "wal" else min(3.0, self._busy_timeout_s)
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                conn.execute(f"PRAGMA journal_mode = {mode}")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    current = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+                    if mode == "WAL" or current != "wal":
+                        raise
+                    _warn_once(
+                        self.path,
+                        "ledger: %s is open in WAL mode in another process; using WAL too "
+                        "(ledger.sqlite_journal = %r applies once no process uses WAL)",
+                        self.path,
+                        self.journal,
+                    )
+                    return
+            time.sleep(0.05)
+
+    def _attach(self, conn: sqlite3.Connection) -> _Files:
+        """Record which files the fresh connection uses (in WAL mode also the -wal and the
+        -shm SQLite maps).
 
         By path only: this process must never open and close a descriptor of the database or
         its ``-shm`` itself, because closing any descriptor of a file drops every POSIX lock
         the process holds on it, SQLite's included (another process could then checkpoint
         and delete the WAL under a live connection)."""
-        files = _Files(db=_ident(os.stat(self.path)), wal=_path_ident(self._wal))
+        files = _Files(db=_ident(os.stat(self.path)), wal=None)
+        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            return files
+        files.wal_mode = True
+        files.wal = _path_ident(self._wal)
         shm = _file_info(self._shm)
-        if shm is not None:  # None: not in WAL mode, no index to guard
+        if shm is not None:
             files.shm, files.shm_size = shm.ident, shm.size
         return files
 
@@ -319,12 +364,16 @@ class SQLiteDatabase(Database):
             raise StorageUnwritable(f"cannot look at {self.path}: {exc.strerror}") from None
         if _ident(st) != files.db:
             raise DatabaseReplaced(f"{self.path} was replaced by another file while open")
-        if files.shm is not None:
+        if files.wal_mode:
             self._check_index(files)
-        self._check_wal(files, after_commit=False)
+            self._check_wal(files, after_commit=False)
 
     def _check_index(self, files: _Files) -> None:
         shm = _file_info(self._shm)
+        if files.shm is None:  # not created when the connection was made: record it now
+            if shm is None:
+                return
+            files.shm, files.shm_size = shm.ident, shm.size
         if shm is None or shm.ident != files.shm:
             what = "deleted" if shm is None else "replaced by another file"
             raise IndexDamaged(f"{self._shm} was {what} while open")
@@ -364,7 +413,8 @@ class SQLiteDatabase(Database):
                 f"{self.path} was deleted or replaced while a batch was written into it",
                 after_commit=True,
             )
-        self._check_wal(files, after_commit=True)
+        if files.wal_mode:
+            self._check_wal(files, after_commit=True)
 
     def _use(self) -> sqlite3.Connection:
         if self._in_tx == 0:
@@ -515,6 +565,7 @@ class _Files:
 
     db: tuple[int, int]
     wal: tuple[int, int] | None
+    wal_mode: bool = False
     shm: tuple[int, int] | None = None
     shm_size: int = 0
     next_fs_check: float = 0.0
@@ -528,6 +579,7 @@ class _FileInfo:
 
 
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+JOURNALS = ("wal", "truncate")
 # statx(2) (Linux >= 4.11, glibc >= 2.28) reports a file's attributes by path, without
 # opening it: STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND.
 _STATX_UNWRITABLE = 0x10 | 0x20
@@ -807,12 +859,14 @@ class PostgresDatabase(Database):
             self._conn.close()
 
 
-def connect(url: str | None, home: Path) -> Database:
-    """Open the database a ledger URL names (None → SQLite at ``home/tierwise.db``)."""
+def connect(url: str | None, home: Path, *, journal: str = "wal") -> Database:
+    """Open the database a ledger URL names (None → SQLite at ``home/tierwise.db``, in a
+    private directory); ``journal``: SQLite's, see :class:`SQLiteDatabase`."""
     if url is None or url == "":
-        return SQLiteDatabase(Path(home).expanduser() / "tierwise.db", private_dir=True)
+        path = Path(home).expanduser() / "tierwise.db"
+        return SQLiteDatabase(path, private_dir=True, journal=journal)
     if url.startswith("sqlite:///"):
-        return SQLiteDatabase(Path(url.removeprefix("sqlite:///")).expanduser())
+        return SQLiteDatabase(Path(url.removeprefix("sqlite:///")).expanduser(), journal=journal)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
     raise ConfigError(

@@ -206,9 +206,10 @@ class LedgerStore:
         return self._host
 
     @classmethod
-    def open(cls, url: str | None, home: Any) -> LedgerStore:
-        """Connect and bring the schema up to date."""
-        db = connect(url, home)
+    def open(cls, url: str | None, home: Any, *, journal: str = "wal") -> LedgerStore:
+        """Connect and bring the schema up to date (``journal``: SQLite's, see
+        :class:`~tierwise.ledger.db.SQLiteDatabase`)."""
+        db = connect(url, home, journal=journal)
         try:
             migrate(db)
         except BaseException:
