@@ -323,12 +323,21 @@ def _sqlite_rows(path: Path) -> set[str]:
         conn.close()
 
 
-@pytest.mark.parametrize("how", ["database file", "database and side files", "replaced"])
+@pytest.mark.parametrize(
+    ("how", "journal"),
+    [
+        ("database file", "wal"),
+        ("database and side files", "wal"),
+        ("replaced", "wal"),
+        ("database file", "truncate"),
+        ("replaced", "truncate"),
+    ],
+)
 def test_a_deleted_or_replaced_database_is_noticed_and_later_rows_kept(
-    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, how: str, journal: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Before: SQLite kept writing into the unlinked file and every later row was lost."""
-    settings = settings_for(tmp_path / "home")
+    settings = settings_for(tmp_path / "home", sqlite_journal=journal)
     db_path = tmp_path / "home" / "tierwise.db"
     ledger = open_ledger(settings)
     first = [entry(i) for i in range(10)]

@@ -415,6 +415,8 @@ class SQLiteDatabase(Database):
             )
         if files.wal_mode:
             self._check_wal(files, after_commit=True)
+        elif files.journal is None:  # a rollback journal stays (truncated) after its first use
+            files.journal = _path_ident(f"{self._real}-journal")
 
     def _use(self) -> sqlite3.Connection:
         if self._in_tx == 0:
@@ -566,6 +568,7 @@ class _Files:
     db: tuple[int, int]
     wal: tuple[int, int] | None
     wal_mode: bool = False
+    journal: tuple[int, int] | None = None
     shm: tuple[int, int] | None = None
     shm_size: int = 0
     next_fs_check: float = 0.0
@@ -649,9 +652,10 @@ def _abandon(conn: sqlite3.Connection) -> None:
 
 
 def _remove_stale_side_files(path: str, files: _Files) -> None:
-    """Unlink the ``-wal``/``-shm`` at ``path`` when they are the vanished database's own:
-    a new database must not start next to another database's WAL (SQLite would replay it)."""
-    for suffix, old in (("-wal", files.wal), ("-shm", files.shm)):
+    """Unlink the ``-wal``/``-shm``/``-journal`` at ``path`` when they are the vanished
+    database's own: a new database must not start next to another database's WAL or hot
+    journal (SQLite would replay it into the new file)."""
+    for suffix, old in (("-wal", files.wal), ("-shm", files.shm), ("-journal", files.journal)):
         side = f"{path}{suffix}"
         if old is not None and _path_ident(side) == old:
             with contextlib.suppress(FileNotFoundError):
