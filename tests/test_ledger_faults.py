@@ -724,6 +724,20 @@ def test_a_database_in_wal_mode_elsewhere_is_joined_not_waited_for(
     assert any("open in WAL mode in another process" in r.getMessage() for r in caplog.records)
 
 
+def test_a_shared_home_directory_is_not_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TIERWISE_HOME=/tmp or the like: not tierwise's own directory to restrict."""
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with caplog.at_level(logging.WARNING, logger="tierwise.ledger"):
+        open_store(settings_for(shared)).close()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "tierwise.db").stat().st_mode) == 0o600
+    assert any("is not restricted" in r.getMessage() for r in caplog.records)
+
+
 def test_an_explicit_database_path_leaves_its_directory_alone(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -22,6 +22,7 @@ import errno
 import logging
 import os
 import sqlite3
+import stat
 import struct
 import sys
 import threading
@@ -747,15 +748,37 @@ def _find_statx() -> Any:
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (mode 0700), or restrict it to 0700 when it grants group/other access."""
+    """Create ``path`` (mode 0700), or restrict it to 0700 when it grants group/other access.
+
+    Only a directory of tierwise's own is changed: one that this user owns, that is not
+    shared by design (sticky, like /tmp) and is not the user's home or ``/``. Anything else
+    (``TIERWISE_HOME=/tmp``...) gets a warning; the database files are 0600 either way."""
     try:
         path.mkdir(mode=0o700, parents=True)
     except FileExistsError:
         if not path.is_dir():
             raise
-        _tighten(path, mode=0o700)
     else:
         os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask; 0700 is what we want
+        return
+    st = path.stat()
+    if not st.st_mode & 0o077:
+        return
+    resolved = path.resolve()
+    if (
+        st.st_uid != os.geteuid()
+        or st.st_mode & stat.S_ISVTX
+        or resolved in (Path(resolved.anchor), Path.home().resolve())
+    ):
+        _warn_once(
+            path,
+            "ledger: the directory %s is accessible to other users (mode %s) and is not "
+            "restricted (not a directory of tierwise's own); the database files are 0600",
+            path,
+            oct(st.st_mode & 0o777),
+        )
+        return
+    _tighten(path, mode=0o700)
 
 
 def _create_private_file(path: Path) -> None:
