@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import operator
 import os
 import socket
 import uuid
@@ -196,7 +197,7 @@ class LedgerStore:
             f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)}) "
             "ON CONFLICT (request_id) DO NOTHING"
         )
-        self._text_idx = tuple(COLUMNS.index(c) for c in _LIMITS)
+        self._texts = operator.itemgetter(*(COLUMNS.index(c) for c in _LIMITS))
         self._limits = tuple((COLUMNS.index(c), n) for c, n in _LIMITS.items())
         self._host = _safe_text(socket.gethostname())
 
@@ -291,7 +292,7 @@ class LedgerStore:
     def _fits(self, row: tuple[Any, ...]) -> bool:
         """Whether the database can hold every value of ``row`` as it is."""
         # One pass over all the text at once (a TypeError for a value that is not text).
-        text = "".join([v for i in self._text_idx if (v := row[i]) is not None])
+        text = "".join(filter(None, self._texts(row)))
         if len(text) > _SHORT_TEXT and not all(
             row[i] is None or len(row[i]) <= limit for i, limit in self._limits
         ):
