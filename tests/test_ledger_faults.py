@@ -130,10 +130,13 @@ def test_a_row_the_database_refuses_is_rejected_and_the_rest_written(settings: S
     assert len(gaps) == 2
     assert bad.request_id in {g[0] for g in gaps}
     assert all(g[1] == 1 and g[2].startswith("rejected by the database") for g in gaps)
-    # Reports count them among the requests missing from the ledger.
+    # Reports count them among the requests missing from the ledger, and can list them.
     check = open_store(settings)
     try:
         assert check.dropped() == 2
+        rejects = check.rejects()
+        assert len(rejects) == 2 and bad.request_id in {g.request_id for g in rejects}
+        assert all(g.dropped == 1 and g.host == check.host for g in rejects)
     finally:
         check.close()
 

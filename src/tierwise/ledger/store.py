@@ -540,6 +540,26 @@ class LedgerStore:
         )
         return int(rows[0][0])
 
+    def rejects(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[Gap]:
+        """The entries the database refused (also counted by :meth:`dropped`), newest first."""
+        where, params = self._window(since, until)
+        rows = self.db.query(
+            "SELECT ts, dropped, reason, host, pid, request_id FROM ledger_gaps "  # noqa: S608
+            f"WHERE {where} AND request_id IS NOT NULL ORDER BY ts DESC, id DESC "
+            f"LIMIT {max(0, int(limit))}",
+            params,
+        )
+        return [
+            Gap(self.db.ts_value(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]))
+            for r in rows
+        ]
+
     def group_expr(self, by: str | None) -> str:
         if by is None:
             return "'all'"
