@@ -439,6 +439,9 @@ class SQLiteDatabase(Database):
         reopened.
         """
         with self._lock:
+            if isinstance(fault, StorageUnwritable):  # nothing to remake: wait until writable
+                self._check()
+                return
             old, files = self._conn, self._files
             if old is not None and files is not None:
                 if isinstance(fault, IndexDamaged):
