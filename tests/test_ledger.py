@@ -15,7 +15,7 @@ from tierwise.config import Settings
 from tierwise.ledger import Ledger, LedgerStore, open_ledger, open_store
 from tierwise.ledger.db import SQLiteDatabase
 from tierwise.ledger.schema import MIGRATIONS, applied_versions, migrate
-from tierwise.ledger.store import Gap
+from tierwise.ledger.store import Gap, Inserted
 from tierwise.types import LedgerEntry
 
 
@@ -159,11 +159,13 @@ class _GatedStore(LedgerStore):
     def __init__(self, inner: LedgerStore) -> None:
         super().__init__(inner.db)
         self.gate = threading.Event()
+        self.entered = threading.Event()
 
-    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> None:
+    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> Inserted:
         if entries:
+            self.entered.set()
             self.gate.wait(30)
-        super().insert(entries, gaps)
+        return super().insert(entries, gaps)
 
 
 def test_a_full_queue_is_counted_and_reported_never_silent(
@@ -175,9 +177,7 @@ def test_a_full_queue_is_counted_and_reported_never_silent(
     for i in range(sent):
         ledger.record(entry(i))
         if i == 0:  # the writer takes the first entry and blocks on the gate
-            deadline = time.monotonic() + 10
-            while ledger.stats().queued and time.monotonic() < deadline:
-                time.sleep(0.01)
+            assert store.entered.wait(10)
     assert ledger.dropped == sent - 1 - 5
     assert any("not recorded" in r.getMessage() for r in caplog.records)
     store.gate.set()
@@ -249,11 +249,11 @@ class _FlakyStore(LedgerStore):
         super().__init__(inner.db)
         self.failures = failures
 
-    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> None:
+    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> Inserted:
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionError("database unavailable")
-        super().insert(entries, gaps)
+        return super().insert(entries, gaps)
 
 
 def test_failed_writes_are_retried_and_nothing_is_lost(settings: Settings) -> None:

@@ -111,6 +111,10 @@ class LedgerConfig(_Strict):
 
     ``url``: None → SQLite at ``$TIERWISE_HOME/tierwise.db``; ``sqlite:///path`` or
     ``postgresql://…`` otherwise. Writes are queued (``queue_size``) and flushed in batches.
+    ``sqlite_journal``: ``wal`` (readers never hold off writes, but a WAL index made
+    unwritable or truncated during a write kills the process with SIGBUS) or ``truncate``
+    (nothing memory-mapped: no file fault can crash the process; commits sync and wait for
+    readers); see :class:`tierwise.ledger.db.SQLiteDatabase`.
     """
 
     enabled: bool = True
@@ -119,6 +123,7 @@ class LedgerConfig(_Strict):
     batch_size: int = Field(default=500, ge=1)
     flush_interval_s: float = Field(default=0.2, gt=0)
     store_prompts: bool = False
+    sqlite_journal: Literal["wal", "truncate"] = "wal"
 
     @field_validator("url")
     @classmethod

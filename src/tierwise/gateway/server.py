@@ -44,7 +44,7 @@ def make_app(settings: Settings) -> Starlette:
     keys = KeyStore(settings, store=store) if store is not None else KeyStore(settings)
     budgets = open_budgets(settings, store, workers=settings.gateway.workers)
     if ledger is not None:
-        telemetry.watch_ledger(lambda: ledger.stats().queued, lambda: ledger.stats().dropped)
+        telemetry.watch_ledger(ledger)
 
     async def shutdown() -> None:
         if ledger is not None:
@@ -56,6 +56,9 @@ def make_app(settings: Settings) -> Starlette:
 
 def app_factory() -> Starlette:
     """For uvicorn workers: the settings come from the parent through the environment."""
+    from tierwise.ledger.faults import enable_crash_tracebacks
+
+    enable_crash_tracebacks()  # a fatal signal (SIGBUS, SIGSEGV) leaves tracebacks in the log
     raw = os.environ.get(_ENV_SETTINGS)
     if not raw:
         raise ConfigError(f"{_ENV_SETTINGS} is not set")
@@ -110,6 +113,9 @@ def run_server(
     address or a name this machine resolves), PostgreSQL and Redis when configured, gateway
     keys on a non-loopback address, budgets with several workers, and finally the port itself
     (in use, not allowed). The banner is printed once the gateway answers on the port."""
+    from tierwise.ledger.faults import enable_crash_tracebacks
+
+    enable_crash_tracebacks()  # a fatal signal (SIGBUS, SIGSEGV) leaves tracebacks in the log
     import uvicorn
 
     from tierwise.gateway.connections import uvicorn_options

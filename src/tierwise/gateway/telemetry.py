@@ -4,7 +4,6 @@ a prompt or a key's value (key *names* are not labels either: their number is un
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -68,6 +67,16 @@ CLAMPED = Counter(
     "Replies whose usage exceeded what the request could consume (clamped, flagged in the ledger)",
 )
 LEDGER_QUEUE = Gauge("tierwise_ledger_queue_depth", "Ledger entries waiting to be written")
+LEDGER_REJECTED = Gauge(
+    "tierwise_ledger_rejected_total", "Ledger rows the database refused (in ledger_gaps)"
+)
+LEDGER_OLDEST = Gauge(
+    "tierwise_ledger_oldest_queued_seconds", "Age of the oldest entry waiting to be written"
+)
+LEDGER_STATUS = Gauge(
+    "tierwise_ledger_status", "Ledger health: 0 ok, 1 degraded, 2 failing (see /health)"
+)
+_LEDGER_STATES = {"ok": 0, "degraded": 1, "failing": 2}
 LEDGER_DROPPED = Gauge("tierwise_ledger_dropped_total", "Ledger entries dropped on a full queue")
 
 
@@ -142,9 +151,13 @@ class MetricsObserver:
                     SAVED.inc(float(settlement.saved_usd))
 
 
-def watch_ledger(depth: Callable[[], float], dropped: Callable[[], float]) -> None:
-    LEDGER_QUEUE.set_function(depth)
-    LEDGER_DROPPED.set_function(dropped)
+def watch_ledger(ledger: Any) -> None:
+    """Read the ledger's counters and health at every scrape (``tierwise.ledger.Ledger``)."""
+    LEDGER_QUEUE.set_function(lambda: ledger.stats().queued)
+    LEDGER_DROPPED.set_function(lambda: ledger.stats().dropped)
+    LEDGER_REJECTED.set_function(lambda: ledger.stats().rejected)
+    LEDGER_OLDEST.set_function(lambda: ledger.stats().oldest_queued_s)
+    LEDGER_STATUS.set_function(lambda: _LEDGER_STATES.get(ledger.health().status, 2))
 
 
 async def metrics_endpoint(request: Request) -> Response:

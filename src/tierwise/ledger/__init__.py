@@ -6,11 +6,15 @@
     ...
     ledger.close()                          # drains everything (SIGTERM/Ctrl-C paths call it)
 
-Storage: SQLite in WAL mode at ``$TIERWISE_HOME/tierwise.db`` by default; PostgreSQL when
+Storage: SQLite at ``$TIERWISE_HOME/tierwise.db`` by default (in WAL mode, or with a rollback
+journal: ``ledger.sqlite_journal``, see :class:`tierwise.ledger.db.SQLiteDatabase`); PostgreSQL when
 ``ledger.url`` / ``$TIERWISE_DB`` is ``postgresql://…``. The queue, the full-queue policy and
 the loss bound on a hard kill are described in :mod:`tierwise.ledger.writer`; the schema and
 its migrations in :mod:`tierwise.ledger.schema`; the exact money handling in
-:mod:`tierwise.ledger.db`.
+:mod:`tierwise.ledger.db`. Storage faults (a row the database refuses, a deleted or replaced
+database file, an unwritable or full disk, the SIGBUS a memory-mapped WAL index can raise)
+and what the ledger does about each: :mod:`tierwise.ledger.faults`, ``RELIABILITY.md``.
+``Ledger.health()`` is what ``/health`` reports.
 """
 
 from __future__ import annotations
@@ -22,18 +26,30 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from tierwise.ledger.faults import enable_crash_tracebacks
 from tierwise.ledger.store import LedgerStore
-from tierwise.ledger.writer import Ledger, LedgerStats
+from tierwise.ledger.writer import Ledger, LedgerHealth, LedgerStats
 
 if TYPE_CHECKING:
     from tierwise.config import Settings
 
-__all__ = ["Ledger", "LedgerStats", "LedgerStore", "open_ledger", "open_store", "sigterm_exits"]
+__all__ = [
+    "Ledger",
+    "LedgerHealth",
+    "LedgerStats",
+    "LedgerStore",
+    "enable_crash_tracebacks",
+    "open_ledger",
+    "open_store",
+    "sigterm_exits",
+]
 
 
 def open_store(settings: Settings) -> LedgerStore:
     """A direct connection to the ledger tables (reports, keys), schema brought up to date."""
-    return LedgerStore.open(settings.ledger.url, settings.home)
+    return LedgerStore.open(
+        settings.ledger.url, settings.home, journal=settings.ledger.sqlite_journal
+    )
 
 
 def open_ledger(settings: Settings) -> Ledger:

@@ -120,6 +120,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        4,
+        "rejected and sanitised ledger rows",
+        (
+            # An entry the database refused (its data, not the database's state) is recorded
+            # as a gap of 1 with its request id: in ledger_gaps rather than a table of its own
+            # so that every reader of the gaps (reports' dropped_requests, "rows + gaps ==
+            # requests" checks) counts it without a change. NULL for counted drops.
+            "ALTER TABLE ledger_gaps ADD COLUMN request_id TEXT",
+            # NULL, or what the row builder changed to make the row storable (a clamped token
+            # count, replaced invalid UTF-8, a truncated text...).
+            "ALTER TABLE requests ADD COLUMN sanitized TEXT",
+        ),
+    ),
+    Migration(
         5,
         "gateway key roles",
         (

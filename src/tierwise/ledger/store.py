@@ -9,13 +9,20 @@ the budgets need. Money sums are exact (see :mod:`tierwise.ledger.db`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import math
+import operator
+import os
+import socket
+import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from tierwise.ledger.db import Database, connect, to_decimal
+from tierwise.ledger.faults import RowError, StorageFault
 from tierwise.ledger.schema import migrate
 from tierwise.types import LedgerEntry, Usage
 
@@ -71,6 +78,42 @@ _USAGE = (
     "thinking_tokens",
 )
 _MONEY = ("cost_usd", "classifier_cost_usd", "baseline_cost_usd", "saved_usd")
+#: written after COLUMNS: NULL, or what the row builder had to change (migration 4)
+_INSERT_COLUMNS = (*COLUMNS, "sanitized")
+
+#: the largest token count stored as given (larger ones are clamped and the row marked): five
+#: orders of magnitude above any model's context, and 9 million such rows still sum in 64 bits
+MAX_TOKENS = 10**12
+_INT64_MAX = 2**63 - 1
+_MONEY_MIN_EXP = -40  # smaller non-zero amounts are stored as 0 (and the row marked)
+_MONEY_MAX = Decimal(10**31 - 1)  # larger amounts (and infinities) are clamped to this
+#: the longest text stored per column, in characters (longer text is truncated, row marked)
+_LIMITS: dict[str, int] = {
+    "request_id": 512,
+    "source": 1024,
+    "status": 1024,
+    "api": 1024,
+    "key_name": 1024,
+    "tags": 16_384,
+    "requested_model": 1024,
+    "tier": 1024,
+    "model": 1024,
+    "classifier": 1024,
+    "reason": 4096,
+    "fallbacks": 4096,
+    "error_type": 1024,
+    "price_version": 1024,
+    "baseline_model": 1024,
+    "prompt": 1 << 20,
+    "reply": 1 << 20,
+    "usage_flags": 4096,
+    "adapted": 4096,
+    "stop_reason": 1024,
+    "session_id": 1024,
+    "session_rule": 1024,
+    "session_shape": 16_384,
+}
+_SHORT_TEXT = min(_LIMITS.values())  # all the text of a row together within it: no column is over
 
 GROUPS = ("tier", "model", "key", "day")
 
@@ -84,6 +127,22 @@ class Gap:
     reason: str
     host: str
     pid: int
+    #: set for one entry the database refused (``dropped`` = 1); None for counts
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What :meth:`LedgerStore.insert` wrote: rows, the (request_id, note) of sanitised ones,
+    and the entries recorded in ``ledger_gaps`` instead."""
+
+    rows: int
+    sanitized: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[Gap] = field(default_factory=list)
+
+
+class _RollBack(Exception):
+    """Ends :meth:`LedgerStore.probe`'s transaction."""
 
 
 @dataclass(slots=True)
@@ -146,15 +205,24 @@ class LedgerStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._insert_sql = (
-            f"INSERT INTO requests ({', '.join(COLUMNS)}) "  # noqa: S608 - fixed column names
-            f"VALUES ({', '.join('?' for _ in COLUMNS)}) "
+            f"INSERT INTO requests ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608 - fixed names
+            f"VALUES ({', '.join('?' for _ in _INSERT_COLUMNS)}) "
             "ON CONFLICT (request_id) DO NOTHING"
         )
+        self._texts = operator.itemgetter(*(COLUMNS.index(c) for c in _LIMITS))
+        self._limits = tuple((COLUMNS.index(c), n) for c, n in _LIMITS.items())
+        self._host = _safe_text(socket.gethostname())
+
+    @property
+    def host(self) -> str:
+        """This machine's name, as recorded in ``ledger_gaps``."""
+        return self._host
 
     @classmethod
-    def open(cls, url: str | None, home: Any) -> LedgerStore:
-        """Connect and bring the schema up to date."""
-        db = connect(url, home)
+    def open(cls, url: str | None, home: Any, *, journal: str = "wal") -> LedgerStore:
+        """Connect and bring the schema up to date (``journal``: SQLite's, see
+        :class:`~tierwise.ledger.db.SQLiteDatabase`)."""
+        db = connect(url, home, journal=journal)
         try:
             migrate(db)
         except BaseException:
@@ -167,6 +235,32 @@ class LedgerStore:
 
     # -- writing -------------------------------------------------------------------------
     def to_row(self, e: LedgerEntry) -> tuple[Any, ...]:
+        """The row for ``e``, with the ``sanitized`` column last.
+
+        Fast path: the entry's values as they are, when every one fits (ints within
+        :data:`MAX_TOKENS`, floats finite, text valid UTF-8 without NUL and within its length
+        limit, money finite and within 10**31). Otherwise a sanitised copy (clamped, replaced,
+        truncated) whose ``sanitized`` column says what changed. Raises
+        :class:`~tierwise.ledger.faults.RowError` only when the entry has no usable
+        ``request_id`` (nothing can be recorded under it).
+        """
+        try:
+            row = self._fast_row(e)
+        except (TypeError, ValueError, AttributeError, ArithmeticError):
+            row = None
+        return row if row is not None else self._sanitised_row(e)
+
+    def _fast_row(self, e: LedgerEntry) -> tuple[Any, ...] | None:
+        for money in (e.cost_usd, e.classifier_cost_usd, e.baseline_cost_usd, e.saved_usd):
+            # Checked before formatting: format(Decimal("1E+999999999"), "f") is a gigabyte.
+            if money is not None and not (
+                money.is_finite() and (not money or _MONEY_MIN_EXP <= money.adjusted() <= 30)
+            ):
+                return None
+        row = self._row_as_given(e)
+        return row if self._fits(row) else None
+
+    def _row_as_given(self, e: LedgerEntry) -> tuple[Any, ...]:
         db = self.db
         return (
             e.request_id,
@@ -212,20 +306,187 @@ class LedgerStore:
             None
             if e.session_shape is None
             else json.dumps(e.session_shape, sort_keys=True, separators=(",", ":")),
+            None,  # sanitized
         )
 
-    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> None:
-        """Write a batch (and gap counts) in one transaction."""
-        rows = [self.to_row(e) for e in entries]
-        with self.db.transaction():
-            if rows:
-                self.db.executemany(self._insert_sql, rows)
-            for gap in gaps:
-                self.db.execute(
-                    "INSERT INTO ledger_gaps (ts, dropped, reason, host, pid) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (self.db.ts_param(gap.ts), gap.dropped, gap.reason, gap.host, gap.pid),
+    def _fits(self, row: tuple[Any, ...]) -> bool:
+        """Whether the database can hold every value of ``row`` as it is."""
+        # One pass over all the text at once (a TypeError for a value that is not text).
+        text = "".join(filter(None, self._texts(row)))
+        if len(text) > _SHORT_TEXT and not all(
+            row[i] is None or len(row[i]) <= limit for i, limit in self._limits
+        ):
+            return False
+        if not text.isascii() and not _is_utf8(text):  # a lone surrogate
+            return False
+        counts, status, confidence = row[16:22], row[15], row[11]
+        return bool(
+            row[0]  # a request_id
+            and "\x00" not in text  # PostgreSQL text cannot hold NUL
+            and max(counts) <= MAX_TOKENS
+            and min(counts) >= 0
+            and (status is None or 0 <= status <= _INT64_MAX)
+            and math.isfinite(row[28] + row[29] + row[30] + (confidence or 0.0))
+        )
+
+    def _sanitised_row(self, e: LedgerEntry) -> tuple[Any, ...]:
+        notes: list[str] = []
+        request_id = getattr(e, "request_id", None)
+        if not isinstance(request_id, str) or not request_id:
+            raise RowError(None if request_id is None else repr(request_id)[:80], "no request_id")
+        rid = _clean_text(request_id, "request_id", _LIMITS["request_id"], notes)
+        if rid != request_id:  # keep distinct ids distinct after cleaning
+            digest = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest()
+            rid = f"{rid[: _LIMITS['request_id'] - 17]}~{digest[:16]}"
+
+        def text(name: str) -> str | None:
+            value = getattr(e, name, None)
+            return None if value is None else _clean_text(value, name, _LIMITS[name], notes)
+
+        db = self.db
+        ts = getattr(e, "ts", None)
+        if not isinstance(ts, dt.datetime):
+            notes.append(f"ts: {type(ts).__name__} replaced by the time of writing")
+            ts = dt.datetime.now(dt.UTC)
+        try:
+            tags = json.dumps(e.tags, sort_keys=True, ensure_ascii=False)
+        except (TypeError, ValueError):
+            try:
+                tags = json.dumps(
+                    {str(k): str(v) for k, v in dict(e.tags).items()},
+                    sort_keys=True,
+                    ensure_ascii=False,
                 )
+                notes.append("tags: values turned into text")
+            except (TypeError, ValueError):
+                tags = "{}"
+                notes.append("tags: not a mapping, left empty")
+        try:
+            fallbacks = json.dumps([str(f) for f in e.fallbacks], ensure_ascii=False)
+        except TypeError:
+            fallbacks = "[]"
+            notes.append("fallbacks: not a sequence, left empty")
+        tags_text = _clean_text(tags, "tags", _LIMITS["tags"], notes)
+        fallbacks_text = _clean_text(fallbacks, "fallbacks", _LIMITS["fallbacks"], notes)
+        if tags_text != tags:  # a truncated JSON object would not read back
+            tags_text = "{}"
+        if fallbacks_text != fallbacks:
+            fallbacks_text = "[]"
+        usage = getattr(e, "usage", None)
+        counts = [_clean_count(getattr(usage, k, 0), k, notes) for k in _USAGE]
+        status = e.http_status
+        if status is not None and not (isinstance(status, int) and 0 <= status <= _INT64_MAX):
+            notes.append(f"http_status: {_describe(status)} dropped")
+            status = None
+        return (
+            rid,
+            db.ts_param(ts),
+            text("source") or "unknown",
+            text("status") or "error",
+            text("api"),
+            text("key_name"),
+            tags_text,
+            text("requested_model"),
+            text("tier"),
+            text("model"),
+            text("classifier"),
+            _clean_float(e.confidence, "confidence", None, notes),
+            text("reason"),
+            fallbacks_text,
+            text("error_type"),
+            status,
+            *counts,
+            db.money_param(_clean_money(e.cost_usd, "cost_usd", notes)),
+            db.money_param(
+                _clean_money(e.classifier_cost_usd, "classifier_cost_usd", notes) or Decimal(0)
+            ),
+            text("price_version"),
+            text("baseline_model"),
+            db.money_param(_clean_money(e.baseline_cost_usd, "baseline_cost_usd", notes)),
+            db.money_param(_clean_money(e.saved_usd, "saved_usd", notes)),
+            _clean_float(e.decision_ms, "decision_ms", 0.0, notes),
+            _clean_float(e.upstream_ms, "upstream_ms", 0.0, notes),
+            _clean_float(e.total_ms, "total_ms", 0.0, notes),
+            int(bool(e.streaming)),
+            int(bool(e.simulated)),
+            text("prompt"),
+            text("reply"),
+            _json_list(e.usage_flags, "usage_flags", notes),
+            _json_list(e.adapted, "adapted", notes),
+            text("stop_reason"),
+            text("session_id"),
+            text("session_rule"),
+            _json_object(e.session_shape, "session_shape", notes),
+            _clip("; ".join(notes) or "values checked", 2000),
+        )
+
+    def insert(self, entries: Sequence[LedgerEntry], gaps: Sequence[Gap] = ()) -> Inserted:
+        """Write a batch (and gap counts) in one transaction.
+
+        Values the database could not hold are sanitised (see :meth:`to_row`); an entry that
+        cannot become a row at all is not written but recorded in ``ledger_gaps`` with its
+        ``request_id``, in the same transaction. Raises what the database raises (the
+        :class:`~tierwise.ledger.writer.Ledger` tells data errors from transient ones).
+        """
+        rows: list[tuple[Any, ...]] = []
+        sanitized: list[tuple[str, str]] = []
+        rejected: list[Gap] = []
+        for e in entries:
+            try:
+                row = self.to_row(e)
+            except RowError as exc:
+                rejected.append(self.reject_gap(exc.request_id, f"rejected: {exc.reason}"))
+                continue
+            if row[-1] is not None:
+                sanitized.append((row[0], row[-1]))
+            rows.append(row)
+        db = self.db
+        with db.transaction():
+            if rows:
+                db.executemany(self._insert_sql, rows)
+            for gap in (*gaps, *rejected):
+                db.execute(
+                    "INSERT INTO ledger_gaps (ts, dropped, reason, host, pid, request_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        db.ts_param(gap.ts),
+                        int(gap.dropped),
+                        _clip(_safe_text(gap.reason), 1000),
+                        _clip(_safe_text(gap.host), 255),
+                        int(gap.pid),
+                        None
+                        if gap.request_id is None
+                        else _clip(_safe_text(gap.request_id), _LIMITS["request_id"]),
+                    ),
+                )
+        return Inserted(rows=len(rows), sanitized=sanitized, rejected=rejected)
+
+    def reject_gap(self, request_id: str | None, reason: str) -> Gap:
+        """The ``ledger_gaps`` record of one entry that could not be written."""
+        return Gap(dt.datetime.now(dt.UTC), 1, reason, self._host, os.getpid(), request_id)
+
+    def probe(self) -> None:
+        """Insert a valid row and roll it back: raises whatever the database raises for every
+        row (a missing table, a constraint that no row can meet, a lost connection), and
+        returns when a valid row can be written (so a row it refuses is that row's fault)."""
+        canary = LedgerEntry(
+            request_id=f"tierwise-probe-{uuid.uuid4().hex}",
+            ts=dt.datetime.now(dt.UTC),
+            source="probe",
+            status="ok",
+        )
+        try:
+            with self.db.transaction():
+                self.db.executemany(self._insert_sql, [self.to_row(canary)])
+                raise _RollBack
+        except _RollBack:
+            return
+
+    def recover(self, fault: StorageFault) -> None:
+        """Reconnect after ``fault`` and bring the schema up to date (a database recreated
+        after its file vanished starts empty)."""
+        self.db.recover(fault)
+        migrate(self.db)
 
     # -- reading -------------------------------------------------------------------------
     def from_row(self, row: Sequence[Any]) -> LedgerEntry:
@@ -326,6 +587,26 @@ class LedgerStore:
             params,
         )
         return int(rows[0][0])
+
+    def rejects(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+    ) -> list[Gap]:
+        """The entries the database refused (also counted by :meth:`dropped`), newest first."""
+        where, params = self._window(since, until)
+        rows = self.db.query(
+            "SELECT ts, dropped, reason, host, pid, request_id FROM ledger_gaps "  # noqa: S608
+            f"WHERE {where} AND request_id IS NOT NULL ORDER BY ts DESC, id DESC "
+            f"LIMIT {max(0, int(limit))}",
+            params,
+        )
+        return [
+            Gap(self.db.ts_value(r[0]), int(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]))
+            for r in rows
+        ]
 
     def group_expr(self, by: str | None) -> str:
         if by is None:
@@ -603,3 +884,130 @@ class LedgerStore:
                 cost_usd=(to_decimal(cost) or Decimal(0)) + (to_decimal(classifier) or Decimal(0)),
             )
         return out
+
+
+# -- the row builder's checks (the slow path: only for entries the fast path refused) ------
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit]
+
+
+def _safe_text(value: str) -> str:
+    """``value`` as text both databases store: valid UTF-8, no NUL."""
+    if not value.isascii():
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value.replace("\x00", "\ufffd")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _describe(value: Any) -> str:
+    """A short, safe description of a bad value for the ``sanitized`` note."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) < 10**18:
+            return str(value)
+        bits = abs(value).bit_length()
+        return f"{'-' if value < 0 else ''}~10**{int(bits * math.log10(2))}"
+    if isinstance(value, float | Decimal):
+        return _clip(str(value), 40)
+    return type(value).__name__
+
+
+def _clean_text(value: Any, name: str, limit: int, notes: list[str]) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        notes.append(f"{name}: {type(value).__name__} turned into text")
+        text = _describe(value) if isinstance(value, int | float | Decimal) else repr(value)
+    if not text.isascii() and not _is_utf8(text):
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        notes.append(f"{name}: invalid UTF-8 (lone surrogates) replaced")
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+        notes.append(f"{name}: NUL characters replaced")
+    if len(text) > limit:
+        notes.append(f"{name}: truncated from {len(text)} to {limit} characters")
+        text = text[:limit]
+    return text
+
+
+def _clean_count(value: Any, name: str, notes: list[str]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        notes.append(f"{name}: {_describe(value)} is not a count, stored as 0")
+        return 0
+    if value < 0:
+        notes.append(f"{name}: {_describe(value)} stored as 0")
+        return 0
+    if value > MAX_TOKENS:
+        notes.append(f"{name}: {_describe(value)} clamped to {MAX_TOKENS}")
+        return MAX_TOKENS
+    return value
+
+
+def _clean_float(value: Any, name: str, default: float | None, notes: list[str]) -> float | None:
+    if value is None:
+        if default is not None:
+            notes.append(f"{name}: missing, stored as {default}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        notes.append(f"{name}: {_describe(value)} is not a number, stored as {default}")
+        return default
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        notes.append(f"{name}: {_describe(value)} stored as {default}")
+        return default
+    return number
+
+
+def _clean_money(value: Any, name: str, notes: list[str]) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        kind = type(value).__name__
+        try:
+            value = Decimal(value)
+            notes.append(f"{name}: {kind} read as a Decimal")
+        except ArithmeticError:
+            value = None
+    money: Decimal | None = value if isinstance(value, Decimal) else None
+    if money is None or money.is_nan():
+        notes.append(f"{name}: {_describe(value)} stored as unpriced")
+    elif money.is_infinite() or money.adjusted() > 30:
+        notes.append(f"{name}: {_describe(money)} clamped to {'-' if money < 0 else ''}10**31-1")
+        money = _MONEY_MAX.copy_sign(money)
+    elif money and money.adjusted() < _MONEY_MIN_EXP:
+        notes.append(f"{name}: {_describe(money)} stored as 0")
+        money = Decimal(0)
+    return money
+
+
+def _json_list(values: Any, name: str, notes: list[str]) -> str:
+    """A JSON list of strings for a sanitised row ("[]" when it cannot be stored whole)."""
+    try:
+        text = json.dumps([str(v) for v in values], ensure_ascii=False)
+    except TypeError:
+        notes.append(f"{name}: not a sequence, left empty")
+        return "[]"
+    cleaned = _clean_text(text, name, _LIMITS[name], notes)
+    return cleaned if cleaned == text else "[]"
+
+
+def _json_object(value: Any, name: str, notes: list[str]) -> str | None:
+    """A JSON object for a sanitised row (None when it cannot be stored whole)."""
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        notes.append(f"{name}: not JSON, dropped")
+        return None
+    cleaned = _clean_text(text, name, _LIMITS[name], notes)
+    return cleaned if cleaned == text else None
