@@ -213,7 +213,7 @@ class _Counter:
             amount, _ = self.holds.pop(rid)
             log.warning(
                 "budget hold %s of $%s expired without being settled (a request ran past "
-                "budgets.hold_ttl_s, or its process lost track of it)",
+                "budgets.reservation_ttl_s, or its process lost track of it)",
                 rid,
                 amount,
             )
