@@ -1,54 +1,173 @@
-"""Server-sent events: read usage on the side of a relayed stream, and write Messages streams.
+"""Server-sent events: split a relayed stream into events, check what they say, and write
+Messages streams.
 
-The relay never rewrites the upstream's bytes; :class:`SSEParser` works on its own copy to
-find event boundaries, and :class:`StreamTracker` keeps what billing and the ledger need
+:class:`EventSplitter` finds event boundaries in linear time (each byte is scanned once, the
+pending buffer only grows by appends), supports the three line endings of the SSE spec
+(``\n``, ``\r\n``, lone ``\r``), bounds a single event (and so the pending buffer), and
+returns each event's name, data and exact raw bytes, so a relay can forward the upstream's
+bytes unchanged, event by event. :class:`StreamTracker` checks each event strictly (anything a
+client could not use is :class:`MalformedEvent`) and keeps what billing and the ledger need
 (usage from ``message_start`` overridden by the final ``message_delta``, stop reason, whether
 ``message_stop`` or an ``error`` event arrived).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from tierwise.gateway.validate import checked_usage, show
 
-class SSEParser:
-    """Incremental SSE framing: feed bytes, get ``(event, data)`` pairs of complete events."""
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 
-    def __init__(self) -> None:
-        self._buf = b""
 
-    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        buf = self._buf + chunk
-        if b"\r" in buf:
-            # Normalise CRLF/CR, but keep a trailing CR: its LF may be in the next chunk.
-            keep_cr = buf.endswith(b"\r")
-            body = buf[:-1] if keep_cr else buf
-            buf = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + (b"\r" if keep_cr else b"")
-        events: list[tuple[str | None, bytes]] = []
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            raw, buf = buf[:end], buf[end + 2 :]
-            name: str | None = None
-            data: list[bytes] = []
-            for line in raw.split(b"\n"):
-                if line.startswith(b"data:"):
-                    value = line[5:]
-                    data.append(value[1:] if value.startswith(b" ") else value)
-                elif line.startswith(b"event:"):
-                    name = line[6:].strip().decode("utf-8", "replace")
-            if name is not None or data:
-                events.append((name, b"\n".join(data)))
-        self._buf = buf
-        return events
+class MalformedEvent(ValueError):
+    """The upstream sent an SSE event (or bytes) clients cannot use."""
+
+
+class SSEEvent(NamedTuple):
+    """One complete event. ``name``: its ``event:`` field (None without one); ``data``: its
+    ``data:`` lines joined with ``\n``; ``raw``: the exact bytes it came in, from the end of
+    the previous event through its blank line (comments and empty blocks before it included),
+    so that concatenating every ``raw`` and :meth:`EventSplitter.finish` gives back the input."""
+
+    name: str | None
+    data: bytes
+    raw: bytes
+
+
+# Two line endings in a row: the end of an event. A lone CR is a line ending only when no LF
+# follows it (CRLF is one ending).
+_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))").search
+_LOOKBACK = 3  # an end is at most 4 bytes: resume a search this far before the new bytes
+
+
+def _fields(block: bytes) -> tuple[str | None, bytes, bool]:
+    """(event name, data, whether the block had any event/data field)."""
+    # The usual shape, "event: NAME\ndata: JSON\n\n", without splitting lines.
+    if block.startswith(b"event: ") and b"\r" not in block:
+        nl = block.find(b"\n", 7)
+        if block.startswith(b"data: ", nl + 1):
+            end = block.find(b"\n", nl + 7)
+            if end == len(block) - 2:
+                return block[7:nl].decode("utf-8", "replace"), block[nl + 7 : end], True
+    name: str | None = None
+    data: list[bytes] = []
+    for line in block.splitlines():
+        if not line or line[0] == 58:  # empty, or a ":" comment
+            continue
+        key, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if key == b"data":
+            data.append(value)
+        elif key == b"event":
+            name = value.decode("utf-8", "replace")
+        # id, retry and unknown fields do not matter to a relay
+    if len(data) == 1:
+        return name, data[0], True
+    return name, b"\n".join(data), name is not None or bool(data)
+
+
+class EventSplitter:
+    """Incremental SSE framing, linear in the bytes fed.
+
+    ``feed(chunk)`` returns the events completed by ``chunk``. An event (or the bytes pending
+    for one) larger than ``max_event_bytes`` raises :class:`MalformedEvent`; the pending
+    buffer therefore never exceeds it. Blocks with no ``event``/``data`` field (comments,
+    extra blank lines) are not returned: their bytes start the next event's ``raw``."""
+
+    __slots__ = ("_buf", "_cr", "_scan", "max_event_bytes")
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        if max_event_bytes < 1:
+            raise ValueError("max_event_bytes must be at least 1")
+        self.max_event_bytes = max_event_bytes
+        self._buf = bytearray()
+        self._scan = 0  # where the next search for an event end starts, in _buf
+        self._cr = False  # a CR was seen: line endings need the full search
 
     @property
-    def pending(self) -> bytes:
-        return self._buf
+    def pending(self) -> int:
+        """Bytes held that belong to no returned event yet."""
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:  # noqa: PLR0912 - one loop, no calls per event
+        if not self._cr and b"\r" in chunk:
+            self._cr = True
+        buf = self._buf
+        data: bytes | bytearray
+        if buf:
+            buf += chunk
+            data, pos = buf, self._scan
+        else:
+            data, pos = chunk, 0
+        events: list[SSEEvent] = []
+        start = 0  # start of the raw bytes of the next event
+        block_start = 0  # start of the block being parsed (after field-less blocks)
+        limit = self.max_event_bytes
+        cr = self._cr
+        while True:
+            if cr:
+                match = _END(data, pos)
+                if match is None:
+                    break
+                end = match.end()
+            else:
+                end = data.find(b"\n\n", pos)
+                if end < 0:
+                    break
+                end += 2
+            if end - start > limit:
+                raise MalformedEvent(self._too_big(end - start))
+            block = data[block_start:end]
+            name, payload, has_fields = _fields(block if type(block) is bytes else bytes(block))
+            if has_fields:
+                raw = data[start:end]
+                events.append(SSEEvent(name, payload, raw if type(raw) is bytes else bytes(raw)))
+                start = end
+            block_start = pos = end
+        left = len(data) - start
+        if left > limit:
+            raise MalformedEvent(self._too_big(left, pending=True))
+        if data is buf:
+            if start:
+                del buf[:start]
+        elif left:
+            buf += data[start:]
+        self._scan = max(len(buf) - _LOOKBACK, block_start - start, 0)
+        return events
+
+    def _too_big(self, size: int, pending: bool = False) -> str:
+        what = "an incomplete SSE event" if pending else "an SSE event"
+        return f"{what} is larger than the {self.max_event_bytes}-byte limit ({size} bytes)"
+
+    def finish(self) -> bytes:
+        """The bytes held at the end of the stream (an incomplete event, or comments), and a
+        fresh start. An incomplete event is not an event (the SSE spec drops it)."""
+        rest = bytes(self._buf)
+        self._buf = bytearray()
+        self._scan = 0
+        return rest
+
+
+class SSEParser:
+    """``(name, data)`` pairs of complete events (the former interface, kept for callers
+    that do not forward raw bytes; :class:`EventSplitter` does the work)."""
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._splitter = EventSplitter(max_event_bytes)
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        return [(e.name, e.data) for e in self._splitter.feed(chunk)]
+
+    @property
+    def pending(self) -> int:
+        return self._splitter.pending
 
 
 _USAGE_KEYS = (
@@ -60,15 +179,42 @@ _USAGE_KEYS = (
     "output_tokens_details",
     "server_tool_use",
 )
+_KNOWN = frozenset(
+    {
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "error",
+        "ping",
+    }
+)
+# Delta types whose payload field clients read, and its type.
+_DELTA_FIELDS: dict[str, tuple[str, type]] = {
+    "text_delta": ("text", str),
+    "input_json_delta": ("partial_json", str),
+    "thinking_delta": ("thinking", str),
+    "signature_delta": ("signature", str),
+    "citations_delta": ("citation", dict),
+}
 
 
-class MalformedEvent(ValueError):
-    """The upstream sent an SSE event clients cannot parse."""
+def _shown_name(name: str) -> str:
+    return repr(name[:64])
+
+
+def _index(obj: dict[str, Any], name: str) -> int:
+    index = obj.get("index")
+    if type(index) is not int or index < 0:
+        raise MalformedEvent(f"{name} index is {show(index)}, not a non-negative integer")
+    return index
 
 
 @dataclass
 class StreamTracker:
-    """What a Messages stream said about itself, read on the side."""
+    """What a Messages stream said about itself, read on the side, checked strictly."""
 
     usage: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
@@ -77,47 +223,145 @@ class StreamTracker:
     complete: bool = False  # message_stop seen
     error: dict[str, Any] | None = None  # the error event's "error" object
     started: bool = False  # message_start seen
+    blocks: int = 0  # content blocks started
+    open_blocks: set[int] = field(default_factory=set)  # started and not stopped
 
     def observe(self, name: str | None, data: bytes) -> dict[str, Any] | None:
-        """Update from one event and return its JSON object.
+        """Check one event, update from it, and return its JSON object (None for a ``ping``
+        and for an unknown event with no data, which clients skip).
 
-        Raises :class:`MalformedEvent` for an event a client could not read (no ``event:``
-        line, data that is not a JSON object, or a ``type`` that does not match the name):
-        relaying it would make the client fail or silently drop content.
-        """
-        if name == "ping":
-            return None
+        Raises :class:`MalformedEvent` for an event a client could not use: no ``event:``
+        line; data that is not a JSON object; a ``type`` that does not match the name; usage
+        counts that are not non-negative integers; a ``content_block_*`` index that is not a
+        non-negative integer, not the next block (start) or not an open block (delta, stop);
+        a block or delta without a string ``type``; a ``message_start`` that is not first or
+        comes twice; any event after ``message_stop``. Unknown event names are allowed (the
+        API may add some) if their data is a JSON object of the same ``type``."""
         if name is None:
             raise MalformedEvent("an event without an event: line")
+        if self.complete:
+            raise MalformedEvent(f"{_shown_name(name)} event after message_stop")
+        if name == "ping":
+            return None
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            raise MalformedEvent(f"{name} event data is not JSON") from exc
+            if not data and name not in _KNOWN:
+                return None
+            raise MalformedEvent(f"{_shown_name(name)} event data is not JSON") from exc
         if not isinstance(obj, dict) or obj.get("type") != name:
-            raise MalformedEvent(f"{name} event data does not carry type {name!r}")
-        if name == "message_start":
-            message = obj.get("message") or {}
-            self.started = True
-            self.model = message.get("model")
-            self.message_id = message.get("id")
-            self._merge(message.get("usage") or {})
-        elif name == "message_delta":
-            self._merge(obj.get("usage") or {})
-            delta = obj.get("delta") or {}
-            self.stop_reason = delta.get("stop_reason", self.stop_reason)
-        elif name == "message_stop":
-            self.complete = True
-        elif name == "error":
-            err = obj.get("error")
-            self.error = (
-                err if isinstance(err, dict) else {"type": "api_error", "message": str(obj)}
-            )
+            raise MalformedEvent(f"{_shown_name(name)} event data does not carry that type")
+        check = _CHECKS.get(name)
+        if check is not None:
+            check(self, obj, data)
         return obj
+
+    def _need_start(self, name: str) -> None:
+        if not self.started:
+            raise MalformedEvent(f"{name} before message_start")
+
+    def _message_start(self, obj: dict[str, Any], data: bytes) -> None:
+        if self.started:
+            raise MalformedEvent("a second message_start")
+        if self.blocks:
+            raise MalformedEvent("message_start after content")
+        message = obj.get("message")
+        if not isinstance(message, dict):
+            raise MalformedEvent(f"message_start message is {show(message)}, not an object")
+        for key in ("id", "model"):
+            if not isinstance(message.get(key), str):
+                raise MalformedEvent(f"message_start message.{key} is not a string")
+        if not isinstance(message.get("content"), list):
+            raise MalformedEvent("message_start message.content is not a list")
+        usage, problem = checked_usage(
+            message.get("usage"),
+            data,
+            lambda exact: exact["message"].get("usage"),
+            ("input_tokens", "output_tokens"),
+        )
+        if problem is not None:
+            raise MalformedEvent(f"message_start {problem}")
+        self.started = True
+        self.model = message["model"]
+        self.message_id = message["id"]
+        self._merge(usage)
+
+    def _block_start(self, obj: dict[str, Any], data: bytes) -> None:
+        self._need_start("content_block_start")
+        index = _index(obj, "content_block_start")
+        if index < self.blocks:
+            raise MalformedEvent(f"content block {index} started twice")
+        if index > self.blocks:
+            raise MalformedEvent(f"content_block_start for block {index}, expected {self.blocks}")
+        block = obj.get("content_block")
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise MalformedEvent("content_block_start content_block has no string type")
+        self.blocks += 1
+        self.open_blocks.add(index)
+
+    def _block_delta(self, obj: dict[str, Any], data: bytes) -> None:
+        index = _index(obj, "content_block_delta")
+        if index not in self.open_blocks:
+            raise MalformedEvent(f"content_block_delta for block {index}, which is not open")
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
+            raise MalformedEvent("content_block_delta delta is not an object")
+        kind = delta.get("type")
+        if not isinstance(kind, str):
+            raise MalformedEvent("content_block_delta delta has no string type")
+        expected = _DELTA_FIELDS.get(kind)
+        if expected is not None and not isinstance(delta.get(expected[0]), expected[1]):
+            raise MalformedEvent(f"{kind} {expected[0]} is {show(delta.get(expected[0]))}")
+
+    def _block_stop(self, obj: dict[str, Any], data: bytes) -> None:
+        index = _index(obj, "content_block_stop")
+        if index not in self.open_blocks:
+            raise MalformedEvent(f"content_block_stop for block {index}, which is not open")
+        self.open_blocks.discard(index)
+
+    def _message_delta(self, obj: dict[str, Any], data: bytes) -> None:
+        self._need_start("message_delta")
+        delta = obj.get("delta")
+        if not isinstance(delta, dict):
+            raise MalformedEvent("message_delta delta is not an object")
+        stop = delta.get("stop_reason", self.stop_reason)
+        if stop is not None and not isinstance(stop, str):
+            raise MalformedEvent(f"message_delta stop_reason is {show(stop)}, not a string")
+        usage, problem = checked_usage(
+            obj.get("usage"), data, lambda exact: exact.get("usage"), ("output_tokens",)
+        )
+        if problem is not None:
+            raise MalformedEvent(f"message_delta {problem}")
+        self._merge(usage)
+        self.stop_reason = stop
+
+    def _message_stop(self, obj: dict[str, Any], data: bytes) -> None:
+        self._need_start("message_stop")
+        self.complete = True
+
+    def _error(self, obj: dict[str, Any], data: bytes) -> None:
+        err = obj.get("error")
+        if isinstance(err, dict) and isinstance(err.get("type"), str):
+            self.error = err
+        else:
+            self.error = {"type": "api_error", "message": "upstream error event without a type"}
 
     def _merge(self, usage: dict[str, Any]) -> None:
         for key in _USAGE_KEYS:
-            if key in usage and usage[key] is not None:
-                self.usage[key] = usage[key]
+            value = usage.get(key)
+            if value is not None:
+                self.usage[key] = value
+
+
+_CHECKS: dict[str, Callable[[StreamTracker, dict[str, Any], bytes], None]] = {
+    "message_start": StreamTracker._message_start,
+    "content_block_start": StreamTracker._block_start,
+    "content_block_delta": StreamTracker._block_delta,
+    "content_block_stop": StreamTracker._block_stop,
+    "message_delta": StreamTracker._message_delta,
+    "message_stop": StreamTracker._message_stop,
+    "error": StreamTracker._error,
+}
 
 
 def sse_event(name: str, payload: dict[str, Any]) -> bytes:
