@@ -201,8 +201,12 @@ _DELTA_FIELDS: dict[str, tuple[str, type]] = {
 }
 
 
+_NAME_SHAPE = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
 def _shown_name(name: str) -> str:
-    return repr(name[:64])
+    """An event name as shown in messages: only a plain short name is quoted."""
+    return repr(name) if _NAME_SHAPE.fullmatch(name) else "an event with an odd name"
 
 
 def _index(obj: dict[str, Any], name: str) -> int:

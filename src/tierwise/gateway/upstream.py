@@ -31,6 +31,7 @@ from tierwise.gateway.http1 import (
     Pool,
     PoolTimeout,
     Proxy,
+    ProxyError,
     ReadStalled,
     Response,
     proxy_for,
@@ -113,19 +114,22 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _failure(exc: BaseException, what: str) -> UpstreamError:
-    """The :class:`UpstreamError` for an exception of the HTTP client (``what``: the phase)."""
-    if isinstance(exc, PoolTimeout):
-        return UpstreamError("timeout_error", str(exc))
+def _failure(exc: BaseException, phase: str, timeout_s: float) -> UpstreamError:
+    """The :class:`UpstreamError` for an exception of the HTTP client. ``phase``: ``request``
+    (until the head), ``reply`` (a body read whole) or ``stream``."""
+    if isinstance(exc, PoolTimeout | ReadStalled | BrokenResponse | ProxyError):
+        kind = exc.kind if isinstance(exc, BrokenResponse) else None
+        if isinstance(exc, TimeoutError):
+            kind = "timeout_error"
+        return UpstreamError(kind or "connection_error", str(exc))
     if isinstance(exc, DeadlineExceeded):
-        return UpstreamError("timeout_error", f"{what}: the exchange passed its deadline")
-    if isinstance(exc, ReadStalled):
-        return UpstreamError("timeout_error", f"{what}: {exc}")
+        return UpstreamError("timeout_error", f"upstream {phase} cut at the exchange's deadline")
     if isinstance(exc, TimeoutError):
-        return UpstreamError("timeout_error", f"{what}: timed out")
-    if isinstance(exc, BrokenResponse):
-        return UpstreamError(exc.kind, f"{what}: {exc}")
-    return UpstreamError("connection_error", f"{what}: {type(exc).__name__}")
+        what = "no response head" if phase == "request" else f"the {phase} was not complete"
+        return UpstreamError("timeout_error", f"upstream timed out: {what} within {timeout_s:g}s")
+    if phase == "request":
+        return UpstreamError("connection_error", f"cannot reach upstream: {type(exc).__name__}")
+    return UpstreamError("connection_error", f"upstream {phase} broke: {type(exc).__name__}")
 
 
 class HttpUpstream:
@@ -236,7 +240,7 @@ class HttpUpstream:
         try:
             response = await pool.post(path, body, send_headers, head_s)
         except (OSError, TimeoutError) as exc:
-            raise _failure(exc, "upstream request") from exc
+            raise _failure(exc, "request", head_s) from exc
         if not stream or response.status != 200:
             limit = None if response.status == 200 else MAX_ERROR_BODY_BYTES
             try:
@@ -246,7 +250,7 @@ class HttpUpstream:
                     data = await _read_cut(response, ends, limit)
             except (OSError, TimeoutError) as exc:
                 response.close()
-                raise _failure(exc, "upstream reply") from exc
+                raise _failure(exc, "reply", head_s) from exc
             return UpstreamReply(response.status, response.headers, body=data)
         return UpstreamReply(
             200,
@@ -282,7 +286,7 @@ async def _stream(
         async for chunk in response.iter(stall_s, deadline=deadline):
             yield chunk
     except (OSError, TimeoutError) as exc:
-        raise _failure(exc, "upstream stream") from exc
+        raise _failure(exc, "stream", stall_s) from exc
     finally:
         response.close()
 

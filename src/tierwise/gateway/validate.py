@@ -36,6 +36,8 @@ ERROR_TYPES = frozenset(
 MALFORMED_ERROR = "malformed_error"  # an error status whose body is not a documented error
 UNEXPECTED_STATUS = "unexpected_status"  # 1xx/2xx/3xx that is not a success, no error body
 
+_TYPE_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,39}")  # a type name worth showing or keeping
+
 USAGE_COUNTERS = (
     "input_tokens",
     "output_tokens",
@@ -198,7 +200,7 @@ def check_message(data: bytes) -> dict[str, Any]:
     if kind == "error":
         raise BadUpstreamReply("the body is an error object, sent with a success status")
     if kind != "message":
-        shown = repr(kind[:40]) if isinstance(kind, str) else show(kind)
+        shown = repr(kind) if isinstance(kind, str) and _TYPE_SHAPE.fullmatch(kind) else show(kind)
         raise BadUpstreamReply(f"type is {shown}, not 'message'")
     if obj.get("role") != "assistant":
         raise BadUpstreamReply("role is not 'assistant'")
@@ -225,9 +227,6 @@ def check_message(data: bytes) -> dict[str, Any]:
         raise BadUpstreamReply(problem)
     obj["usage"] = usage
     return obj
-
-
-_TYPE_SHAPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 def error_type_of(status: int, data: bytes) -> str:
