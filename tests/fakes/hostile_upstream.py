@@ -52,6 +52,7 @@ import collections
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -543,12 +544,24 @@ async def _read_request(
 class HostileUpstream:
     """The malicious upstream, as a context manager (a thread with its own event loop)."""
 
-    def __init__(self, default: str = "normal", *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        default: str = "normal",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+        url_host: str | None = None,
+    ) -> None:
+        """``ssl_context``: serve HTTPS with it (a test CA's certificate); ``url_host``: the
+        host name :attr:`base_url` uses (e.g. a name only a test proxy resolves)."""
         if default not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {default!r}; known: {', '.join(BEHAVIOURS)}")
         self.default: tuple[str, dict[str, Any]] = (default, {})
         self.host = host
         self._port = port
+        self._ssl = ssl_context
+        self.url_host = url_host or host
         self._scripts: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
         self._lock = threading.Lock()
         self._received: collections.deque[Received] = collections.deque(maxlen=200)
@@ -602,7 +615,8 @@ class HostileUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self.url_host}:{self.port}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -628,7 +642,7 @@ class HostileUpstream:
                 )
                 if not await BEHAVIOURS[name](exchange):
                     break
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
             pass
         finally:
             self.open_connections -= 1
@@ -638,7 +652,7 @@ class HostileUpstream:
 
     async def _start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self.host, self._port, limit=_MAX_REQUEST_HEAD
+            self._handle, self.host, self._port, limit=_MAX_REQUEST_HEAD, ssl=self._ssl
         )
 
     def start(self) -> Self:

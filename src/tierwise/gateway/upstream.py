@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+from pydantic import SecretStr
 
 from tierwise.errors import ConfigError
 from tierwise.gateway.http1 import (
@@ -173,7 +174,8 @@ class HttpUpstream:
         if settings.provider.api_key is None:
             raise ConfigError("provider.api_key is needed to call the upstream API")
         base_url = settings.provider.base_url or "https://api.anthropic.com"
-        configured = gw.upstream_proxy.get_secret_value() if gw.upstream_proxy else None
+        value: Any = gw.upstream_proxy  # a SecretStr (a plain str if set by code unvalidated)
+        configured: str | None = value.get_secret_value() if isinstance(value, SecretStr) else value
         try:
             proxy = proxy_for(base_url, environ, proxy=configured, no_proxy=gw.upstream_no_proxy)
         except ValueError as exc:
