@@ -18,7 +18,8 @@ Behaviours (parameters in brackets):
 ==================== ===========================================================================
 ``normal``           a well-formed reply (JSON, or an SSE stream), the control
 ``gzip_bomb``        gzip body decoding to [decoded_bytes] (default 1 GiB) of valid JSON or SSE
-``long_line``        an SSE stream with one content_block_delta line of [line_bytes] (50 MB)
+``long_line``        an SSE stream whose second content_block_delta is one line of [line_bytes]
+                     (50 MB)
 ``endless``          an SSE stream of text deltas every [interval_s] (5 ms), never ending
 ``huge_headers``     [total_bytes] (200 MB) of header lines before any body
 ``huge_header``      one header [name] (request-id) of [value_bytes] (8 MB)
@@ -291,6 +292,7 @@ async def _long_line(ex: _Exchange) -> bool:
     await ex.sse_head()
     for piece in stream_start(ex.model):
         await ex.chunk(piece)
+    await ex.chunk(delta("Hi "))  # the stream has started when the long line comes
     await ex.chunk(
         b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
         b'"delta":{"type":"text_delta","text":"'
