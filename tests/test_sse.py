@@ -119,7 +119,19 @@ def test_any_chunking_gives_the_same_events_and_raw_bytes_add_up_to_the_input(
     assert [e.name for e in events] == NAMES
     assert b"".join(e.raw for e in events) + rest == data
     whole, _ = split_all(data, [])
-    assert events == whole
+    assert [(e.name, e.data) for e in events] == [(e.name, e.data) for e in whole]
+
+
+def test_an_event_ending_in_a_split_crlf_is_dispatched_at_once() -> None:
+    """A CR at the end of a chunk may be half of a CRLF: the event is not held back for the
+    next chunk (a CR-only stream would be an event late); the LF starts the next raw."""
+    splitter = EventSplitter()
+    (first,) = splitter.feed(b"event: a\r\ndata: {}\r\n\r")
+    assert first.raw == b"event: a\r\ndata: {}\r\n\r"
+    (second,) = splitter.feed(b"\nevent: b\r\ndata: {}\r\n\r\n")
+    assert (second.name, second.data) == ("b", b"{}")
+    assert second.raw == b"\nevent: b\r\ndata: {}\r\n\r\n"
+    assert splitter.finish() == b""
 
 
 def test_fields_follow_the_spec() -> None:

@@ -33,17 +33,39 @@ class SSEEvent(NamedTuple):
     """One complete event. ``name``: its ``event:`` field (None without one); ``data``: its
     ``data:`` lines joined with ``\n``; ``raw``: the exact bytes it came in, from the end of
     the previous event through its blank line (comments and empty blocks before it included),
-    so that concatenating every ``raw`` and :meth:`EventSplitter.finish` gives back the input."""
+    so that concatenating every ``raw`` and :meth:`EventSplitter.finish` gives back the input.
+    (An event whose blank line ends in a CR at the end of a chunk is returned at once; if an
+    LF follows in the next chunk, it starts the next event's ``raw``.)"""
 
     name: str | None
     data: bytes
     raw: bytes
 
 
-# Two line endings in a row: the end of an event. A lone CR is a line ending only when no LF
-# follows it (CRLF is one ending).
-_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))").search
 _LOOKBACK = 3  # an end is at most 4 bytes: resume a search this far before the new bytes
+_SMALL = 64 * 1024  # a pending buffer up to this size is joined with the next chunk as bytes
+
+
+_NEW = tuple.__new__  # builds an SSEEvent without NamedTuple's Python-level __new__
+# Names the API sends, looked up instead of decoded (most events need no decoding at all).
+_NAMES = {
+    n.encode(): n
+    for n in (
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "ping",
+        "error",
+    )
+}
+
+
+def _name(raw: bytes) -> str:
+    name = _NAMES.get(raw)
+    return name if name is not None else raw.decode("utf-8", "replace")
 
 
 def _fields(block: bytes) -> tuple[str | None, bytes, bool]:
@@ -54,7 +76,7 @@ def _fields(block: bytes) -> tuple[str | None, bytes, bool]:
         if block.startswith(b"data: ", nl + 1):
             end = block.find(b"\n", nl + 7)
             if end == len(block) - 2:
-                return block[7:nl].decode("utf-8", "replace"), block[nl + 7 : end], True
+                return _name(block[7:nl]), block[nl + 7 : end], True
     name: str | None = None
     data: list[bytes] = []
     for line in block.splitlines():
@@ -66,7 +88,7 @@ def _fields(block: bytes) -> tuple[str | None, bytes, bool]:
         if key == b"data":
             data.append(value)
         elif key == b"event":
-            name = value.decode("utf-8", "replace")
+            name = _name(value)
         # id, retry and unknown fields do not matter to a relay
     if len(data) == 1:
         return name, data[0], True
@@ -96,51 +118,153 @@ class EventSplitter:
         """Bytes held that belong to no returned event yet."""
         return len(self._buf)
 
-    def feed(self, chunk: bytes) -> list[SSEEvent]:  # noqa: PLR0912 - one loop, no calls per event
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not self._buf and chunk.startswith(b"event: ") and len(chunk) <= self.max_event_bytes:
+            # The usual case: the chunk is exactly one "event: NAME␤data: JSON␤␤".
+            if chunk.endswith(b"\n\n") and b"\r" not in chunk:
+                nl = chunk.find(b"\n", 7)
+                if (
+                    chunk.startswith(b"data: ", nl + 1)
+                    and chunk.find(b"\n", nl + 7) == len(chunk) - 2
+                ):
+                    return [_NEW(SSEEvent, (_name(chunk[7:nl]), chunk[nl + 7 : -2], chunk))]
+            elif chunk.endswith(b"\r\n\r\n") and chunk.count(b"\r") == chunk.count(b"\n") == 3:
+                nl = chunk.find(b"\r\n", 7)
+                if chunk.startswith(b"data: ", nl + 2):
+                    self._cr = True
+                    return [_NEW(SSEEvent, (_name(chunk[7:nl]), chunk[nl + 8 : -4], chunk))]
+        return self._split(chunk)
+
+    def _split(self, chunk: bytes) -> list[SSEEvent]:
+        """The general case: any number of events, partial ones, any line endings."""
+        data, pos = self._join(chunk)
+        events: list[SSEEvent] = []
+        split = self._split_cr if self._cr else self._split_lf
+        start, searched = split(data, pos, events)
+        self._keep(data, start, searched)
+        return events
+
+    def _event(
+        self,
+        data: bytes | bytearray,
+        start: int,
+        block_start: int,
+        end: int,
+        events: list[SSEEvent],
+    ) -> bool:
+        """Parse the block ``data[block_start:end]``; append its event (raw from ``start``)
+        and return True, or return False for a block without fields."""
+        if end - start > self.max_event_bytes:
+            raise MalformedEvent(self._too_big(end - start))
+        block = data[block_start:end]
+        if type(block) is not bytes:
+            block = bytes(block)
+        name, payload, has_fields = _fields(block)
+        if not has_fields:
+            return False
+        if block_start != start:  # field-less blocks before it belong to its raw
+            block = bytes(data[start:end])
+        events.append(_NEW(SSEEvent, (name, payload, block)))
+        return True
+
+    def _split_lf(
+        self, data: bytes | bytearray, pos: int, events: list[SSEEvent]
+    ) -> tuple[int, int]:
+        """Events of a stream with LF line endings only: (start of what is left, end of what
+        was searched). The usual shape is cut in place, without a call per event."""
+        start = block_start = 0
+        limit = self.max_event_bytes
+        text = data if type(data) is bytes else None  # the fast path slices bytes only
+        while (end := data.find(b"\n\n", pos) + 2) > 1:
+            # "event: NAME\ndata: JSON\n\n": the first LF after "data: " is the end's first.
+            if text is not None and block_start == start and end - start <= limit:
+                nl = text.find(b"\n", start + 7)
+                if (
+                    text.startswith(b"event: ", start)
+                    and text.startswith(b"data: ", nl + 1)
+                    and text.find(b"\n", nl + 1) == end - 2
+                ):
+                    name = _name(text[start + 7 : nl])
+                    events.append(_NEW(SSEEvent, (name, text[nl + 7 : end - 2], text[start:end])))
+                    start = block_start = pos = end
+                    continue
+            if self._event(data, start, block_start, end, events):
+                start = end
+            block_start = pos = end
+        return start, block_start
+
+    def _split_cr(
+        self, data: bytes | bytearray, pos: int, events: list[SSEEvent]
+    ) -> tuple[int, int]:
+        """Events of a stream that has CRs (CRLF or lone CR line endings, or a mix)."""
+        start = block_start = 0
+        limit = self.max_event_bytes
+        text = data if type(data) is bytes else None  # the fast path slices bytes only
+        none = len(data)  # "not found" for the searches below
+        nn = rr = nr = -1  # next "\n\n", "\r\r", "\n\r" at or after pos
+        while True:
+            # Every end of an event (two line endings in a row, CRLF being one) contains one
+            # of these pairs, and each pair ends one; each is searched once per feed.
+            if nn < pos:
+                nn = data.find(b"\n\n", pos)
+                nn = none if nn < 0 else nn
+            if rr < pos:
+                rr = data.find(b"\r\r", pos)
+                rr = none if rr < 0 else rr
+            if nr < pos:
+                nr = data.find(b"\n\r", pos)
+                nr = none if nr < 0 else nr
+            end = min(nn, rr, nr)
+            if end == none:
+                break
+            # after "\r\r" or "\n\r", an LF completes the second ending (CRLF)
+            end += 3 if end != nn and data[end + 2 : end + 3] == b"\n" else 2
+            # "event: NAME\r\ndata: JSON\r\n\r\n", with no other CR or LF inside.
+            if text is not None and block_start == start and end - start <= limit:
+                nl = text.find(b"\n", start + 7) - 1
+                if (
+                    text.startswith(b"event: ", start)
+                    and text.startswith(b"\r\ndata: ", nl)
+                    and text.find(b"\n", nl + 2) == end - 3
+                    and text.startswith(b"\r\n\r\n", end - 4)
+                    and text.find(b"\r", start, nl) < 0
+                    and text.find(b"\r", nl + 2, end - 4) < 0
+                ):
+                    name = _name(text[start + 7 : nl])
+                    events.append(_NEW(SSEEvent, (name, text[nl + 8 : end - 4], text[start:end])))
+                    start = block_start = pos = end
+                    continue
+            if self._event(data, start, block_start, end, events):
+                start = end
+            block_start = pos = end
+        return start, block_start
+
+    def _join(self, chunk: bytes) -> tuple[bytes | bytearray, int]:
+        """The bytes to search (what is pending, then ``chunk``) and where to start."""
         if not self._cr and b"\r" in chunk:
             self._cr = True
         buf = self._buf
-        data: bytes | bytearray
-        if buf:
-            buf += chunk
-            data, pos = buf, self._scan
-        else:
-            data, pos = chunk, 0
-        events: list[SSEEvent] = []
-        start = 0  # start of the raw bytes of the next event
-        block_start = 0  # start of the block being parsed (after field-less blocks)
-        limit = self.max_event_bytes
-        cr = self._cr
-        while True:
-            if cr:
-                match = _END(data, pos)
-                if match is None:
-                    break
-                end = match.end()
-            else:
-                end = data.find(b"\n\n", pos)
-                if end < 0:
-                    break
-                end += 2
-            if end - start > limit:
-                raise MalformedEvent(self._too_big(end - start))
-            block = data[block_start:end]
-            name, payload, has_fields = _fields(block if type(block) is bytes else bytes(block))
-            if has_fields:
-                raw = data[start:end]
-                events.append(SSEEvent(name, payload, raw if type(raw) is bytes else bytes(raw)))
-                start = end
-            block_start = pos = end
+        if not buf:
+            return chunk, 0
+        if len(buf) <= _SMALL:  # one copy to bytes, then slices need no second copy
+            data = bytes(buf) + chunk
+            buf.clear()
+            return data, self._scan
+        buf += chunk  # a long pending event grows in place: each byte is copied once
+        return buf, self._scan
+
+    def _keep(self, data: bytes | bytearray, start: int, searched: int) -> None:
+        """Keep ``data[start:]`` as pending; the search resumes near its end."""
         left = len(data) - start
-        if left > limit:
+        if left > self.max_event_bytes:
             raise MalformedEvent(self._too_big(left, pending=True))
+        buf = self._buf
         if data is buf:
             if start:
                 del buf[:start]
         elif left:
             buf += data[start:]
-        self._scan = max(len(buf) - _LOOKBACK, block_start - start, 0)
-        return events
+        self._scan = max(len(buf) - _LOOKBACK, searched - start, 0)
 
     def _too_big(self, size: int, pending: bool = False) -> str:
         what = "an incomplete SSE event" if pending else "an SSE event"
@@ -304,18 +428,20 @@ class StreamTracker:
         self.open_blocks.add(index)
 
     def _block_delta(self, obj: dict[str, Any], data: bytes) -> None:
-        index = _index(obj, "content_block_delta")
-        if index not in self.open_blocks:
+        index = obj.get("index")
+        if index not in self.open_blocks or type(index) is not int:  # the open ones are ints
+            index = _index(obj, "content_block_delta")
             raise MalformedEvent(f"content_block_delta for block {index}, which is not open")
         delta = obj.get("delta")
-        if not isinstance(delta, dict):
+        if type(delta) is not dict:
             raise MalformedEvent("content_block_delta delta is not an object")
         kind = delta.get("type")
-        if not isinstance(kind, str):
+        expected = _DELTA_FIELDS.get(kind)  # type: ignore[arg-type]
+        if expected is not None:
+            if not isinstance(delta.get(expected[0]), expected[1]):
+                raise MalformedEvent(f"{kind} {expected[0]} is {show(delta.get(expected[0]))}")
+        elif not isinstance(kind, str):
             raise MalformedEvent("content_block_delta delta has no string type")
-        expected = _DELTA_FIELDS.get(kind)
-        if expected is not None and not isinstance(delta.get(expected[0]), expected[1]):
-            raise MalformedEvent(f"{kind} {expected[0]} is {show(delta.get(expected[0]))}")
 
     def _block_stop(self, obj: dict[str, Any], data: bytes) -> None:
         index = _index(obj, "content_block_stop")
