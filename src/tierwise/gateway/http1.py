@@ -11,7 +11,8 @@ cookies, compression other than gzip/deflate replies (it never asks for compress
 compressed reply is decoded, any other content-encoding is an error).
 
 Everything the upstream controls is bounded (:class:`Limits`): the response head (bytes and
-header count, enforced while parsing, so 200 MB of headers are refused after the first 64 KiB),
+header count, enforced while parsing, so 200 MB of headers are refused after the first 64 KiB;
+header values with control bytes other than tab are refused by llhttp's strict parsing),
 the decoded body of a reply read whole (a gzip bomb is decompressed incrementally and never
 allocates more than the limit plus one slice), the decoded bytes of a stream, and the time
 (each read within a stall timeout, a whole exchange within a deadline). Decompression runs in
@@ -58,8 +59,6 @@ _YIELD_EVERY = 1 << 20  # decoded bytes between two returns to the event loop
 # (10-60 s), and issue 16 asks one worker to hold 5,000 of them; 8,192 is above that with
 # room, and still a bound (two file descriptors per stream: raise ``ulimit -n`` accordingly).
 DEFAULT_MAX_CONNECTIONS = 8192
-
-_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search  # control bytes (tab is allowed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +163,9 @@ class _Connection(asyncio.Protocol):
         try:
             if self._head_done:
                 self.parser.feed_data(data)
+            elif len(data) <= self.limits.max_header_bytes - self._head_bytes:
+                self._head_bytes += len(data)  # the usual case: the head fits in one read
+                self.parser.feed_data(data)
             else:
                 self._feed_head(data)
         except _Violation as exc:
@@ -224,9 +226,6 @@ class _Connection(asyncio.Protocol):
         if len(headers) >= self.limits.max_headers:
             limit = self.limits.max_headers
             raise _Violation(ResponseTooLarge(f"upstream sent more than {limit} header lines"))
-        if _CTL(value) is not None:
-            shown = name.decode("latin-1")[:64]
-            raise _Violation(BrokenResponse(f"upstream header {shown!r} contains control bytes"))
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -287,11 +286,10 @@ class _Connection(asyncio.Protocol):
 
     def start(self, data: bytes) -> asyncio.Future[None]:
         """Send a request; the returned future resolves when the response head is in."""
-        if not self.usable():
+        if self.lost or self.transport is None:  # the pool hands out usable ones
             raise BrokenResponse(
                 "upstream connection closed before the request", "connection_error"
             )
-        assert self.transport is not None
         loop = asyncio.get_running_loop()
         self._active = True
         self._status = 0
@@ -529,6 +527,16 @@ class Response:
         if self._decoder is None and length.isdigit() and int(length) > limit:
             self.close()
             raise ResponseTooLarge(f"upstream body is larger than {limit} bytes ({length})")
+        if self._decoder is None and conn._complete and conn._buffered <= limit:
+            parts = []  # all of it is here (the usual case): no waiting, no timer
+            while (chunk := conn.pop_chunk()) is not None:
+                parts.append(chunk)
+            self._done()
+        else:
+            parts = await self._read_parts(limit, deadline)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _read_parts(self, limit: int, deadline: float | None) -> list[bytes]:
         parts: list[bytes] = []
         size = 0
         try:
@@ -547,7 +555,7 @@ class Response:
             raise
         finally:
             self.close()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return parts
 
     def _done(self) -> None:
         conn, self._conn = self._conn, None
@@ -932,11 +940,12 @@ class Pool:
         if self._closed:
             raise ConnectionError("the upstream client is closed")
         data = self.request_head(path, headers, len(body)) + body
-        conn: _Connection | None = None
-        queued = [False]
+        conn = self._take_idle()  # the usual case, without the coroutine of _acquire
+        queued = [False]  # set when the request waited for a free connection
         try:
             async with asyncio.timeout(head_timeout_s):
-                conn = await self._acquire(queued)
+                if conn is None:
+                    conn = await self._acquire(queued)
                 await conn.start(data)
         except TimeoutError as exc:
             if conn is not None:
