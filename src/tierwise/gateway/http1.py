@@ -54,7 +54,7 @@ import httptools
 _IDLE_LIMIT = 256  # idle connections kept for reuse
 _HIGH_WATER = 1 << 20  # buffered body bytes before reading from the socket pauses
 SLICE = 64 * 1024  # most decoded bytes produced by one decompression step
-_YIELD_EVERY = 1 << 20  # decoded bytes between two returns to the event loop
+_YIELD_EVERY = 256 * 1024  # body bytes handed out between two turns of the event loop
 # Pool default: each concurrent stream holds one upstream connection for its whole duration
 # (10-60 s), and issue 16 asks one worker to hold 5,000 of them; 8,192 is above that with
 # room, and still a bound (two file descriptors per stream: raise ``ulimit -n`` accordingly).
@@ -477,6 +477,7 @@ class Response:
         limit = self.limits.max_stream_bytes if max_bytes is None else max_bytes
         decoder = self._decoder
         total = 0
+        next_yield = _YIELD_EVERY  # bytes handed out before the loop must get a turn
         try:
             while True:
                 chunk = await self._raw_chunk(read_timeout_s, deadline)
@@ -489,20 +490,23 @@ class Response:
                     if total > limit:
                         raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
                     yield chunk
-                    continue
-                decoder.push(chunk)
-                since_yield = 0
-                while piece := decoder.pull(SLICE):
-                    total += len(piece)
-                    if total > limit:
-                        raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
-                    yield piece
-                    since_yield += len(piece)
-                    if since_yield >= _YIELD_EVERY:
-                        since_yield = 0
-                        await asyncio.sleep(0)
-                        if deadline is not None and time.monotonic() >= deadline:
-                            raise DeadlineExceeded("upstream exchange passed its deadline")
+                else:
+                    decoder.push(chunk)
+                    while piece := decoder.pull(SLICE):
+                        total += len(piece)
+                        if total > limit:
+                            raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
+                        yield piece
+                        if total >= next_yield:
+                            next_yield = total + _YIELD_EVERY
+                            await asyncio.sleep(0)
+                            if deadline is not None and time.monotonic() >= deadline:
+                                raise DeadlineExceeded("upstream exchange passed its deadline")
+                # Bytes that were already buffered come without a wait (a compressed backlog
+                # can be a GiB decoded): give the loop a turn every _YIELD_EVERY bytes anyway.
+                if total >= next_yield:
+                    next_yield = total + _YIELD_EVERY
+                    await asyncio.sleep(0)
         finally:
             self.close()
 
