@@ -25,6 +25,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "lenient_upstream: the fake upstream checks only the request's shape, not the strict "
         "per-model contract (for tests that send deliberately invalid traffic)",
     )
+    config.addinivalue_line(
+        "markers", "hostile: checks the request path against a hostile upstream"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -171,6 +171,21 @@ class GatewayConfig(_Strict):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024)  # request line + headers
     send_timeout_s: float = Field(default=60.0, gt=0)  # a client that stops reading its reply
     upstream_anthropic_version: str = "2023-06-01"
+    # The upstream client (tierwise.gateway.http1): what one upstream reply may cost.
+    upstream_max_header_bytes: int = Field(default=64 * 1024, ge=1024)  # the response head
+    upstream_max_headers: int = Field(default=128, ge=8)  # header lines in it
+    upstream_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # decoded reply
+    upstream_max_stream_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)  # decoded stream
+    upstream_max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one SSE event
+    # Connections per upstream origin: each concurrent stream holds one for its whole length,
+    # and one worker is meant to hold 5,000 streams (issue 16); requests beyond wait in FIFO
+    # order within their timeout. Two file descriptors per stream: raise `ulimit -n` to match.
+    upstream_max_connections: int = Field(default=8192, ge=1, le=1_000_000)
+    # An HTTP proxy for the upstream (http://[user:password@]host:port; CONNECT for https).
+    # None: HTTPS_PROXY / HTTP_PROXY from the environment; "": none, whatever the environment.
+    upstream_proxy: SecretStr | None = None
+    # Hosts that bypass the proxy (NO_PROXY syntax); None: NO_PROXY from the environment.
+    upstream_no_proxy: str | None = None
 
 
 class BudgetConfig(_Strict):

@@ -250,7 +250,10 @@ class RequestLife:
                 usage_known = False
                 status, error_type = "error", error_type or "bad_upstream_usage"
                 http_status = http_status or 502
-        elif billed and status == "ok":
+        elif billed:
+            measured = MeasuredUsage(
+                Usage(), ("usage unknown: the upstream's reply did not say what it billed",)
+            )
             usage_known = False
         settlement = None
         if measured is not None and usage_known and target is not None:

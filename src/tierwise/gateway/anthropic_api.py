@@ -19,7 +19,7 @@ from tierwise.gateway.attempts import Attempt
 from tierwise.gateway.engine import Engine, Exchange
 from tierwise.gateway.errors import GatewayError, anthropic_error_body
 from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
-from tierwise.gateway.sse import Event, error_event
+from tierwise.gateway.sse import SSEEvent, error_event
 from tierwise.gateway.upstream import UpstreamReply
 from tierwise.gateway.validate import BadUpstreamReply, check_message
 from tierwise.pricing import Settlement
@@ -213,7 +213,7 @@ async def answer(ex: Exchange, attempt: Attempt) -> tuple[dict[str, Any], bytes,
 class AnthropicRelay(StreamRelay):
     """The upstream's bytes, event by event, unchanged."""
 
-    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+    def convert(self, event: SSEEvent, obj: dict[str, Any] | None) -> bytes:
         return event.raw
 
     def error(self, kind: str, message: str) -> bytes:
@@ -247,6 +247,7 @@ async def messages(engine: Engine, request: Request, ex: Exchange) -> Response:
         max_tokens=ex.max_tokens,
         deadline=deadline,
         origins=engine.origins,
+        max_event_bytes=engine.settings.gateway.upstream_max_event_bytes,
         on_complete=ex.on_stream_complete,
     )
     return RelayResponse(relay, headers=out_headers)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -80,12 +81,9 @@ class Gateway:
             if settings.use_simulated_provider():
                 upstream = SimulatedUpstream()
             else:
-                assert settings.provider.api_key is not None
-                upstream = HttpUpstream(
-                    settings.provider.base_url or "https://api.anthropic.com",
-                    settings.provider.api_key.get_secret_value(),
-                    connect_timeout_s=settings.gateway.connect_timeout_s,
-                )
+                # Limits, the connection cap and any HTTPS proxy (HTTPS_PROXY / NO_PROXY, read
+                # once, here) come from the settings.
+                upstream = HttpUpstream.from_settings(settings, os.environ)
         self.upstream = upstream
         self.keys = keys or NoKeys()
         gw = settings.gateway
@@ -95,6 +93,7 @@ class Gateway:
             max_attempts=gw.max_attempts,
             attempt_timeout_s=gw.attempt_timeout_s,
             retry_after_cap_s=gw.retry_after_cap_s,
+            max_event_bytes=gw.upstream_max_event_bytes,
         )
         # Classifiers that call a model (llm, cascade) go through the gateway's own upstream.
         provider = UpstreamProvider(

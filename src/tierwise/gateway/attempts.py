@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
-from tierwise.gateway.sse import MalformedEvent, SSEParser, StreamTracker
+from tierwise.gateway.sse import EventSplitter, MalformedEvent, StreamTracker
 from tierwise.gateway.upstream import Upstream, UpstreamError, UpstreamReply
 from tierwise.lifecycle import Target
 
@@ -104,19 +104,21 @@ async def _chain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator
         yield chunk
 
 
-async def probe(reply: UpstreamReply, timeout_s: float) -> str | None:
+async def probe(
+    reply: UpstreamReply, timeout_s: float, max_event_bytes: int = 16 * 1024 * 1024
+) -> str | None:
     """Read a stream until its first content (or its end) before anything goes to the client.
     Returns why it failed, or None (the bytes read are put back in front of the rest)."""
     assert reply.chunks is not None
     source = reply.chunks.__aiter__()
-    parser, tracker = SSEParser(), StreamTracker()
+    splitter, tracker = EventSplitter(max_event_bytes), StreamTracker()
     seen: list[bytes] = []
     try:
         async with asyncio.timeout(timeout_s):
             while True:
                 chunk = await anext(source)
                 seen.append(chunk)
-                for event in parser.feed(chunk):
+                for event in splitter.feed(chunk):
                     tracker.observe(event.name, event.data)
                     if tracker.error is not None:
                         reply.close()
@@ -149,8 +151,10 @@ class Caller:
         max_attempts: int,
         attempt_timeout_s: float,
         retry_after_cap_s: float,
+        max_event_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.upstream = upstream
+        self.max_event_bytes = max_event_bytes
         self.cooldowns = cooldowns
         self.max_attempts = max_attempts
         self.attempt_timeout_s = attempt_timeout_s
@@ -233,7 +237,7 @@ class Caller:
             return Failure(exc.kind, None, exc)
         if reply.status == 200:
             if stream and reply.chunks is not None:
-                problem = await probe(reply, timeout_s)
+                problem = await probe(reply, timeout_s, self.max_event_bytes)
                 if problem is not None:
                     # Nothing reached the client yet: an ordinary failed attempt.
                     return Failure("stream_error", None, UpstreamError("stream_error", problem))

@@ -73,6 +73,7 @@ class Engine:
             max_attempts=gw.max_attempts,
             attempt_timeout_s=gw.attempt_timeout_s,
             retry_after_cap_s=gw.retry_after_cap_s,
+            max_event_bytes=gw.upstream_max_event_bytes,
         )
         self.cooldowns = self.caller.cooldowns
         self._tier_models = {t.model: t.name for t in settings.tiers}

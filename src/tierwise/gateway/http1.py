@@ -1,51 +1,146 @@
-"""A small HTTP/1.1 client for the one upstream the gateway talks to: pooled keep-alive
-connections (plain TCP or TLS), requests written in one call, responses parsed by httptools
-(the C parser uvicorn uses), bodies delivered as they arrive.
+"""A small HTTP/1.1 client for the one upstream the gateway talks to: a bounded pool of
+keep-alive connections (plain TCP or TLS, directly or through an HTTP proxy), requests written
+in one call, responses parsed by httptools (the C parser uvicorn uses), bodies delivered as
+they arrive.
 
 Why not aiohttp: profiled under load, its generic client (multidict headers, tracing hooks,
 timer handles, payload objects) cost ~75 µs of CPU per request, the largest single item on the
 gateway's hot path. This client does the same job for one origin in a fraction of that. What it
-does not do, on purpose: redirects, cookies, proxies from the environment (aiohttp's
-``trust_env`` was off too), compression other than gzip/deflate replies (it never asks for
-compression; a compressed reply is still decoded).
+does not do, on purpose: redirects (a 3xx is returned to the caller like any other status),
+cookies, compression other than gzip/deflate replies (it never asks for compression; a
+compressed reply is decoded, any other content-encoding is an error).
+
+Everything the upstream controls is bounded (:class:`Limits`): the response head (bytes and
+header count, enforced while parsing, so 200 MB of headers are refused after the first 64 KiB;
+header values with control bytes other than tab are refused by llhttp's strict parsing),
+the decoded body of a reply read whole (a gzip bomb is decompressed incrementally and never
+allocates more than the limit plus one slice), the decoded bytes of a stream, and the time
+(each read within a stall timeout, a whole exchange within a deadline). Decompression runs in
+slices of at most :data:`SLICE` output bytes and yields to the event loop between megabytes, so
+one reply never blocks the loop for long.
+
+Connections per origin are capped (``max_connections``): requests beyond the cap wait in FIFO
+order within their own head timeout, then fail with :class:`PoolTimeout`.
+
+Proxies (:class:`Proxy`, :func:`proxy_for`): an ``https://`` origin is reached through a
+``CONNECT`` tunnel, then TLS to the origin; an ``http://`` origin through an absolute-form
+request to the proxy. Proxy credentials are sent as ``Proxy-Authorization`` and never appear in
+a message or a ``repr``.
 
 Errors: :class:`OSError` (and its :class:`ConnectionError` subclasses) when the connection
-fails or breaks, :class:`TimeoutError` when a deadline passes. A request is never retried
-here; the engine decides about retries.
+fails or breaks; :class:`BrokenResponse` (a ``ConnectionError``) when the upstream sent bytes
+that are not acceptable HTTP, with ``kind == "bad_response"`` when it broke the protocol or a
+limit (:class:`ResponseTooLarge`), ``"connection_error"`` when it just closed;
+:class:`TimeoutError` when a time limit passed (:class:`ReadStalled`, :class:`DeadlineExceeded`,
+:class:`PoolTimeout` say which). A request is never retried here; the engine decides.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import ipaddress
+import re
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
 _IDLE_LIMIT = 256  # idle connections kept for reuse
 _HIGH_WATER = 1 << 20  # buffered body bytes before reading from the socket pauses
+SLICE = 64 * 1024  # most decoded bytes produced by one decompression step
+_YIELD_EVERY = 256 * 1024  # body bytes handed out between two turns of the event loop
+# Pool default: each concurrent stream holds one upstream connection for its whole duration
+# (10-60 s), and issue 16 asks one worker to hold 5,000 of them; 8,192 is above that with
+# room, and still a bound (two file descriptors per stream: raise ``ulimit -n`` accordingly).
+DEFAULT_MAX_CONNECTIONS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one response may cost. Sizes in bytes.
+
+    ``max_header_bytes``: the response head(s), status lines included (interim 1xx heads
+    count too). ``max_headers``: header lines in the final head. ``max_body_bytes``: the
+    *decoded* body of a reply read whole (:meth:`Response.read`). ``max_stream_bytes``: the
+    decoded bytes of a body read as it arrives (:meth:`Response.iter`); generous, since a long
+    answer with thinking is tens of MB of SSE at most, and the deadline bounds it too.
+    """
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 128
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_stream_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_headers", "max_body_bytes", "max_stream_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
 
 class BrokenResponse(ConnectionError):
-    """The upstream closed the connection or sent bytes that are not HTTP."""
+    """The upstream closed the connection or sent bytes that are not acceptable HTTP.
+
+    ``kind``: ``"connection_error"`` (it closed early) or ``"bad_response"`` (it broke the
+    protocol or one of the :class:`Limits`)."""
+
+    def __init__(self, message: str, kind: str = "bad_response") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ResponseTooLarge(BrokenResponse):
+    """A response head, body or stream went over its limit."""
+
+
+class ReadStalled(TimeoutError):
+    """No bytes arrived within the read (stall) timeout."""
+
+
+class DeadlineExceeded(TimeoutError):
+    """The exchange's wall-clock deadline passed (bytes may still have been arriving)."""
+
+
+class PoolTimeout(TimeoutError):
+    """Every connection to the origin stayed busy for the whole wait."""
+
+
+class ProxyError(ConnectionError):
+    """The proxy refused or broke the tunnel (the message never carries credentials)."""
+
+
+# -- the connection ------------------------------------------------------------------------
+
+
+class _Violation(Exception):
+    """Raised inside httptools callbacks to stop parsing at once (the cause is kept)."""
+
+    def __init__(self, error: BrokenResponse) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Connection(asyncio.Protocol):
     """One connection, one response at a time. httptools calls the ``on_*`` methods."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
         self.idle_since = 0.0
+        self.slot = False  # counts against the pool's max_connections
         self._active = False
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0  # bytes fed to the parser before the final head completed
+        self._head_done = False
+        self._interim = False  # parsing a 1xx interim response
         self._head: asyncio.Future[None] | None = None
         self._wake: asyncio.Future[None] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -61,17 +156,51 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self._active:  # bytes nobody asked for: this connection cannot be trusted
-            self.lost = True
-            if self.transport is not None:
-                self.transport.close()
+        if not self._active or self._complete or self._error is not None:
+            # Bytes nobody asked for (or after the response): this connection cannot be trusted.
+            self.close()
             return
         try:
-            self.parser.feed_data(data)
+            if self._head_done:
+                self.parser.feed_data(data)
+            elif len(data) <= self.limits.max_header_bytes - self._head_bytes:
+                self._head_bytes += len(data)  # the usual case: the head fits in one read
+                self.parser.feed_data(data)
+            else:
+                self._feed_head(data)
+        except _Violation as exc:
+            self._fail(exc.error)
+            self.close()
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if not self._complete:  # after a complete response, junk only spoils reuse
+                error = cause.error if isinstance(cause, _Violation) else None
+                self._fail(error or BrokenResponse(f"malformed HTTP response: {cause}"))
+            self.close()
+        except httptools.HttpParserUpgrade:
+            self._fail(BrokenResponse("upstream switched protocols (101), which was not asked"))
+            self.close()
         except httptools.HttpParserError as exc:
-            self._fail(BrokenResponse(f"malformed HTTP response from upstream: {exc}"))
-            if self.transport is not None:
-                self.transport.close()
+            if not self._complete:
+                self._fail(BrokenResponse(f"malformed HTTP response from upstream: {exc}"))
+            self.close()
+
+    def _feed_head(self, data: bytes) -> None:
+        """Feed bytes while the head is incomplete, never more than the head limit allows
+        (httptools buffers a header line until it ends: 200 MB of one header must not be)."""
+        room = self.limits.max_header_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            self.parser.feed_data(data)
+            return
+        self._head_bytes += room
+        self.parser.feed_data(data[:room])
+        if not self._head_done:
+            limit = self.limits.max_header_bytes
+            raise _Violation(
+                ResponseTooLarge(f"upstream response head is larger than {limit} bytes")
+            )
+        self.parser.feed_data(data[room:])
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -79,25 +208,48 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if self._active and not self._complete:
-            if exc is None and self._status and self._until_eof:
+            if exc is None and self._head_done and self._until_eof:
                 self.on_message_complete()  # a body delimited by the end of the connection
             else:
-                self._fail(exc or BrokenResponse("upstream closed the connection"))
+                message = "upstream closed the connection"
+                if self._head_done:
+                    message += " before the end of the body"
+                self._fail(exc or BrokenResponse(message, "connection_error"))
 
     # -- httptools callbacks --------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Violation(BrokenResponse("upstream sent bytes after the response"))
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        headers = self._headers
+        if len(headers) >= self.limits.max_headers:
+            limit = self.limits.max_headers
+            raise _Violation(ResponseTooLarge(f"upstream sent more than {limit} header lines"))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise _Violation(BrokenResponse("upstream switched protocols (101), not asked"))
+            self._interim = True  # 100 Continue, 103 Early Hints: wait for the final head
+            self._headers = []
+            return
+        self._status = status
+        self._head_done = True
         self._keep_alive = self.parser.should_keep_alive()  # not reliable once complete
-        names = {name.lower() for name, _ in self._headers}
-        self._until_eof = (
-            b"content-length" not in names
-            and b"transfer-encoding" not in names
-            and self._status >= 200
-            and self._status not in (204, 304)
-        )
+        framing = False
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                framing = True
+            elif lowered == b"transfer-encoding":
+                framing = True
+                if value.strip().lower() != b"chunked":
+                    shown = value.decode("latin-1")[:64]
+                    raise _Violation(BrokenResponse(f"unsupported transfer-encoding {shown!r}"))
+        self._until_eof = not framing and status not in (204, 304)
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
@@ -110,6 +262,9 @@ class _Connection(asyncio.Protocol):
         self._notify()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         self._notify()
 
@@ -126,13 +281,22 @@ class _Connection(asyncio.Protocol):
         if self._wake is not None and not self._wake.done():
             self._wake.set_exception(exc)
 
+    def usable(self) -> bool:
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
     def start(self, data: bytes) -> asyncio.Future[None]:
         """Send a request; the returned future resolves when the response head is in."""
-        assert self.transport is not None
+        if self.lost or self.transport is None:  # the pool hands out usable ones
+            raise BrokenResponse(
+                "upstream connection closed before the request", "connection_error"
+            )
         loop = asyncio.get_running_loop()
         self._active = True
         self._status = 0
         self._headers = []
+        self._head_bytes = 0
+        self._head_done = False
+        self._interim = False
         self._chunks.clear()
         self._buffered = 0
         self._complete = False
@@ -144,16 +308,23 @@ class _Connection(asyncio.Protocol):
         self.transport.write(data)
         return self._head
 
+    def pop_chunk(self) -> bytes | None:
+        """A piece of the body that already arrived, if any (no waiting)."""
+        if not self._chunks:
+            return None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= _HIGH_WATER // 2:
+            self._paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        return chunk
+
     async def next_chunk(self) -> bytes | None:
         """The next piece of the body, or None at its end."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered <= _HIGH_WATER // 2:
-                    self._paused = False
-                    if self.transport is not None:
-                        self.transport.resume_reading()
+            chunk = self.pop_chunk()
+            if chunk is not None:
                 return chunk
             if self._complete:
                 return None
@@ -169,16 +340,15 @@ class _Connection(asyncio.Protocol):
         """True when the response was read to its end and the connection can serve another."""
         return (
             self._complete
-            and not self.lost
             and self._error is None
             and self._keep_alive
             and not self._until_eof
-            and self.transport is not None
-            and not self.transport.is_closing()
+            and self.usable()
         )
 
     def reset(self) -> None:
         self._active = False
+        self._complete = False
         self._head = None
         self._wake = None
         self._chunks.clear()
@@ -192,92 +362,204 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+# -- decoding ------------------------------------------------------------------------------
+
+
+class _Decoder:
+    """Incremental gzip/deflate decoding in bounded steps (``max_length`` and
+    ``unconsumed_tail``): a bomb never produces more than one slice per call."""
+
+    def __init__(self, gzip: bool) -> None:
+        self._wbits = 16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS
+        self._obj = zlib.decompressobj(self._wbits)
+        self._input = b""
+
+    def push(self, data: bytes) -> None:
+        self._input = self._input + data if self._input else data
+
+    def pull(self, size: int) -> bytes:
+        """Up to ``size`` decoded bytes; b"" when the pushed input is used up."""
+        out = b""
+        while not out and self._input:
+            if self._obj.eof:
+                if self._wbits == zlib.MAX_WBITS:
+                    raise BrokenResponse("upstream sent data after the end of its deflate body")
+                self._obj = zlib.decompressobj(self._wbits)  # another gzip member
+            try:
+                out = self._obj.decompress(self._input, size)
+            except zlib.error as exc:
+                raise BrokenResponse(f"upstream body does not decompress: {exc}") from exc
+            self._input = self._obj.unused_data if self._obj.eof else self._obj.unconsumed_tail
+        return out
+
+    def finish(self) -> None:
+        if not self._obj.eof or self._input:
+            raise BrokenResponse("upstream compressed body is truncated")
+
+
+def _decoder_for(headers: Mapping[str, str]) -> _Decoder | None:
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return _Decoder(gzip=True)
+    if encoding == "deflate":
+        return _Decoder(gzip=False)
+    raise BrokenResponse(f"upstream used an unsupported content-encoding {encoding[:64]!r}")
+
+
+def _wait_s(stall_s: float | None, deadline: float | None) -> tuple[float | None, bool]:
+    """How long the next read may wait, and whether the deadline (not the stall) sets it."""
+    if deadline is None:
+        return stall_s, False
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlineExceeded("upstream exchange passed its deadline")
+    if stall_s is None or remaining < stall_s:
+        return remaining, True
+    return stall_s, False
+
+
 class Response:
     """A response whose head has arrived; read the body with :meth:`read` or :meth:`iter`.
 
     Exactly one of: read the body to the end (the connection goes back to the pool), or
-    :meth:`close` (the connection is closed)."""
+    :meth:`close` (the connection is closed). Raises :class:`BrokenResponse` at once for a
+    content-encoding it cannot decode."""
 
     def __init__(self, pool: Pool, conn: _Connection) -> None:
         self._pool = pool
         self._conn: _Connection | None = conn
+        self.limits = conn.limits
         self.status = conn._status
         headers: dict[str, str] = {}
         for name, value in conn._headers:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         self.headers = headers
-        encoding = headers.get("content-encoding", "").strip().lower()
-        self._decoder: Any = None
-        if encoding in ("gzip", "x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._decoder = zlib.decompressobj()
+        try:
+            self._decoder = _decoder_for(headers)
+        except BrokenResponse:
+            self.close()
+            raise
 
-    async def _raw_chunk(self, timeout_s: float | None) -> bytes | None:
+    async def _raw_chunk(self, stall_s: float | None, deadline: float | None) -> bytes | None:
         conn = self._conn
         if conn is None:
             return None
-        if timeout_s is None:
-            chunk = await conn.next_chunk()
-        else:
-            async with asyncio.timeout(timeout_s):
-                chunk = await conn.next_chunk()
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("upstream exchange passed its deadline")
+        chunk = conn.pop_chunk()  # already here: no timer needed
+        if chunk is None and not conn._complete:
+            wait_s, by_deadline = _wait_s(stall_s, deadline)
+            try:
+                async with asyncio.timeout(wait_s):
+                    chunk = await conn.next_chunk()
+            except TimeoutError as exc:
+                if by_deadline:
+                    raise DeadlineExceeded("upstream exchange passed its deadline") from exc
+                raise ReadStalled(f"upstream sent nothing for {stall_s:g}s") from exc
         if chunk is None:
             self._done()
         return chunk
 
-    def _decode(self, chunk: bytes, final: bool = False) -> bytes:
-        if self._decoder is None:
-            return chunk
-        try:
-            out = bytes(self._decoder.decompress(chunk))
-            if final:
-                out += self._decoder.flush()
-        except zlib.error as exc:
-            raise BrokenResponse(f"upstream sent a body that does not decompress: {exc}") from exc
-        return out
-
-    async def iter(self, read_timeout_s: float | None) -> AsyncIterator[bytes]:
-        """The body as it arrives; each piece must come within ``read_timeout_s``."""
+    async def iter(
+        self,
+        read_timeout_s: float | None,
+        *,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> AsyncGenerator[bytes, None]:
+        """The decoded body as it arrives, in pieces of at most one socket read (or
+        :data:`SLICE` bytes when decompressing). Each piece must come within
+        ``read_timeout_s``; the whole body before ``deadline`` (a :func:`time.monotonic`
+        instant), even when bytes keep coming; at most ``max_bytes`` decoded bytes (default:
+        ``limits.max_stream_bytes``)."""
+        limit = self.limits.max_stream_bytes if max_bytes is None else max_bytes
+        decoder = self._decoder
+        total = 0
+        next_yield = _YIELD_EVERY  # bytes handed out before the loop must get a turn
         try:
             while True:
-                chunk = await self._raw_chunk(read_timeout_s)
+                chunk = await self._raw_chunk(read_timeout_s, deadline)
                 if chunk is None:
-                    tail = self._decode(b"", final=True) if self._decoder is not None else b""
-                    if tail:
-                        yield tail
+                    if decoder is not None:
+                        decoder.finish()
                     return
-                data = self._decode(chunk)
-                if data:
-                    yield data
+                if decoder is None:
+                    total += len(chunk)
+                    if total > limit:
+                        raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
+                    yield chunk
+                else:
+                    decoder.push(chunk)
+                    while piece := decoder.pull(SLICE):
+                        total += len(piece)
+                        if total > limit:
+                            raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
+                        yield piece
+                        if total >= next_yield:
+                            next_yield = total + _YIELD_EVERY
+                            await asyncio.sleep(0)
+                            if deadline is not None and time.monotonic() >= deadline:
+                                raise DeadlineExceeded("upstream exchange passed its deadline")
+                # Bytes that were already buffered come without a wait (a compressed backlog
+                # can be a GiB decoded): give the loop a turn every _YIELD_EVERY bytes anyway.
+                if total >= next_yield:
+                    next_yield = total + _YIELD_EVERY
+                    await asyncio.sleep(0)
         finally:
             self.close()
 
-    async def read(self, timeout_s: float | None = None) -> bytes:
-        """The whole body, within ``timeout_s``."""
+    async def read(
+        self,
+        timeout_s: float | None = None,
+        *,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> bytes:
+        """The whole decoded body, within ``timeout_s`` (and before ``deadline``), at most
+        ``max_bytes`` decoded bytes (default: ``limits.max_body_bytes``); over the limit it
+        raises :class:`ResponseTooLarge` without reading or decoding the rest."""
+        limit = self.limits.max_body_bytes if max_bytes is None else max_bytes
+        if timeout_s is not None:
+            ends = time.monotonic() + timeout_s
+            deadline = ends if deadline is None else min(deadline, ends)
         conn = self._conn
+        if conn is None:
+            return b""
+        length = self.headers.get("content-length", "")
+        if self._decoder is None and length.isdigit() and int(length) > limit:
+            self.close()
+            raise ResponseTooLarge(f"upstream body is larger than {limit} bytes ({length})")
+        if self._decoder is None and conn._complete and conn._buffered <= limit:
+            parts = []  # all of it is here (the usual case): no waiting, no timer
+            while (chunk := conn.pop_chunk()) is not None:
+                parts.append(chunk)
+            self._done()
+        else:
+            parts = await self._read_parts(limit, deadline)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _read_parts(self, limit: int, deadline: float | None) -> list[bytes]:
         parts: list[bytes] = []
+        size = 0
         try:
-            if conn is not None:
-                while conn._chunks:  # what already arrived (often all of it): no waiting
-                    parts.append(conn._chunks.popleft())
-                conn._buffered = 0
-                if conn._paused and conn.transport is not None:
-                    conn._paused = False
-                    conn.transport.resume_reading()
-                if conn._complete:
-                    self._done()
-                elif conn._error is not None:
-                    raise conn._error
-                else:
-                    async with asyncio.timeout(timeout_s):
-                        while (chunk := await conn.next_chunk()) is not None:
-                            parts.append(chunk)
-                    self._done()
+            if self._decoder is None:
+                while (chunk := await self._raw_chunk(None, deadline)) is not None:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ResponseTooLarge(f"upstream body is larger than {limit} bytes")
+                    parts.append(chunk)
+            else:
+                async for piece in self.iter(None, deadline=deadline, max_bytes=limit):
+                    parts.append(piece)
+        except ResponseTooLarge as exc:
+            if self._decoder is not None:  # the same limit, named for a reply read whole
+                raise ResponseTooLarge(f"upstream body is larger than {limit} bytes") from exc
+            raise
         finally:
             self.close()
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return self._decode(body, final=True)
+        return parts
 
     def _done(self) -> None:
         conn, self._conn = self._conn, None
@@ -288,18 +570,207 @@ class Response:
         """Give up on the rest of the body (closes the connection); no-op once read."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.close()
+            self._pool.discard(conn)
+
+
+# -- proxies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """An HTTP proxy (``http://[user:password@]host[:port]``). ``authorization`` is the
+    ``Proxy-Authorization`` value, kept out of ``repr`` and every message."""
+
+    host: str
+    port: int
+    authorization: str | None = None
+
+    def __repr__(self) -> str:
+        auth = ", with credentials" if self.authorization else ""
+        return f"Proxy({self.display}{auth})"
+
+    @property
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, url: str) -> Proxy:
+        """Parse a proxy URL; a bare ``host:port`` means ``http://``. Raises ValueError (the
+        message never repeats credentials)."""
+        text = url.strip()
+        if "://" not in text:
+            text = "http://" + text
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError("proxy URL is not valid (expected http://host:port)") from exc
+        if parts.scheme.lower() != "http":
+            raise ValueError(
+                f"proxy scheme {parts.scheme!r} is not supported: only http:// proxies "
+                "(an https upstream is still TLS end to end, through a CONNECT tunnel)"
+            )
+        if not parts.hostname:
+            raise ValueError("proxy URL has no host (expected http://host:port)")
+        authorization = None
+        if parts.username is not None or parts.password is not None:
+            user = unquote(parts.username or "")
+            password = unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            authorization = f"Basic {token}"
+        return cls(parts.hostname, port or 80, authorization)
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """``host:port`` / ``[v6]:port`` → (host, port); anything else → (entry, None)."""
+    if entry.startswith("["):
+        end = entry.find("]")
+        if end > 0:
+            tail = entry[end + 1 :]
+            port = int(tail[1:]) if tail.startswith(":") and tail[1:].isdigit() else None
+            return entry[1:end], port
+        return entry, None
+    if entry.count(":") == 1:
+        name, _, digits = entry.partition(":")
+        if digits.isdigit():
+            return name, int(digits)
+    return entry, None
+
+
+def _entry_matches(
+    entry: str, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> bool:
+    if "/" in entry:  # a CIDR block
+        try:
+            return address is not None and address in ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            return False
+    entry = entry.lstrip("*").lstrip(".").rstrip(".")
+    if not entry:
+        return False
+    if address is not None:
+        try:
+            return ipaddress.ip_address(entry) == address
+        except ValueError:
+            return False
+    return host == entry or host.endswith("." + entry)
+
+
+def _no_proxy_match(host: str, port: int, no_proxy: str) -> bool:
+    """``NO_PROXY`` semantics (as curl and requests): comma- or space-separated entries;
+    ``*`` matches everything; ``example.com`` / ``.example.com`` match the domain and its
+    subdomains; an IP address or a CIDR block matches addresses; ``entry:port`` only that port."""
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for raw in re.split(r"[,\s]+", no_proxy.lower()):
+        if raw == "*":
+            return True
+        if not raw:
+            continue
+        entry, entry_port = _split_port(raw)
+        if entry_port is not None and entry_port != port:
+            continue
+        if _entry_matches(entry, host, address):
+            return True
+    return False
+
+
+def proxy_for(
+    url: str,
+    environ: Mapping[str, str],
+    *,
+    proxy: str | None = None,
+    no_proxy: str | None = None,
+) -> Proxy | None:
+    """The proxy to reach ``url`` through, or None for a direct connection.
+
+    ``proxy``/``no_proxy`` (configuration) win over the environment; ``proxy=""`` means no
+    proxy. Otherwise ``https_proxy``/``HTTPS_PROXY`` for an ``https://`` URL, ``http_proxy``/
+    ``HTTP_PROXY`` for ``http://`` (lower case first, as curl), unless the host matches
+    ``no_proxy``/``NO_PROXY``. Read once, at start-up, from the mapping given."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    port = parts.port or (443 if scheme == "https" else 80)
+    if proxy is None:
+        names = (
+            ("https_proxy", "HTTPS_PROXY") if scheme == "https" else ("http_proxy", "HTTP_PROXY")
+        )
+        proxy = next((environ[n] for n in names if environ.get(n)), "")
+    if not proxy.strip():
+        return None
+    if no_proxy is None:
+        no_proxy = next((environ[n] for n in ("no_proxy", "NO_PROXY") if environ.get(n)), "")
+    if no_proxy and _no_proxy_match(host, port, no_proxy):
+        return None
+    return Proxy.parse(proxy)
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads the proxy's answer to ``CONNECT`` (bounded), before TLS takes the socket over."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():  # bytes before TLS started: the tunnel is not clean
+            self._finish(ProxyError("proxy sent data before the TLS handshake"))
+            return
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end >= 0:
+            if end + 4 != len(self.buffer):
+                self._finish(ProxyError("proxy sent data before the TLS handshake"))
+            else:
+                self.done.set_result(bytes(self.buffer[:end]))
+        elif len(self.buffer) > self.max_bytes:
+            self._finish(ProxyError(f"proxy response head is larger than {self.max_bytes} bytes"))
+
+    def _finish(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ProxyError("proxy closed the connection during CONNECT"))
+
+
+# -- the pool ------------------------------------------------------------------------------
 
 
 class Pool:
-    """Keep-alive connections to one origin (``http://`` or ``https://``)."""
+    """Keep-alive connections to one origin (``http://`` or ``https://``), at most
+    ``max_connections`` at once; requests beyond wait in FIFO order."""
 
     def __init__(
-        self, base_url: str, *, connect_timeout_s: float = 5.0, keepalive_s: float = 30.0
+        self,
+        base_url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        keepalive_s: float = 30.0,
+        limits: Limits | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_idle: int = _IDLE_LIMIT,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream URL must be http(s)://host[:port][/path]: {base_url!r}")
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
         self.tls = parts.scheme == "https"
         self.host = parts.hostname
         self.port = parts.port or (443 if self.tls else 80)
@@ -309,76 +780,228 @@ class Pool:
         self.prefix = parts.path.rstrip("/")
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self.tls else None
+        self.limits = limits or Limits()
+        self.max_connections = max_connections
+        self.max_idle = max_idle
+        self.proxy = proxy
+        self._ssl: ssl.SSLContext | None = None
+        if self.tls:
+            self._ssl = ssl_context or ssl.create_default_context()
+        # An http:// origin through a proxy: absolute-form requests to the proxy.
+        self._forward = proxy is not None and not self.tls
+        self._target = f"http://{self.authority}{self.prefix}" if self._forward else self.prefix
         self._idle: list[_Connection] = []
+        self._open = 0  # connections open or being opened (each holds a slot)
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._closed = False
 
+    def stats(self) -> dict[str, int]:
+        """Connections open (busy + idle), idle, and requests waiting for one."""
+        waiting = sum(1 for w in self._waiters if not w.done())
+        return {"open": self._open, "idle": len(self._idle), "waiting": waiting}
+
     def request_head(self, path: str, headers: Mapping[str, str], length: int) -> bytes:
-        lines = [f"POST {self.prefix}{path} HTTP/1.1\r\nhost: {self.authority}\r\n"]
+        lines = [f"POST {self._target}{path} HTTP/1.1\r\nhost: {self.authority}\r\n"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise ValueError(f"header {name!r} contains a line break")
             lines.append(f"{name}: {value}\r\n")
+        if self._forward and self.proxy is not None and self.proxy.authorization:
+            lines.append(f"proxy-authorization: {self.proxy.authorization}\r\n")
         lines.append(f"content-length: {length}\r\n\r\n")
         return "".join(lines).encode("utf-8")
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
+        limits = self.limits
         async with asyncio.timeout(self.connect_timeout_s):
-            _, conn = await loop.create_connection(
-                _Connection,
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                server_hostname=self.host if self.tls else None,
+            if self.proxy is None:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(limits),
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self.tls else None,
+                )
+                return conn
+            if self._forward:
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(limits), self.proxy.host, self.proxy.port
+                )
+                return conn
+            return await self._tunnel(self.proxy)
+
+    async def _tunnel(self, proxy: Proxy) -> _Connection:
+        """CONNECT through ``proxy``, then TLS to the origin over the tunnel."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, tunnel = await loop.create_connection(
+                lambda: _Tunnel(self.limits.max_header_bytes), proxy.host, proxy.port
             )
-        return conn
+        except OSError as exc:
+            raise ProxyError(f"cannot reach proxy {proxy.display}: {exc.strerror or exc}") from exc
+        try:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            target = f"{host}:{self.port}"
+            lines = [f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n"]
+            if proxy.authorization:
+                lines.append(f"proxy-authorization: {proxy.authorization}\r\n")
+            lines.append("\r\n")
+            transport.write("".join(lines).encode("utf-8"))
+            head = await tunnel.done
+            status_line = head.split(b"\r\n", 1)[0]
+            fields = status_line.split(b" ", 2)
+            code = int(fields[1]) if len(fields) >= 2 and fields[1].isdigit() else 0
+            if not (fields[0].startswith(b"HTTP/1.") and 200 <= code < 300):
+                reason = fields[2].decode("latin-1", "replace")[:80] if len(fields) > 2 else ""
+                shown = f"{code} {reason}".strip() if code else "a malformed reply"
+                hint = " (proxy authentication required)" if code == 407 else ""
+                raise ProxyError(
+                    f"proxy {proxy.display} refused CONNECT to {target}: {shown}{hint}"
+                )
+            conn = _Connection(self.limits)
+            assert self._ssl is not None
+            tls = await loop.start_tls(transport, conn, self._ssl, server_hostname=self.host)
+            if tls is None:
+                raise ProxyError(f"TLS over the proxy {proxy.display} tunnel did not start")
+            conn.connection_made(tls)
+            return conn
+        except BaseException:
+            transport.close()
+            raise
 
     def _take_idle(self) -> _Connection | None:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            transport = conn.transport
-            if conn.lost or transport is None or transport.is_closing():
+            if not conn.usable():
+                self.discard(conn)
                 continue
             if now - conn.idle_since > self.keepalive_s:
-                conn.close()
+                self.discard(conn)
                 continue
             return conn
         return None
+
+    def _wake_next(self, conn: _Connection | None) -> bool:
+        """Hand ``conn`` (or, with None, a free slot) to the longest waiting request."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    async def _new_connection(self) -> _Connection:
+        """Open a connection in a slot already counted in ``_open``."""
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._slot_freed()
+            raise
+        conn.slot = True
+        return conn
+
+    async def _acquire(self, queued: list[bool]) -> _Connection:
+        conn = self._take_idle()
+        if conn is not None:
+            return conn
+        while self._waiters and self._waiters[0].done():  # requests that gave up
+            self._waiters.popleft()
+        if self._open < self.max_connections and not self._waiters:
+            self._open += 1
+            return await self._new_connection()
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        queued[0] = True
+        try:
+            got = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():  # handed over as we gave up: pass on
+                handed = waiter.result()
+                if handed is None:
+                    self._slot_freed()
+                else:
+                    self._keep(handed)
+            raise
+        if got is None:
+            return await self._new_connection()
+        if not got.usable():  # it died while handed over: open another in its slot
+            got.slot = False
+            got.close()
+            return await self._new_connection()
+        return got
+
+    def _slot_freed(self) -> None:
+        if not self._wake_next(None):
+            self._open -= 1
 
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str], head_timeout_s: float | None
     ) -> Response:
         """Send the request; return once the response head arrived (within
-        ``head_timeout_s``, counting the connect)."""
+        ``head_timeout_s``, counting the wait for a free connection and the connect)."""
         if self._closed:
             raise ConnectionError("the upstream client is closed")
         data = self.request_head(path, headers, len(body)) + body
-        conn = self._take_idle()
+        conn = self._take_idle()  # the usual case, without the coroutine of _acquire
+        queued = [False]  # set when the request waited for a free connection
         try:
             async with asyncio.timeout(head_timeout_s):
                 if conn is None:
-                    conn = await self._connect()
+                    conn = await self._acquire(queued)
                 await conn.start(data)
+        except TimeoutError as exc:
+            if conn is not None:
+                self.discard(conn)
+            elif queued[0]:
+                raise PoolTimeout(
+                    f"no upstream connection became free within {head_timeout_s:g}s "
+                    f"(all {self.max_connections} in use)"
+                ) from exc
+            raise
         except BaseException:
             if conn is not None:
-                conn.close()
+                self.discard(conn)
             raise
         return Response(self, conn)
 
-    def release(self, conn: _Connection) -> None:
-        if self._closed or not conn.finished() or len(self._idle) >= _IDLE_LIMIT:
-            conn.close()
+    def _keep(self, conn: _Connection) -> None:
+        """A reusable connection: to the next waiter, else idle (bounded), else closed."""
+        if self._closed:
+            self.discard(conn)
             return
-        conn.reset()
+        if self._wake_next(conn):
+            return
+        if len(self._idle) >= self.max_idle:
+            self.discard(conn)
+            return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+
+    def release(self, conn: _Connection) -> None:
+        """A response read to its end: keep the connection when it can serve another."""
+        if not conn.finished():
+            self.discard(conn)
+            return
+        conn.reset()
+        self._keep(conn)
+
+    def discard(self, conn: _Connection) -> None:
+        """Close ``conn`` and give its slot to the next waiter."""
+        conn.close()
+        if conn.slot:
+            conn.slot = False
+            self._slot_freed()
 
     async def aclose(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
-            conn.close()
+            self.discard(conn)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the upstream client is closed"))
         if idle:
             await asyncio.sleep(0)  # let the transports finish closing

@@ -23,7 +23,7 @@ from tierwise.gateway.anthropic_api import answer, check_model, decision_headers
 from tierwise.gateway.engine import Engine, Exchange
 from tierwise.gateway.errors import GatewayError, openai_error_body
 from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
-from tierwise.gateway.sse import Event
+from tierwise.gateway.sse import SSEEvent
 
 DEFAULT_MAX_TOKENS = 4096
 FINISH = {
@@ -362,6 +362,7 @@ async def chat_completions(
         max_tokens=ex.max_tokens,
         deadline=time.perf_counter() + ex.remaining_s,
         origins=engine.origins,
+        max_event_bytes=engine.settings.gateway.upstream_max_event_bytes,
         on_complete=ex.on_stream_complete,
         include_usage=include_usage,
         model=attempt.target.model,
@@ -408,7 +409,7 @@ class OpenAIRelay(StreamRelay):
             {"error": {"message": message, "type": "server_error", "param": None, "code": kind}}
         )
 
-    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+    def convert(self, event: SSEEvent, obj: dict[str, Any] | None) -> bytes:
         if obj is None:
             return b""
         handler = self._HANDLERS.get(event.name or "")

@@ -28,7 +28,7 @@ from starlette.responses import StreamingResponse
 from tierwise.accounting import BadUsage, measure_usage
 from tierwise.adapt import ThinkingOrigins
 from tierwise.gateway.attempts import Attempt
-from tierwise.gateway.sse import Event, MalformedEvent, SSEParser, StreamTracker
+from tierwise.gateway.sse import EventSplitter, MalformedEvent, SSEEvent, StreamTracker
 from tierwise.gateway.upstream import UpstreamError
 from tierwise.lifecycle import RequestLife
 
@@ -38,6 +38,8 @@ from tierwise.lifecycle import RequestLife
 MAX_CHARS_PER_TOKEN = 32
 _SLACK_CHARS = 4_096
 _USAGE_EVENTS = frozenset({"message_start", "message_delta"})
+# Stream endings that mean the upstream's data cannot be trusted: its usage is unknown.
+_BAD_DATA = frozenset({"malformed_stream", "output_overrun"})
 
 
 class StreamRelay:
@@ -50,10 +52,12 @@ class StreamRelay:
         *,
         max_tokens: int,
         deadline: float,
+        max_event_bytes: int = 16 * 1024 * 1024,
         origins: ThinkingOrigins | None = None,
         on_complete: Callable[[StreamTracker], Awaitable[None]] | None = None,
     ) -> None:
         self.life = life
+        self.max_event_bytes = max_event_bytes
         self.origins = origins
         self.on_complete = on_complete
         self.attempt = attempt
@@ -66,7 +70,7 @@ class StreamRelay:
         self.outcome: str | None = "client_disconnected"
 
     # -- dialect hooks --------------------------------------------------------------------
-    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+    def convert(self, event: SSEEvent, obj: dict[str, Any] | None) -> bytes:
         raise NotImplementedError
 
     def error(self, kind: str, message: str) -> bytes:
@@ -83,13 +87,12 @@ class StreamRelay:
                 return len(value)
         return 0
 
-    def _check(self, event: Event) -> tuple[dict[str, Any] | None, bytes | None]:
+    def _check(self, event: SSEEvent) -> tuple[dict[str, Any] | None, bytes | None]:
         """(the event's object, or the error bytes that end the stream)."""
         try:
             obj = self.tracker.observe(event.name, event.data)
             if obj is not None and event.name in _USAGE_EVENTS:
-                usage = (obj.get("message") or {}) if event.name == "message_start" else obj
-                measure_usage(usage.get("usage") if isinstance(usage, dict) else None)
+                measure_usage(self.tracker.usage)  # the merged counts, kept exact
         except (MalformedEvent, BadUsage) as exc:
             self.outcome = "malformed_stream"
             return None, self.error("api_error", f"upstream sent a malformed event: {exc}")
@@ -107,24 +110,38 @@ class StreamRelay:
                 return None, self.error("api_error", message)
         return obj, None
 
+    def _relay(self, events: list[SSEEvent]) -> tuple[bytes, bool]:
+        """The client's bytes for ``events``, and whether the stream must end here (an
+        unusable event, or the upstream's error event)."""
+        out: list[bytes] = []
+        for event in events:
+            obj, fatal = self._check(event)
+            if fatal is not None:
+                out.append(fatal)
+                return b"".join(out), True
+            out.append(self.convert(event, obj))
+            if self.tracker.error is not None:
+                return b"".join(out), True
+        return b"".join(out), False
+
     async def run(self) -> AsyncIterator[bytes]:
         chunks = self.attempt.reply.chunks
         assert chunks is not None
-        parser = SSEParser()
+        splitter = EventSplitter(self.max_event_bytes)
         tracker = self.tracker
         try:
             async for chunk in chunks:
-                out: list[bytes] = []
-                for event in parser.feed(chunk):
-                    obj, fatal = self._check(event)
-                    if fatal is not None:
-                        yield b"".join([*out, fatal])
-                        return
-                    out.append(self.convert(event, obj))
-                    if tracker.error is not None:
-                        break
+                try:
+                    events = splitter.feed(chunk)
+                except MalformedEvent as exc:  # an event over the size limit
+                    self.outcome = "malformed_stream"
+                    yield self.error("api_error", f"upstream sent a malformed event: {exc}")
+                    return
+                out, stop = self._relay(events)
                 if out:
-                    yield b"".join(out)
+                    yield out
+                if stop and tracker.error is None:
+                    return  # _check set the outcome and wrote the error
                 if tracker.error is not None or tracker.complete:
                     break
                 if time.perf_counter() > self.deadline:
@@ -148,6 +165,24 @@ class StreamRelay:
             if self.on_complete is not None:
                 await self.on_complete(tracker)
 
+    def _usage(self, outcome: str | None) -> dict[str, Any] | None:
+        """The usage to bill. Complete: what the stream reported. Bad upstream data (an
+        unusable event, more output than max_tokens allows): unknown (None), so the whole
+        hold is charged. Ended early otherwise (cut, stalled, deadline, client gone): what was
+        reported, with the output at least what was relayed (a character is never less than a
+        third of a token's worth in the estimate), since the final count never came."""
+        tracker = self.tracker
+        if outcome is None:
+            return tracker.usage or None
+        if outcome in _BAD_DATA or not tracker.started:
+            return None
+        usage = dict(tracker.usage)
+        relayed = -(-self.chars // 3)
+        reported = usage.get("output_tokens")
+        if not isinstance(reported, int) or isinstance(reported, bool) or reported < relayed:
+            usage["output_tokens"] = relayed
+        return usage
+
     def finish(self, exc: BaseException | None = None) -> None:
         """Close the upstream connection and the request's life (idempotent)."""
         self.attempt.reply.close()
@@ -158,7 +193,7 @@ class StreamRelay:
         self.life.ended(
             status="ok" if outcome is None else "error",
             target=self.attempt.target,
-            raw_usage=tracker.usage or None,
+            raw_usage=self._usage(outcome),
             model=tracker.model,
             error_type=outcome,
             http_status=200,

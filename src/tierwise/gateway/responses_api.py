@@ -33,7 +33,7 @@ from tierwise.gateway.engine import Engine, Exchange
 from tierwise.gateway.errors import GatewayError, openai_error_body
 from tierwise.gateway.openai_api import DEFAULT_MAX_TOKENS
 from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
-from tierwise.gateway.sse import Event
+from tierwise.gateway.sse import SSEEvent
 
 _EFFORTS = {"low", "medium", "high", "xhigh", "max"}
 _ECHOED = ("instructions", "metadata", "temperature", "top_p", "text", "reasoning", "user")
@@ -429,6 +429,7 @@ async def responses(
         max_tokens=ex.max_tokens,
         deadline=time.perf_counter() + ex.remaining_s,
         origins=engine.origins,
+        max_event_bytes=engine.settings.gateway.upstream_max_event_bytes,
         on_complete=ex.on_stream_complete,
         envelope=envelope,
     )
@@ -479,7 +480,7 @@ class ResponsesRelay(StreamRelay):
             "response.failed", {"response": self._snapshot("failed", usage=usage, error=error)}
         )
 
-    def convert(self, event: Event, obj: dict[str, Any] | None) -> bytes:
+    def convert(self, event: SSEEvent, obj: dict[str, Any] | None) -> bytes:
         if obj is None:
             return b""
         handler = self._HANDLERS.get(event.name or "")
