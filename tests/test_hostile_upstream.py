@@ -80,6 +80,13 @@ class Gateway:
             base_url=self.base_url + "/v1", api_key="client-key", max_retries=0, timeout=30
         )
 
+    def entries(self, count: int, timeout_s: float = 5.0) -> list[Any]:
+        """The first ``count`` ledger entries (a stream is recorded just after its last byte)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.sink.entries) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.sink.entries[:count]
+
     def last_entry_status(self, timeout_s: float = 5.0) -> str | None:
         deadline = time.monotonic() + timeout_s
         while not self.sink.entries and time.monotonic() < deadline:
@@ -262,7 +269,7 @@ def test_a_well_formed_upstream_still_works(make_gateway: GatewayFactory) -> Non
         if c.choices
     )
     assert text == "Hello from the fake."
-    assert [e.status for e in gateway.sink.entries] == ["ok"] * 4
+    assert [e.status for e in gateway.entries(4)] == ["ok"] * 4
 
 
 # -- exhaustion: sizes ---------------------------------------------------------------------------
