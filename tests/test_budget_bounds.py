@@ -368,3 +368,24 @@ def test_slow_redis_refuses_budgeted_keys_fast_and_health_stays_fast(
         assert not [r for r in ours if r.exc_info], "a Redis failure must not log a traceback"
     finally:
         delete_redis_prefix(redis_url_or_skip(), prefix)
+
+
+def test_an_unpriced_model_on_a_budgeted_key_is_a_400_naming_it(
+    settings: Settings, fake_anthropic: FakeAnthropic
+) -> None:
+    """Not a 429: nothing is wrong with the budget; the model has no price to bound it."""
+    raw = make_key(settings, "typo", "1.00")
+    with ServerThread(make_app(settings)) as running:
+        reply = httpx.post(
+            running.base_url + "/v1/messages",
+            json={
+                "model": "claude-sonet-4-6",  # a typo: unknown to the catalogue
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            headers={"x-api-key": raw},
+        )
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "claude-sonet-4-6" in error["message"] and "prices_file" in error["message"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anthropic
 import httpx2 as httpx
@@ -174,3 +175,41 @@ def test_unknown_paths_and_methods(gateway: RunningGateway) -> None:
     assert response.json()["error"]["type"] == "not_found_error"
     response = httpx.get(gateway.base_url + "/v1/messages")
     assert response.status_code in (404, 405)
+
+
+def test_structurally_invalid_bodies_are_400_before_any_routing(gateway: RunningGateway) -> None:
+    """Empty messages (once a simulated 200) and other invalid shapes: 400 in each dialect's
+    shape, and the upstream is never called."""
+    anthropic_bodies: list[Any] = [
+        {"model": "auto", "max_tokens": 10, "messages": []},
+        {"model": "auto", "max_tokens": 10, "messages": [{"role": "user"}]},
+        {"model": "auto", "max_tokens": -1, "messages": [{"role": "user", "content": "x"}]},
+    ]
+    for body in anthropic_bodies:
+        reply = httpx.post(gateway.base_url + "/v1/messages", json=body)
+        assert reply.status_code == 400, body
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+    for body in ({"model": "auto", "messages": []}, {"model": "auto", "input": []}):
+        path = "/v1/chat/completions" if "messages" in body else "/v1/responses"
+        reply = httpx.post(gateway.base_url + path, json=body)
+        assert reply.status_code == 400, body
+        assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+    assert gateway.fake.requests_to("/v1/messages") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/messages", "POST"),
+        ("PUT", "/v1/chat/completions", "POST"),
+        ("DELETE", "/v1/models", "GET"),
+        ("POST", "/health", "GET"),
+    ],
+)
+def test_wrong_method_is_405_with_allow(
+    gateway: RunningGateway, method: str, path: str, allow: str
+) -> None:
+    reply = httpx.request(method, gateway.base_url + path)
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == allow
+    assert reply.json()["error"]["type"] == "invalid_request_error"
