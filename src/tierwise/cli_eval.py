@@ -454,17 +454,23 @@ def _run_pairs(
     plot: Path | None,
 ) -> dict[str, Any]:
     from tierwise.evals import routellm
+    from tierwise.evals.metrics import BOOTSTRAP_RESAMPLES
+    from tierwise.evals.progress import Stages
 
     model = _load_model(model_path)
-    with _progress(f"scoring {benchmark}", len(items)) as tick:
-        scores = routellm.score_prompts(model, [i.prompt for i in items], tick)
-    result = routellm.evaluate_pairs(
-        items,
-        scores,
-        benchmark=benchmark,
-        split=split,
-        ties="drop" if ties == "drop" else "break",
-    )
+    stages = [f"scoring {benchmark}", "bootstrap interval"]
+    with Stages(err, stages, transient=True) as run:
+        with run.stage(stages[0], len(items)) as tick:
+            scores = routellm.score_prompts(model, [i.prompt for i in items], tick)
+        with run.stage(stages[1], BOOTSTRAP_RESAMPLES) as tick:
+            result = routellm.evaluate_pairs(
+                items,
+                scores,
+                benchmark=benchmark,
+                split=split,
+                ties="drop" if ties == "drop" else "break",
+                tick=tick,
+            )
     result["model"] = model.name
     if scores_file is not None:
         routellm.write_scores(scores_file, items, scores)

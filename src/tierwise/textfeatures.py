@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from functools import lru_cache
 
 from tierwise.taxonomy import CUE_WORDS_BY_LEVEL, EXPERT_ROLES, NARROW_ROLES, cue_categories
 
@@ -78,6 +79,14 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+@lru_cache(maxsize=512)
+def _system_features(system: str) -> tuple[frozenset[str], int, int]:
+    """The system prompt's keys and role-word counts. Cached: real traffic repeats a few long
+    system prompts, and a cache hit costs one hash of the string instead of a tokenisation."""
+    words = set(_WORD.findall(system[:SYSTEM_CHARS].lower()))
+    return frozenset("s:" + w for w in words), len(words & EXPERT_ROLES), len(words & NARROW_ROLES)
+
+
 def featurize(prompt: str, system: str = "") -> tuple[set[str], list[float]]:
     """The sparse keys and the dense feature vector (in :data:`DENSE_NAMES` order)."""
     text = prompt[:SCAN_CHARS]
@@ -93,10 +102,8 @@ def featurize(prompt: str, system: str = "") -> tuple[set[str], list[float]]:
     cue3 = len(keys & _CUES_3)
     expert = narrow = 0
     if system:
-        sys_words = set(_WORD.findall(system[:SYSTEM_CHARS].lower()))
-        keys.update(["s:" + w for w in sys_words])
-        expert = len(sys_words & EXPERT_ROLES)
-        narrow = len(sys_words & NARROW_ROLES)
+        sys_keys, expert, narrow = _system_features(system)
+        keys.update(sys_keys)
     numbers = len(_NUMBER.findall(text))
     n_chars = len(text)
     dense = [

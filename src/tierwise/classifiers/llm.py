@@ -26,6 +26,7 @@ FALLBACK_LEVEL = 2
 # The lesson's prompt, built from the one taxonomy definition (tierwise.taxonomy).
 CLASSIFIER_PROMPT = llm_prompt()
 
+
 def build_user_message(request: ClassifyInput) -> str:
     """What the classifier model sees: the system prompt cut to 200 chars, the prompt to 500,
     and the conversation's shape when it has one (turns, tools, attachments, input size)."""

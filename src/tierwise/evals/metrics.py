@@ -194,16 +194,19 @@ def bootstrap_interval(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     level: float = 0.95,
+    tick: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items resampled with
     replacement (fixed seed, so intervals reproduce). Resamples where the statistic is
-    undefined (None) are left out."""
+    undefined (None) are left out. ``tick()`` is called after each resample."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
         v = statistic(rng.integers(0, n, n))
         if v is not None and np.isfinite(v):
             values.append(v)
+        if tick is not None:
+            tick()
     if not values:
         raise ValueError("the statistic is undefined on every resample")
     tail = (1.0 - level) / 2.0 * 100.0
@@ -219,6 +222,7 @@ def apgr_interval(
     keys: Sequence[int] | None = None,
     ties: Ties = "break",
     resamples: int = BOOTSTRAP_RESAMPLES,
+    tick: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """95 % bootstrap interval of APGR: prompts resampled with replacement, the whole sweep
     (edges, weak and strong quality) recomputed on each resample."""
@@ -234,4 +238,4 @@ def apgr_interval(
         points = sweep(s[idx], w[idx], g[idx], ties=ties, keys=k[idx])
         return apgr(points, wq, gq)
 
-    return bootstrap_interval(one, len(s), resamples=resamples)
+    return bootstrap_interval(one, len(s), resamples=resamples, tick=tick)

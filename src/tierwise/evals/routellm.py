@@ -72,8 +72,10 @@ def evaluate_pairs(
     benchmark: str,
     split: str,
     ties: Ties = "break",
+    tick: Tick | None = None,
 ) -> dict[str, Any]:
-    """Router, random router and oracle on one two-model benchmark, as a JSON-able dict."""
+    """Router, random router and oracle on one two-model benchmark, as a JSON-able dict.
+    ``tick()`` is called after each of the interval's bootstrap resamples."""
     if len(items) < 11:
         raise ValueError(f"{benchmark}: {len(items)} prompts is too few for an 11-point sweep")
     weak = [i.weak for i in items]
@@ -85,7 +87,7 @@ def evaluate_pairs(
         for seed in range(RANDOM_SEEDS)
     ]
     oracle = evaluate_router(oracle_scores(weak, strong), weak, strong, ties=ties, keys=keys)
-    lo, hi = apgr_interval(scores, weak, strong, keys=keys, ties=ties)
+    lo, hi = apgr_interval(scores, weak, strong, keys=keys, ties=ties, tick=tick)
 
     def mean_opt(values: list[float | None]) -> float | None:
         real = [v for v in values if v is not None]
