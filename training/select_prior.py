@@ -6,8 +6,14 @@ one and scored on the train half of the one left out, by APGR (the RouteLLM pape
 :mod:`tierwise.evals.metrics`). RouterBench, whose licence is not stated, never trains a
 candidate: it is scored out of source by the candidate trained on all clean sources. A
 candidate's figure of merit is the mean of the five out-of-source APGRs; each figure has a 95 %
-bootstrap interval, and every candidate's mean is compared with the baseline's on the same
-resamples (paired). No test half is read.
+bootstrap interval, and every candidate's mean is compared with the baseline's and the best
+one's on the same resamples (paired). No test half is read.
+
+**Selection rule** (the one-standard-error rule of Breiman et al. / Hastie et al.): the
+differences between candidates are of the order of the resampling noise, so among the candidates
+whose mean is within one paired standard error of the best mean, the one with the fewest
+parameters is selected (fewer feature copies, no shape features, fewer key kinds); ties go to
+the higher mean.
 
 Run (≈ 15 min on one core of a quiet machine; features are cached under .cache/):
 
@@ -98,6 +104,15 @@ CANDIDATES: list[Any] = [
 ]
 
 
+def complexity(cand: Any) -> int:
+    """A candidate's size in parameters per head, roughly: ~10,000 per kind of text key (word
+    unigrams; bigrams, symbols and system words), 19 shape features, times the copies."""
+    if isinstance(cand, Baseline):
+        return 10_000
+    kinds = {"none": 0, "uni": 1, "keys": 2}[cand.features]
+    return (3 if cand.augment else 1) * (kinds * 10_000 + (19 if cand.dense else 0))
+
+
 def scorer(cand: Any, train: list[Source], feats: Any) -> Any:
     if isinstance(cand, Baseline):
         return cand.fit(train)
@@ -159,6 +174,7 @@ def main() -> None:
     judge = Judge(sources)
     chosen = CANDIDATES if not args.only else [CANDIDATES[int(i)] for i in args.only.split(",")]
     rows: list[dict[str, Any]] = []
+    boots: list[np.ndarray] = []
     base_boot: np.ndarray | None = None
     for cand in chosen:
         t0 = time.time()
@@ -186,12 +202,29 @@ def main() -> None:
             "seconds": round(time.time() - t0, 1),
         }
         rows.append(row)
+        boots.append(mean_boot)
         print(
             f"{row['mean']:.4f} {row['mean_ci']}  Δ {row['vs_baseline_ci']}  "
             + "  ".join(f"{n} {point[n]:.3f}" for n in ALL_SOURCES)
             + f"  {cand.name} ({row['seconds']:.0f}s)",
             flush=True,
         )
+    best = max(range(len(rows)), key=lambda i: rows[i]["mean"])
+    eligible = []
+    for i, row in enumerate(rows):
+        se = float(np.std(boots[i] - boots[best]))
+        row["vs_best_se"] = round(se, 4)
+        row["within_one_se_of_best"] = bool(row["mean"] >= rows[best]["mean"] - se)
+        row["complexity"] = complexity(chosen[i])
+        if row["within_one_se_of_best"]:
+            eligible.append(i)
+    pick = min(eligible, key=lambda i: (complexity(chosen[i]), -rows[i]["mean"]))
+    for i, row in enumerate(rows):
+        row["selected"] = i == pick
+        row["best_mean"] = i == best
+    print(
+        f"best mean: {rows[best]['candidate']}; selected (one-SE rule): {rows[pick]['candidate']}"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -666,9 +666,12 @@ def _assemble(
     return artifact
 
 
-# The candidate chosen by leave-one-source-out validation (see training/select_prior.py and
-# EVALUATION.md); `tierwise train` rebuilds exactly this.
-SELECTED = PriorSpec(name="uni+bigram keys + 2 LR")
+# The candidate chosen by leave-one-source-out validation and the one-standard-error rule (see
+# training/select_prior.py, docs/eval/selection.json and EVALUATION.md); `tierwise train`
+# rebuilds exactly this.
+SELECTED = PriorSpec(
+    name="keys + 2 logistic heads, an intercept per source", features="keys", source_bias=True
+)
 
 PROTOCOL = (
     "Only train halves were read: RouteLLM MMLU/GSM8K and Arena prompts with "
