@@ -118,9 +118,12 @@ def selection_table(rows: list[dict[str, Any]]) -> list[str]:
         + " |",
         "|---|---|---|" + "---|" * len(sources),
     ]
-    best = max(rows, key=lambda r: r["mean"])
     for r in rows:
-        name = f"**{r['candidate']}**" if r is best else r["candidate"]
+        name = r["candidate"]
+        if r.get("selected"):
+            name = f"**{name}** (selected: one-SE rule)"
+        elif r.get("best_mean"):
+            name = f"{name} (best mean)"
         cells = [f"{r['sources'][s]['apgr']:.3f}" for s in sources]
         out.append(
             f"| {name} | {r['mean']:.4f} {_ci(r['mean_ci'], '.3f')} | "

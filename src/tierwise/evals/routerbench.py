@@ -29,10 +29,12 @@ import numpy.typing as npt
 from tierwise.classifiers.learned import RouterModel
 from tierwise.errors import InputError
 from tierwise.evals import datasets as ds
-from tierwise.evals.linear import fit_logistic, sigmoid
+from tierwise.evals.linear import fit_logistic, log_loss, sigmoid
 from tierwise.evals.metrics import bootstrap_interval
 
-HEAD_L2 = 1.0  # the per-model heads' L2 penalty (C = 1), fixed, not tuned on test data
+# the per-model heads' L2 penalty: chosen per model by 5-fold CV log loss on the train files
+HEAD_L2_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
+CV_FOLDS = 5
 TOLERANCES = tuple(float(t) for t in np.round(np.linspace(0.0, 1.0, 201), 4))
 Tick = Callable[[], None]
 
@@ -96,15 +98,26 @@ def fit_heads(
     scale[scale < 1e-6] = 1.0  # constant (up to rounding): left unscaled
     full = sparse.hstack([x, sparse.csr_matrix((compact - mean) / scale)]).tocsr()
     heads: dict[str, Any] = {}
+    fold = np.random.default_rng(0).permutation(len(train)) % CV_FOLDS
     for m in models:
         rows = np.array([m in i.quality for i in train])
-        y = np.array([i.quality.get(m, 0.0) for i in train])[rows]
-        heads[m] = fit_logistic(full[rows], y, l2=HEAD_L2)
+        y = np.array([i.quality.get(m, 0.0) for i in train])
+        losses = {}
+        for l2 in HEAD_L2_GRID:
+            loss = 0.0
+            for f in range(CV_FOLDS):
+                fit_rows, held = rows & (fold != f), rows & (fold == f)
+                fit = fit_logistic(full[fit_rows], y[fit_rows], l2=l2)
+                loss += log_loss(y[held], sigmoid(fit.decision(full[held]))) * held.sum()
+            losses[l2] = loss
+        best = min(losses, key=lambda k: losses[k])
+        heads[m] = fit_logistic(full[rows], y[rows], l2=best)
+        heads[m] = (heads[m], best)
 
     def score(prompts: Sequence[str], tick: Tick | None = None) -> npt.NDArray[np.float64]:
         xt, ct, _ = _design(model, prompts, tick)
         ft = sparse.hstack([xt, sparse.csr_matrix((ct - mean) / scale)]).tocsr()
-        return np.column_stack([sigmoid(heads[m].decision(ft)) for m in models])
+        return np.column_stack([sigmoid(heads[m][0].decision(ft)) for m in models])
 
     return heads, score
 
@@ -152,8 +165,7 @@ def evaluate(
     missing = [m for m in chosen if m not in available]
     if missing:
         raise InputError(
-            f"no RouterBench train data for {', '.join(missing)}; "
-            f"available: {', '.join(available)}"
+            f"no RouterBench train data for {', '.join(missing)}; available: {', '.join(available)}"
         )
     if len(chosen) < 2:
         raise InputError("give at least two models to route between")
@@ -161,7 +173,7 @@ def evaluate(
     expected_cost = train_costs(data_dir, chosen)
     by_cost = sorted(chosen, key=lambda m: expected_cost[m])
     n, k = len(items), len(by_cost)
-    _, scorer = fit_heads(model, train_items, by_cost, tick)
+    heads, scorer = fit_heads(model, train_items, by_cost, tick)
     pred = scorer([i.prompt for i in items], tick)
     quality = np.array([[item.quality[m] for m in by_cost] for item in items])
     cost = np.array([[item.cost_usd[m] for m in by_cost] for item in items])
@@ -211,7 +223,7 @@ def evaluate(
         "top_cost_usd": top_cost,
         "cost_fraction_at_top_accuracy": None if reach is None else reach / top_cost,
         "cost_fraction_interval": None if interval is None else [round(v, 4) for v in interval],
-        "head_l2": HEAD_L2,
+        "head_l2": {m: heads[m][1] for m in by_cost},
         "router_best_accuracy": max(float(p["accuracy"]) for p in curve),
         "random_mix_cost_fraction_at_top_accuracy": None
         if mix_reach is None
