@@ -751,5 +751,7 @@ def eval_latency(
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
-    app.command("train")(train_command)
+    from tierwise.evals.progress import unwrap
+
+    app.command("train", help=unwrap(train_command.__doc__))(train_command)
     app.add_typer(eval_app, name="eval")

@@ -289,4 +289,6 @@ def _print_proposal(p: Any, *, window_text: str) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``calibrate``."""
-    app.command("calibrate")(calibrate)
+    from tierwise.evals.progress import unwrap
+
+    app.command("calibrate", help=unwrap(calibrate.__doc__))(calibrate)

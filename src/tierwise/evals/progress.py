@@ -72,6 +72,15 @@ class Stages:
             self._done += 1
 
 
+def unwrap(doc: str | None) -> str:
+    """A docstring as command help: each paragraph on one line, so the terminal wraps it (the
+    help renderer keeps single newlines, which broke lines mid-sentence)."""
+    import inspect
+
+    text = inspect.cleandoc(doc or "")
+    return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n"))
+
+
 @contextlib.contextmanager
 def bar(console: Console, label: str, total: int) -> Iterator[Callable[[], None]]:
     """A single progress bar with an estimate of the time left; yields ``tick()``."""
