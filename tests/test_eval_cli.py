@@ -358,9 +358,13 @@ def test_train_rebuilds_a_prior_with_progress_and_a_card(tmp_path: Path) -> None
     make_routellm_dir(data / "routellm", n=80)
     make_routerbench_dir(data / "routerbench")
     make_arena_dir(data / "arena-bench-v1")
+    from tierwise.evals.train import corpus_path
+
+    corpus = tmp_path / "corpus.jsonl"  # a small tier corpus keeps the test fast
+    corpus.write_text("".join(corpus_path().read_text().splitlines(keepends=True)[::6]))
     out = tmp_path / "prior.json"
     proc = run("train", "--data", str(data), "--output", str(out), "--no-eval", "--json",
-               home=tmp_path)  # fmt: skip
+               "--corpus", str(corpus), home=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["artifact"] == str(out) and res["results"] == {}
