@@ -68,11 +68,15 @@ clean:
 DATA ?= ../shared/data
 EVAL_OUT ?= docs/eval
 
-.PHONY: train eval eval-latency
+.PHONY: select train eval eval-latency
 
-# Rebuilds src/tierwise/models/router-v1.json and its model card from the train splits.
+# Leave-one-source-out model selection for the prior (train halves only): docs/eval/selection.json.
+select: setup
+	$(BIN)/python training/select_prior.py --data $(DATA) --out $(EVAL_OUT)/selection.json
+
+# Rebuilds src/tierwise/models/router-v2.json and its model card from the licence-clean train halves.
 train: setup
-	$(BIN)/tierwise train --data $(DATA)
+	$(BIN)/tierwise train --data $(DATA) --cache .cache/tierwise-train
 
 # Every number and plot in EVALUATION.md (test splits).
 eval: setup

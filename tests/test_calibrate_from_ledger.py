@@ -1,6 +1,7 @@
 """`tierwise calibrate --from-ledger`: users' feedback in the ledger moves the routing knob
-(classifier.quality_tolerance), printed before anything is written; the library function,
-the CLI (a subprocess), and the registration next to another area's `calibrate`."""
+(classifier.quality_tolerance), printed before anything is written; the library function and
+the CLI (a subprocess). The per-tier predicted quality comes from the ledger's structured
+columns (migration 7), never from the reason text."""
 
 from __future__ import annotations
 
@@ -11,16 +12,13 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from tests.dbs import entry
+from tests.routing_rows import routed_entry
 from tierwise.config import Settings, load
 from tierwise.ledger import open_store
-from tierwise.quality import propose_from_ledger, qualities_from_reason
+from tierwise.quality import propose_from_ledger
 from tierwise.types import LedgerEntry, Usage
 
 TIERWISE = str(Path(sys.executable).parent / "tierwise")
@@ -51,7 +49,7 @@ def ledger_rows(settings: Settings) -> tuple[list[LedgerEntry], dict[str, float]
             cost = catalogue.cost(U, MODELS[tier], NOW).usd
             rid = f"tw_cal_{n:03d}"
             rows.append(
-                entry(
+                routed_entry(
                     request_id=rid,
                     ts=NOW + dt.timedelta(seconds=n),
                     tier=tier,
@@ -62,6 +60,9 @@ def ledger_rows(settings: Settings) -> tuple[list[LedgerEntry], dict[str, float]
                     cost_usd=cost,
                     classifier_cost_usd=Decimal(0),
                     key_name=None,
+                    tier_quality=dict(zip(MODELS, q, strict=True)),
+                    decision_rule="quality",
+                    decision_score=0.1,
                 )
             )
             if i < rated:
@@ -69,7 +70,7 @@ def ledger_rows(settings: Settings) -> tuple[list[LedgerEntry], dict[str, float]
             n += 1
     # a forced request: the knob does not move it
     rows.append(
-        entry(
+        routed_entry(
             request_id="tw_cal_forced",
             ts=NOW,
             tier="haiku",
@@ -78,6 +79,7 @@ def ledger_rows(settings: Settings) -> tuple[list[LedgerEntry], dict[str, float]
             reason="Manual override",
             usage=U,
             cost_usd=catalogue.cost(U, MODELS["haiku"], NOW).usd,
+            decision_rule="override",
         )
     )
     return rows, scores
@@ -102,17 +104,40 @@ def settings(tmp_path: Path) -> Settings:
     return settings
 
 
-def test_reason_parsing() -> None:
-    tiers = ["haiku", "sonnet", "opus"]
-    assert qualities_from_reason(reason((0.6, 0.95, 1.0)), tiers) == [0.6, 0.95, 1.0]
-    assert qualities_from_reason("x; predicted quality: haiku 0.1 sonnet 0.2 opus 1", tiers) == [
-        0.1,
-        0.2,
-        1.0,
-    ]
-    assert qualities_from_reason("predicted quality haiku 0.5", tiers) is None
-    assert qualities_from_reason("Manual override", tiers) is None
-    assert qualities_from_reason(None, tiers) is None
+def test_reason_text_is_never_parsed(tmp_path: Path) -> None:
+    """A row whose reason shows predicted qualities but which lacks the structured columns (or
+    was decided by another rule) is not replayed: calibration reads columns, not prose."""
+    settings = load(environ={"TIERWISE_HOME": str(tmp_path)})
+    store = open_store(settings)
+    try:
+        catalogue = settings.catalogue()
+        rows = []
+        for i in range(30):
+            rule = "low_confidence" if i % 2 else None
+            rows.append(
+                routed_entry(
+                    request_id=f"tw_prose_{i}",
+                    ts=NOW + dt.timedelta(seconds=i),
+                    tier="haiku",
+                    model=MODELS["haiku"],
+                    classifier="learned",
+                    reason=reason((0.6, 0.95, 1.0)),
+                    usage=U,
+                    cost_usd=catalogue.cost(U, MODELS["haiku"], NOW).usd,
+                    decision_rule=rule,
+                    tier_quality=None
+                    if rule is None
+                    else {"haiku": 0.6, "sonnet": 0.95, "opus": 1},
+                )
+            )
+        store.insert(rows)
+        for i in range(30):
+            store.add_feedback(f"tw_prose_{i}", 0.1)
+        p = propose_from_ledger(settings, store, target=0.7, min_ratings=20)
+    finally:
+        store.close()
+    assert p.replayed == 0 and not p.changed
+    assert "would change nothing" in p.reason
 
 
 def test_unhappy_tier_gets_fewer_requests(settings: Settings) -> None:
@@ -230,41 +255,13 @@ def test_cli_prints_the_change_before_writing(settings: Settings, tmp_path: Path
     assert bad.returncode == 2 and "--since" in bad.stderr
 
 
-def test_from_ledger_joins_another_areas_calibrate() -> None:
-    from tierwise.cli_quality import calibrate as mine
-    from tierwise.cli_quality import register
-
-    seen: dict[str, Any] = {}
-    app = typer.Typer()
-
-    @app.command("calibrate")
-    def theirs(
-        target: Annotated[str, typer.Option("--target")],
-        write: Annotated[Path | None, typer.Option("--write")] = None,
-        as_json: Annotated[bool, typer.Option("--json")] = False,
-    ) -> None:
-        seen.update(target=target, write=write, as_json=as_json)
-
-    @app.command("other")
-    def other() -> None:
-        pass
-
-    register(app)
-    assert sum(1 for c in app.registered_commands if c.name == "calibrate") == 1
-    runner = CliRunner()
-    result = runner.invoke(app, ["calibrate", "--target", "30% top", "--json"])
-    assert result.exit_code == 0, result.output
-    assert seen == {"target": "30% top", "write": None, "as_json": True}
-    missing = runner.invoke(app, ["calibrate"])
-    assert missing.exit_code == 2 and "--target" in missing.output
-    help_text = runner.invoke(app, ["calibrate", "--help"]).output
-    for option in ("--target", "--from-ledger", "--target-satisfaction", "--write", "--json"):
-        assert option in help_text
-
-    # without another calibrate, it is the command itself
-    alone = typer.Typer()
-    alone.command("x")(other)
-    register(alone)
-    assert [c.callback for c in alone.registered_commands if c.name == "calibrate"] == [mine]
-    no_source = runner.invoke(alone, ["calibrate"])
-    assert no_source.exit_code == 2
+def test_one_calibrate_command_with_two_sources(settings: Settings, tmp_path: Path) -> None:
+    both = cli("--from-ledger", "--target", "30% top", settings=settings)
+    assert both.returncode == 2 and "give one of the two" in both.stderr
+    neither = cli(settings=settings)
+    assert neither.returncode == 2 and "missing --target and --prompts" in neither.stderr
+    half = cli("--target", "30% top", settings=settings)
+    assert half.returncode == 2 and "missing --prompts" in half.stderr
+    helped = cli("--help", settings=settings)
+    for option in ("--target", "--prompts", "--from-ledger", "--target-satisfaction", "--write"):
+        assert option in helped.stdout

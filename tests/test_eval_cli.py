@@ -108,6 +108,7 @@ def test_eval_routellm_mmlu_on_a_synthetic_repo(tmp_path: Path) -> None:
     assert (res["benchmark"], res["split"], res["n"]) == ("mmlu", "all", info["mmlu_all"])
     assert len(res["points"]) == 11
     assert res["oracle"]["apgr"] > 1.0
+    assert res["apgr_ci"][0] <= res["apgr"] <= res["apgr_ci"][1]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # anyone can recompute the metric from the written scores
     with scores_csv.open(newline="") as fh:
@@ -203,10 +204,14 @@ def test_eval_routerbench_on_synthetic_data(tmp_path: Path) -> None:
     assert res["n"] == 45 and len(res["points"]) == 201
     assert res["models"][-1] == "gpt-4-1106-preview"  # ordered by expected (train) cost
     assert res["oracle"]["accuracy"] >= res["top_accuracy"]
+    # per-model heads fitted on the train files at evaluation, their penalty chosen by CV there
+    assert set(res["head_l2"]) == set(models.split(","))
+    ci = res["cost_fraction_interval"]
+    assert ci is None or 0 <= ci[0] <= ci[1]
     assert plot.is_file()
     proc = run("eval", "routerbench", "--data", str(data), "--models", "nope,gpt-4-1106-preview",
                home=tmp_path)  # fmt: skip
-    assert proc.returncode == 2 and "no quality head for nope" in proc.stderr
+    assert proc.returncode == 2 and "no RouterBench train data for nope" in proc.stderr
 
 
 def test_eval_tiers_on_a_labelled_file(tmp_path: Path) -> None:
@@ -253,7 +258,7 @@ def test_calibrate_writes_the_knob(tmp_path: Path) -> None:
         "Fix this TypeError in my script.",
         "Design a fault-tolerant distributed architecture for payments.",
         "Audit this login flow for security vulnerabilities.",
-        "hmm",
+        "qwxz",
     ] * 3
     sample.write_text("\n".join(json.dumps({"prompt": p}) for p in prompts) + "\n")
     config = tmp_path / "config.toml"
@@ -264,7 +269,7 @@ def test_calibrate_writes_the_knob(tmp_path: Path) -> None:
     res = json.loads(proc.stdout)
     assert res["tier_shares"]["opus"] <= 0.30
     assert abs(sum(res["tier_shares"].values()) - 1.0) < 1e-6
-    assert res["abstained"] == 3
+    assert res["not_decided_by_knob"] >= 3  # "qwxz": no known word, abstained → default tier
     written = tomllib.loads(config.read_text())
     assert written["classifier"] == {
         "kind": "learned",
@@ -333,3 +338,55 @@ def test_real_arena_test_split(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res["n"] > 100 and res["weak_quality"] < res["strong_quality"]
+
+
+def make_arena_dir(root: Path, n: int = 40) -> None:
+    rng = random.Random(11)
+    root.mkdir(parents=True)
+    models = {WEAK: 6, STRONG: 8, "gpt-4-0314": 8, "claude-1": 6, "gpt-3.5-turbo": 6}
+    with (root / "question.jsonl").open("w") as q, (root / "scores.csv").open("w") as s:
+        s.write("question_id,model,score\n")
+        for i in range(n):
+            kind = rng.choice(["Prove that", "Write a poem about", "Solve for x:"])
+            q.write(json.dumps({"question_id": f"q{i}", "turns": [f"{kind} item {i}"]}) + "\n")
+            for model, base in models.items():
+                s.write(f"q{i},{model},{max(1, min(10, base + rng.randint(-3, 2)))}\n")
+
+
+def test_train_rebuilds_a_prior_with_progress_and_a_card(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_routellm_dir(data / "routellm", n=80)
+    make_routerbench_dir(data / "routerbench")
+    make_arena_dir(data / "arena-bench-v1")
+    from tierwise.evals.train import corpus_path
+
+    corpus = tmp_path / "corpus.jsonl"  # a small tier corpus keeps the test fast
+    corpus.write_text("".join(corpus_path().read_text().splitlines(keepends=True)[::6]))
+    out = tmp_path / "prior.json"
+    proc = run("train", "--data", str(data), "--output", str(out), "--no-eval", "--json",
+               "--corpus", str(corpus), home=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["artifact"] == str(out) and res["results"] == {}
+    for stage in ("reading the data", "featurising prompts", "tier head", "gain heads"):
+        assert stage in proc.stderr  # progress per stage, on stderr only
+    from tierwise.classifiers.learned import LearnedClassifier, RouterModel
+    from tierwise.types import ClassifyInput
+
+    model = RouterModel.load(out)
+    card = json.loads(out.read_text())["card"]
+    assert card["sources"]["routerbench"]["rows_used"] == 0  # no licence: never trains it
+    assert card["sources"]["mmlu"]["rows_used"] > 0
+    assert (tmp_path / "prior.md").read_text().count("| no |") == 1
+    c = LearnedClassifier(model=model).classify_now(ClassifyInput("Prove that item 3 holds"))
+    assert c.tier_quality is not None and c.router_model == model.tag
+
+    # a prior file is loaded by setting too
+    from tierwise.classifiers.learned import LearnedClassifier as LC
+    from tierwise.config import load
+
+    settings = load(environ={"TIERWISE_HOME": str(tmp_path), "TIERWISE_MODEL": str(out)})
+    assert LC.from_settings(settings).model.tag == model.tag
+
+    bad = run("train", home=tmp_path)
+    assert bad.returncode == 2 and "exactly one of --data DIR" in bad.stderr

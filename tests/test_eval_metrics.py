@@ -117,3 +117,20 @@ def test_cost_to_reach_interpolates_and_handles_dips() -> None:
     assert cost_to_reach(curve, 0.6) == pytest.approx(1.5)
     assert cost_to_reach(curve, 0.8) == pytest.approx(2.0 + (0.8 - 0.7) / 0.2 * 3.0)
     assert cost_to_reach(curve, 0.95) is None
+
+
+def test_bootstrap_interval_is_reproducible_and_covers_the_estimate() -> None:
+    from tierwise.evals.metrics import apgr_interval, bootstrap_interval, evaluate_router
+
+    rng = np.random.default_rng(5)
+    n = 400
+    weak = (rng.random(n) < 0.6).astype(float)
+    strong = np.maximum(weak, (rng.random(n) < 0.5).astype(float))
+    scores = (strong - weak) + rng.normal(0, 0.8, n)  # an informative, noisy router
+    point = evaluate_router(scores, weak, strong).apgr
+    lo, hi = apgr_interval(scores, weak, strong, resamples=300)
+    assert lo < point < hi
+    assert (lo, hi) == apgr_interval(scores, weak, strong, resamples=300)  # fixed seed
+    assert lo > 0.5  # better than random, with confidence
+    mean_lo, mean_hi = bootstrap_interval(lambda idx: float(weak[idx].mean()), n)
+    assert mean_lo < weak.mean() < mean_hi and mean_hi - mean_lo < 0.15

@@ -1,4 +1,5 @@
-"""The learned classifier: the shipped artifact, its versioning, and its decisions."""
+"""The learned classifier: the shipped artifact, its versioning, its decisions, and the
+one-featurisation fast path."""
 
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ import pytest
 
 from tierwise.classifiers.learned import (
     ARTIFACT_VERSION,
+    COMPACT_NAMES,
     LearnedClassifier,
     RouterModel,
+    artifact_id,
     decode_array,
     default_model,
     encode_array,
     tier_quality,
 )
 from tierwise.errors import ConfigError
+from tierwise.taxonomy import fingerprint
 from tierwise.types import ClassifyInput
 
-ARTIFACT = resources.files("tierwise") / "models" / "router-v1.json"
+ARTIFACT = resources.files("tierwise") / "models" / "router-v2.json"
 
 
 @pytest.fixture(scope="module")
@@ -39,23 +43,33 @@ def classify(prompt: str, system: str = "", tiers: list[str] | None = None) -> A
 def test_shipped_artifact_is_small_versioned_and_has_a_card(raw: dict[str, Any]) -> None:
     assert raw["format"] == "tierwise-router"
     assert raw["format_version"] == ARTIFACT_VERSION
-    assert raw["name"] == "router-v1"
+    assert raw["name"] == "router-v2"
+    assert raw["taxonomy"] == fingerprint()
+    assert raw["id"] == artifact_id(raw)
     assert len(ARTIFACT.read_bytes()) < 4 * 1024 * 1024
     card = raw["card"]
     assert card["data_sha256"] and all(len(h) == 64 for h in card["data_sha256"].values())
-    assert "train split" in card["protocol"]
-    assert (resources.files("tierwise") / "models" / "router-v1.md").is_file()
+    assert "train halves" in card["protocol"]
+    # only licence-clean sources trained it; the card names every source's licence
+    for name, source in card["sources"].items():
+        assert source["licence"]
+        assert (source["rows_used"] > 0) == source["trains_shipped_model"], name
+    assert card["sources"]["routerbench"]["trains_shipped_model"] is False
+    assert (resources.files("tierwise") / "models" / "router-v2.md").is_file()
     model = default_model()
-    assert model.name == "router-v1"
-    assert {"tier:1", "tier:2", "tier:3", "rl:weak", "rl:strong"} <= set(model.columns)
-    assert sum(c.startswith("rb:") for c in model.columns) == 11
+    assert model.name == "router-v2"
+    assert {"tier:1", "tier:2", "tier:3"} <= set(model.columns)
+    assert set(raw["formats"]) == {"weak", "strong"}
 
 
 def test_artifact_versioning_is_checked(raw: dict[str, Any], tmp_path: Path) -> None:
     future = copy.deepcopy(raw)
     future["format_version"] = ARTIFACT_VERSION + 1
-    with pytest.raises(ConfigError, match="format version 2 is not supported"):
+    with pytest.raises(ConfigError, match="format version 3 is not supported"):
         RouterModel(future, "future.json")
+    other_taxonomy = dict(raw, taxonomy="0" * 16)
+    with pytest.raises(ConfigError, match="different taxonomy definition"):
+        RouterModel(other_taxonomy)
     other = dict(raw, format="something-else")
     with pytest.raises(ConfigError, match="not a tierwise router artifact"):
         RouterModel(other)
@@ -70,9 +84,7 @@ def test_artifact_versioning_is_checked(raw: dict[str, Any], tmp_path: Path) -> 
         RouterModel.load(tmp_path / "missing.json")
     good = tmp_path / "copy.json"
     good.write_text(json.dumps(raw))
-    assert (
-        RouterModel.load(good).predict("hello").outputs == default_model().predict("hello").outputs
-    )
+    assert RouterModel.load(good).predict("hello") == default_model().predict("hello")
 
 
 def test_array_round_trip() -> None:
@@ -116,13 +128,16 @@ def test_taxonomy_levels(prompt: str, system: str, level: int) -> None:
     assert c.classifier == "learned"
     assert c.usage is None  # no model call, no cost
     assert c.tier_quality is not None and c.score is not None
-    assert 0.0 <= c.score <= 1.0
+    assert -1.0 <= c.score <= 1.0
     q = c.tier_quality
     assert q["haiku"] <= q["sonnet"] <= q["opus"] == 1.0
+    # the structured data the ledger stores: the learning features, never the text
+    assert c.features is not None and len(c.features) == len(COMPACT_NAMES)
+    assert c.router_model == default_model().tag
 
 
 def test_abstains_without_evidence() -> None:
-    c = classify("hmm")
+    c = classify("qwxz")
     assert (c.level, c.confidence, c.tier_quality) == (2, 0.4, None)
     assert "abstaining" in c.reasoning
 
@@ -134,7 +149,13 @@ def test_tier_names_follow_the_configuration() -> None:
     assert c.tier_quality["max"] == 1.0
 
 
-def test_fast_path_matches_the_full_prediction() -> None:
+def test_fast_path_matches_a_plain_dot_product() -> None:
+    """The decision's single gather equals the textbook computation: idf-weighted,
+    L2-normalised key vector times the weights, plus the standardised dense features."""
+    import numpy as np
+
+    from tierwise.textfeatures import featurize
+
     model = default_model()
     for prompt, system in [
         ("Write a haiku about autumn", ""),
@@ -142,16 +163,27 @@ def test_fast_path_matches_the_full_prediction() -> None:
         ("x" * 9000, ""),
         ("What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:", ""),
     ]:
-        fast = model.tier_probs(prompt, system)[0]
-        full = model.predict(prompt, system).tier_probs()
-        assert fast == pytest.approx(full, abs=1e-9)
+        keys, dense = featurize(prompt, system)
+        x = np.zeros(len(model.vocab))
+        known = [model.index[k] for k in keys if k in model.index]
+        idf = np.sqrt(model.idf2)
+        if known:
+            x[known] = idf[known] / np.sqrt((idf[known] ** 2).sum())
+        text_coef = model.text_weights / idf[:, None]
+        expected = (
+            x @ text_coef
+            + ((np.asarray(dense) - model.dense_mean) / model.dense_scale) @ model.dense_weights
+            + model.bias
+        )
+        z, _ = model.raw_logits(model.lookup(keys), dense)
+        assert z == pytest.approx(expected.tolist(), abs=1e-6)
 
 
 def test_gain_score_is_finite_for_odd_input() -> None:
     model = default_model()
     for prompt in ["", " ", "🙂" * 50, "a" * 20_000, "\n".join(["1 + 1 ="] * 500)]:
         gain = model.predict(prompt).gain
-        assert -2.0 < gain < 2.0
+        assert -1.0 <= gain <= 1.0
 
 
 def test_make_classifier_uses_the_learned_one_by_default_and_first_in_cascade(

@@ -1,5 +1,5 @@
 """The policy: per-tier predicted quality with one knob, for 2, 3 and 5 tiers; the lesson's
-threshold rule for classifications without per-tier quality; forced tiers."""
+threshold rule for every classification; forced tiers; the structured decision data."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tierwise.config import load
-from tierwise.policy import MANUAL_OVERRIDE, Policy, choose_tier
+from tierwise.policy import MANUAL_OVERRIDE, Policy, choose_tier, ledger_fields
 from tierwise.pricing import PriceCatalogue
 from tierwise.types import Classification
 
@@ -85,8 +85,22 @@ def test_three_tiers_and_the_knob(tmp_path: Path) -> None:
     d = policy(tmp_path, tolerance=0.05).decide(verdict(q))
     assert d.tier == "opus" and d.model == "claude-opus-4-6"
     assert "chose opus" in d.reason and d.classifier == "learned"
-    # a low confidence does not override the quality rule: the knob decides
-    assert policy(tmp_path, tolerance=0.2).decide(verdict(q, confidence=0.1)).tier == "sonnet"
+    assert d.rule == "quality"
+
+
+def test_low_confidence_sends_every_classification_to_the_default_tier(tmp_path: Path) -> None:
+    """The lesson's rule holds for a classification with per-tier quality too (issue 14: it had
+    no effect with the default classifier)."""
+    q = {"haiku": 0.97, "sonnet": 0.99, "opus": 1.0}  # the knob alone would pick haiku
+    p = policy(tmp_path, 'default_tier = "opus"\nconfidence_threshold = 0.8\n', tolerance=0.5)
+    sure = p.decide(verdict(q, confidence=0.9))
+    assert (sure.tier, sure.rule) == ("haiku", "quality")
+    unsure = p.decide(verdict(q, confidence=0.6))
+    assert (unsure.tier, unsure.rule) == ("opus", "low_confidence")
+    assert unsure.reason.startswith("Low confidence (0.60 < 0.80); default tier opus")
+    # threshold 0: nothing is below it, the knob decides
+    zero = policy(tmp_path, "confidence_threshold = 0.0\n", tolerance=0.5)
+    assert zero.decide(verdict(q, confidence=0.01)).tier == "haiku"
 
 
 def test_two_tiers(tmp_path: Path) -> None:
@@ -108,8 +122,10 @@ def test_without_per_tier_quality_the_lessons_rules_hold(tmp_path: Path) -> None
     p = policy(tmp_path)
     low = p.decide(verdict(None, confidence=0.4))
     assert low.tier == "sonnet" and low.reason.startswith("Low confidence (0.40 < 0.70)")
+    assert low.rule == "low_confidence"
     high = Classification(level=3, confidence=0.9, reasoning="hard", classifier="rules")
     assert p.decide(high).tier == "opus"
+    assert p.decide(high).rule == "level"
     # quality that does not name every configured tier is ignored
     partial = p.decide(verdict({"haiku": 1.0}, confidence=0.4))
     assert partial.reason.startswith("Low confidence")
@@ -120,12 +136,39 @@ def test_without_per_tier_quality_the_lessons_rules_hold(tmp_path: Path) -> None
 def test_forced_tier_wins(tmp_path: Path) -> None:
     p = policy(tmp_path, tolerance=1.0)
     d = p.decide(verdict({"haiku": 1.0, "sonnet": 1.0, "opus": 1.0}), force_tier="opus")
-    assert (d.tier, d.confidence, d.reason, d.classifier) == (
+    assert (d.tier, d.confidence, d.reason, d.classifier, d.rule) == (
         "opus",
         1.0,
         MANUAL_OVERRIDE,
         "override",
+        "override",
     )
+
+
+def test_ledger_fields_are_the_structured_decision(tmp_path: Path) -> None:
+    q = {"haiku": 0.55, "sonnet": 0.9, "opus": 1.0}
+    c = Classification(
+        level=2,
+        confidence=0.9,
+        reasoning="x",
+        classifier="learned",
+        score=0.25,
+        tier_quality=q,
+        features=(0.5, -1.0),
+        router_model="router-v2@abc",
+    )
+    d = policy(tmp_path).decide(c)
+    assert ledger_fields(d) == {
+        "decision_score": 0.25,
+        "tier_quality": q,
+        "decision_rule": "quality",
+        "router_model": "router-v2@abc",
+        "route_features": (0.5, -1.0),
+    }
+    forced = policy(tmp_path).decide(None, force_tier="opus")
+    assert ledger_fields(forced)["decision_rule"] == "override"
+    assert ledger_fields(forced)["tier_quality"] is None
+    assert set(ledger_fields(None).values()) == {None}
 
 
 def test_knob_is_validated(tmp_path: Path) -> None:

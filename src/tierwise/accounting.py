@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from tierwise.policy import ledger_fields
 from tierwise.pricing import PriceCatalogue, Settlement
 from tierwise.types import LedgerEntry, Usage
 
@@ -186,4 +187,5 @@ def ledger_entry(outcome: Outcome) -> LedgerEntry:
         adapted=outcome.adapted,
         stop_reason=outcome.stop_reason,
         **dict(outcome.session or {}),
+        **ledger_fields(d),
     )

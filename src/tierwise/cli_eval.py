@@ -1,8 +1,10 @@
-"""``tierwise`` commands for the eval area: ``train``, ``eval …`` and ``calibrate``.
+"""``tierwise`` commands for the eval area: ``train`` and ``eval …`` (``calibrate`` lives in
+:mod:`tierwise.cli_quality`).
 
 Thin: each command parses options, calls one function of :mod:`tierwise.evals`, and prints a
-table (or JSON with ``--json``). Progress bars go to stderr so ``--json`` output stays clean.
-The heavy imports (numpy, scikit-learn, matplotlib) happen inside the commands.
+table (or JSON with ``--json``). Progress (per stage, with elapsed time and an estimate of the
+time left) goes to stderr so ``--json`` output stays clean. The heavy imports (numpy,
+scikit-learn, matplotlib) happen inside the commands.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tierwise.errors import ConfigError, InputError, TierwiseError
@@ -54,17 +55,11 @@ def _fail(exc: Exception) -> typer.Exit:
 
 @contextmanager
 def _progress(label: str, total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar on stderr; yields the function that advances it by one."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda: bar.advance(task)
+    """A progress bar on stderr with an estimate of the time left; yields ``tick()``."""
+    from tierwise.evals.progress import bar
+
+    with bar(err, label, total) as tick:
+        yield tick
 
 
 def _emit_json(data: Any) -> None:
@@ -85,7 +80,12 @@ def _fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
 
 
 def train_command(
-    data: DataOption,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Data directory (as ../shared/data): rebuild the shipped prior."
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Artifact path (default: the package's models/)."),
@@ -96,37 +96,306 @@ def train_command(
     evaluate_after: Annotated[
         bool,
         typer.Option(
-            "--eval/--no-eval", help="Measure the new artifact on the test splits for its card."
+            "--eval/--no-eval", help="Measure the new prior on the test splits for its card."
         ),
     ] = True,
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Keep featurised prompts here between runs (a directory)."),
+    ] = None,
+    from_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--from-ledger",
+            help="Fit an adapter on this deployment's judge verdicts and feedback, validate it "
+            "on the newest slice, write it under $TIERWISE_HOME/models and activate it if it "
+            "beats the prior there.",
+        ),
+    ] = False,
+    since: Annotated[
+        str, typer.Option("--since", help="With --from-ledger: requests since (30d, 24h, all).")
+    ] = "all",
+    holdout: Annotated[
+        float,
+        typer.Option(
+            "--holdout", min=0.05, max=0.5, help="With --from-ledger: newest share held out."
+        ),
+    ] = 0.2,
+    min_examples: Annotated[
+        int,
+        typer.Option(
+            "--min-examples", min=5, help="With --from-ledger: examples a tier needs to adapt."
+        ),
+    ] = 30,
+    feedback_weight: Annotated[
+        float,
+        typer.Option(
+            "--feedback-weight",
+            min=0.0,
+            max=1.0,
+            help="With --from-ledger: a feedback score's weight (a verdict weighs 1).",
+        ),
+    ] = 0.5,
+    text: Annotated[
+        str,
+        typer.Option(
+            "--text",
+            help="With --from-ledger: learn from stored prompts' words: auto | on | off.",
+        ),
+    ] = "auto",
+    activate: Annotated[
+        bool,
+        typer.Option(
+            "--activate/--no-activate", help="With --from-ledger: activate an accepted version."
+        ),
+    ] = True,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --from-ledger: activate even if not accepted."),
+    ] = False,
+    list_versions: Annotated[
+        bool, typer.Option("--list", help="List this deployment's adapter versions.")
+    ] = False,
+    rollback: Annotated[
+        bool,
+        typer.Option(
+            "--rollback", help="Make the previously active version (or the prior) active again."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
 ) -> None:
-    """Rebuild the learned classifier's artifact and its model card from the train splits.
+    """Rebuild the shipped prior from the data (--data DIR), or learn this deployment's adapter
+    from its ledger (--from-ledger); --list and --rollback manage the adapter versions.
 
-    The card (next to the artifact) records the data files' hashes, the rows used, the
-    cross-validation choices and, unless --no-eval, the test-split metrics.
+    The prior's card (next to the artifact) records the data files' hashes and licences, the
+    rows used, the choices made and, unless --no-eval, the test-split metrics. Progress goes
+    to stderr.
     """
+    modes = [
+        name
+        for name, on in (
+            ("--data", data is not None),
+            ("--from-ledger", from_ledger),
+            ("--list", list_versions),
+            ("--rollback", rollback),
+        )
+        if on
+    ]
+    if len(modes) != 1:
+        what = "none" if not modes else " and ".join(modes)
+        raise _fail(
+            InputError(
+                f"give exactly one of --data DIR, --from-ledger, --list, --rollback (got {what})"
+            )
+        )
+    if data is not None:
+        _train_prior(data, output, corpus, evaluate_after, cache, as_json)
+    elif from_ledger:
+        _train_ledger(
+            since, holdout, min_examples, feedback_weight, text, activate, force, as_json, config
+        )
+    else:
+        _manage_versions(rollback, as_json, config)
+
+
+def _train_prior(
+    data: Path,
+    output: Path | None,
+    corpus: Path | None,
+    evaluate_after: bool,
+    cache: Path | None,
+    as_json: bool,
+) -> None:
     from tierwise.classifiers.learned import RouterModel
     from tierwise.evals import card as card_mod
     from tierwise.evals import train as train_mod
+    from tierwise.evals.progress import Stages
 
     target = output or card_mod.default_artifact_path()
+    names = [*train_mod.TRAIN_STAGES, "writing the artifact"]
+    bench = ["test split: mmlu", "test split: gsm8k", "test split: arena"]
+    bench += ["routerbench: heads on train, test split", "held-out tier prompts"]
+    if evaluate_after:
+        names += bench
     try:
-        with err.status("training …") as status:
-            artifact = train_mod.train(
-                data, corpus=corpus, progress=lambda m: status.update(f"training: {m}")
-            )
-        train_mod.write_artifact(artifact, target)
-        model = RouterModel.load(target)
-        results: dict[str, Any] = {}
-        if evaluate_after:
-            results = card_mod.measure_test_split(model, data, progress=_progress)
+        with Stages(err, names) as stages:
+            artifact = train_mod.train(data, corpus=corpus, stages=stages, cache_dir=cache)
+            with stages.stage("writing the artifact", 1) as advance:
+                train_mod.write_artifact(artifact, target)
+                model = RouterModel.load(target)
+                advance()
+            results: dict[str, Any] = {}
+            if evaluate_after:
+
+                @contextmanager
+                def stage_bar(label: str, total: int) -> Iterator[Callable[[], None]]:
+                    with stages.stage(label, total) as adv:
+                        yield adv
+
+                results = card_mod.measure_test_split(model, data, progress=stage_bar)
         card_path = card_mod.write_card(target, artifact, results)
     except (TierwiseError, OSError, ValueError) as exc:
         raise _fail(exc) from exc
     size = target.stat().st_size
+    if as_json:
+        _emit_json(
+            {
+                "artifact": str(target),
+                "card": str(card_path),
+                "bytes": size,
+                "id": artifact["id"],
+                "results": results,
+            }
+        )
+        return
     out.print(f"wrote {target} ({size / 1024:.0f} KiB) and {card_path}", highlight=False)
     for line in card_mod.summary_lines(artifact, results):
         out.print(f"  {line}", highlight=False)
+
+
+def _train_ledger(
+    since: str,
+    holdout: float,
+    min_examples: int,
+    feedback_weight: float,
+    text: str,
+    activate: bool,
+    force: bool,
+    as_json: bool,
+    config: Path | None,
+) -> None:
+    from tierwise import config as config_mod
+    from tierwise.classifiers import adapter as adapter_mod
+    from tierwise.evals.ledger_train import train_from_ledger
+    from tierwise.evals.progress import Stages
+    from tierwise.ledger import open_store
+    from tierwise.reports import parse_since
+
+    try:
+        settings = config_mod.load(config)
+        window = parse_since(since)
+        model, _ = adapter_mod.resolve(settings)  # the prior the adapters sit on
+        store = open_store(settings)
+        try:
+            names = ["reading the ledger", "fitting the tiers", "writing the version"]
+            with Stages(err, names) as stages:
+                result = train_from_ledger(
+                    settings,
+                    store,
+                    model,
+                    since=window,
+                    holdout=holdout,
+                    min_examples=min_examples,
+                    feedback_weight=feedback_weight,
+                    text=text,
+                    stages=stages,
+                )
+        finally:
+            store.close()
+        activated = None
+        if activate and (result.accepted or force):
+            previous = adapter_mod.set_active(settings.home, result.name)
+            activated = {"active": result.name, "previous": previous}
+    except TierwiseError as exc:
+        raise _fail(exc) from exc
+    data = result.as_dict() | {"activated": activated}
+    if as_json:
+        _emit_json(data)
+        return
+    out.print(
+        f"{result.name}: {result.data.verdicts} verdicts and {result.data.feedback} feedback "
+        f"scores from {result.data.rows_read} ledger rows; written to {result.path}",
+        highlight=False,
+        markup=False,
+    )
+    table = Table(title="held-out validation (newest requests), per tier")
+    for col in ("tier", "examples", "train", "held out", "l2", "log loss prior", "adapted"):
+        table.add_column(col, justify="left" if col == "tier" else "right")
+    for f in result.fits:
+        table.add_row(
+            f.tier,
+            str(f.examples),
+            str(f.train),
+            str(f.held_out),
+            _fmt(f.l2, ".1f"),
+            _fmt(f.prior_log_loss, ".4f"),
+            _fmt(f.adapted_log_loss, ".4f"),
+        )
+    out.print(table)
+    out.print(result.reason, highlight=False, markup=False)
+    if activated:
+        out.print(
+            f"active: {result.name} (was {activated['previous']}); restart serve to load it; "
+            "undo with `tierwise train --rollback`",
+            highlight=False,
+            markup=False,
+        )
+    else:
+        out.print(
+            f"not activated (active stays {adapter_mod.active(settings.home)})"
+            + ("" if result.accepted else "; --force activates it anyway"),
+            highlight=False,
+            markup=False,
+        )
+
+
+def _manage_versions(rollback: bool, as_json: bool, config: Path | None) -> None:
+    from tierwise import config as config_mod
+    from tierwise.classifiers import adapter as adapter_mod
+
+    try:
+        settings = config_mod.load(config)
+        home = settings.home
+        if rollback:
+            was, now = adapter_mod.rollback(home)
+            if as_json:
+                _emit_json({"rolled_back": was, "active": now})
+            else:
+                out.print(
+                    f"active: {now} (was {was}); restart serve to load it",
+                    highlight=False,
+                    markup=False,
+                )
+            return
+        current = adapter_mod.active(home)
+        rows = []
+        for name in adapter_mod.versions(home):
+            card = adapter_mod.Adapter.load(adapter_mod.version_path(home, name)).card
+            rows.append(
+                {
+                    "version": name,
+                    "active": name == current,
+                    "created": card.get("created"),
+                    "accepted": card.get("accepted"),
+                    "verdicts": card.get("verdicts"),
+                    "feedback": card.get("feedback"),
+                    "reason": card.get("reason"),
+                }
+            )
+    except TierwiseError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json({"active": current, "setting": settings.classifier.model, "versions": rows})
+        return
+    out.print(
+        f"classifier.model = {settings.classifier.model!r}; active: {current}",
+        highlight=False,
+        markup=False,
+    )
+    table = Table()
+    for col in ("version", "active", "created", "accepted", "verdicts", "feedback"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["version"]),
+            "yes" if r["active"] else "",
+            str(r["created"]),
+            str(r["accepted"]),
+            str(r["verdicts"]),
+            str(r["feedback"]),
+        )
+    out.print(table)
 
 
 # -- eval routellm / arena ----------------------------------------------------------------------
@@ -141,11 +410,12 @@ def _show_pair_result(result: dict[str, Any], as_json: bool) -> None:
 
 def _print_pair_result(res: dict[str, Any]) -> None:
     table = Table(title=f"{res['benchmark']} ({res['split']}, n={res['n']})")
-    for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+    for col in ("router", "APGR [95% CI]", "CPT(50%)", "CPT(80%)"):
         table.add_column(col, justify="left" if col == "router" else "right")
+    ci = res.get("apgr_ci")
     table.add_row(
         "tierwise learned",
-        _fmt(res["apgr"]),
+        _fmt(res["apgr"]) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""),
         _fmt(res["cpt50"], ".2f", "%"),
         _fmt(res["cpt80"], ".2f", "%"),
     )
@@ -184,17 +454,23 @@ def _run_pairs(
     plot: Path | None,
 ) -> dict[str, Any]:
     from tierwise.evals import routellm
+    from tierwise.evals.metrics import BOOTSTRAP_RESAMPLES
+    from tierwise.evals.progress import Stages
 
     model = _load_model(model_path)
-    with _progress(f"scoring {benchmark}", len(items)) as tick:
-        scores = routellm.score_prompts(model, [i.prompt for i in items], tick)
-    result = routellm.evaluate_pairs(
-        items,
-        scores,
-        benchmark=benchmark,
-        split=split,
-        ties="drop" if ties == "drop" else "break",
-    )
+    stages = [f"scoring {benchmark}", "bootstrap interval"]
+    with Stages(err, stages, transient=True) as run:
+        with run.stage(stages[0], len(items)) as tick:
+            scores = routellm.score_prompts(model, [i.prompt for i in items], tick)
+        with run.stage(stages[1], BOOTSTRAP_RESAMPLES) as tick:
+            result = routellm.evaluate_pairs(
+                items,
+                scores,
+                benchmark=benchmark,
+                split=split,
+                ties="drop" if ties == "drop" else "break",
+                tick=tick,
+            )
     result["model"] = model.name
     if scores_file is not None:
         routellm.write_scores(scores_file, items, scores)
@@ -259,8 +535,12 @@ def eval_routellm(
 def eval_arena(
     data: DataOption,
     split: Annotated[str, typer.Option("--split", help="test | train | all")] = "test",
-    weak: Annotated[str, typer.Option("--weak")] = "mistralai/Mixtral-8x7B-Instruct-v0.1",
-    strong: Annotated[str, typer.Option("--strong")] = "gpt-4-1106-preview",
+    weak: Annotated[
+        str, typer.Option("--weak", help="The weaker model's scores (a model in scores.csv).")
+    ] = "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    strong: Annotated[
+        str, typer.Option("--strong", help="The stronger model's scores (a model in scores.csv).")
+    ] = "gpt-4-1106-preview",
     plot: PlotOption = None,
     as_json: JsonOption = False,
     model: ModelOption = None,
@@ -307,8 +587,10 @@ def eval_routerbench(
             raise InputError("--split must be test or train")
         chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
         router_model = _load_model(model)
-        n = len(ds.load_routerbench(data, split))  # type: ignore[arg-type]
-        with _progress("scoring RouterBench", n) as tick:
+        n = len(ds.load_routerbench(data, "train")) + len(
+            ds.load_routerbench(data, split)  # type: ignore[arg-type]
+        )
+        with _progress("RouterBench: heads on the train files, then the split", n) as tick:
             result = routerbench.evaluate(
                 data,
                 router_model,
@@ -343,9 +625,12 @@ def eval_routerbench(
     out.print(table)
     frac = result["cost_fraction_at_top_accuracy"]
     mix = result["random_mix_cost_fraction_at_top_accuracy"]
+    ci = result.get("cost_fraction_interval")
+    shown_ci = f" [95% CI {ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
     out.print(
         f"top model {result['top_model']} ({result['top_accuracy']:.4f}); the learned router "
-        f"reaches it at {_fmt(None if frac is None else frac * 100, '.1f', '%')} of its cost "
+        f"reaches it at {_fmt(None if frac is None else frac * 100, '.1f', '%')}{shown_ci} "
+        "of its cost "
         f"(random mixing: {_fmt(None if mix is None else mix * 100, '.1f', '%')}); "
         f"best router accuracy {result['router_best_accuracy']:.4f}",
         highlight=False,
@@ -398,8 +683,10 @@ def eval_tiers(
     for e in names:
         table.add_row(e, *(str(result["confusion"][e][p]) for p in names))
     out.print(table)
+    ci = result["accuracy_ci"]
     out.print(
-        f"accuracy {result['accuracy']:.1%}   severe errors {result['severe_errors']}",
+        f"accuracy {result['accuracy']:.1%} [95% CI {ci[0]:.1%}, {ci[1]:.1%}]   "
+        f"severe errors {result['severe_errors']}",
         highlight=False,
     )
     for e in result["errors"]:
@@ -413,7 +700,9 @@ def eval_latency(
     prompts: Annotated[
         Path, typer.Option("--prompts", help='JSON lines with a "prompt" (e.g. ShareGPT turns).')
     ],
-    repeat: Annotated[int, typer.Option("--repeat", min=1)] = 3,
+    repeat: Annotated[
+        int, typer.Option("--repeat", min=1, help="Times each prompt is decided (medians).")
+    ] = 3,
     max_chars: Annotated[
         int, typer.Option("--max-chars", help="Only prompts up to this length (0: all).")
     ] = 8_000,
@@ -466,79 +755,9 @@ def eval_latency(
         )
 
 
-# -- calibrate ------------------------------------------------------------------------------------
-
-
-def calibrate_command(
-    target: Annotated[
-        str, typer.Option("--target", help='"30% top" (share to the top tier) or "95% quality".')
-    ],
-    prompts: Annotated[
-        Path, typer.Option("--prompts", help='A sample of your prompts: JSON lines {"prompt"}.')
-    ],
-    write: Annotated[
-        Path | None,
-        typer.Option("--write", help="Write classifier.quality_tolerance to this TOML file."),
-    ] = None,
-    as_json: JsonOption = False,
-    config: ConfigOption = None,
-) -> None:
-    """Set the cost/quality knob (classifier.quality_tolerance) from a sample of prompts.
-
-    Prints the tier shares and quality kept at the calibrated and the current setting, and
-    writes the knob to a config file with --write.
-    """
-    from tierwise import config as config_mod
-    from tierwise.evals import calibrate
-    from tierwise.evals import datasets as ds
-    from tierwise.router import Router
-
-    try:
-        goal = calibrate.parse_target(target)
-        pairs = ds.read_prompts(prompts)
-        settings = config_mod.load(
-            config if config is not None else write if write and write.exists() else None
-        )
-        provider = settings.provider.model_copy(update={"kind": "simulated"})
-        router = Router(config_mod.revalidate(settings, provider=provider))
-        with _progress("classifying the sample", len(pairs)) as tick:
-            result = calibrate.calibrate(router, pairs, goal, tick)
-        if write is not None:
-            calibrate.write_knob(write, result["quality_tolerance"])
-            config_mod.load(write)  # the file must still be a valid configuration
-            result["written_to"] = str(write)
-    except (TierwiseError, OSError, ValueError) as exc:
-        raise _fail(exc) from exc
-    if as_json:
-        _emit_json(result)
-        return
-    out.print(
-        f"target {result['target']} on {result['prompts']} prompts "
-        f"({result['abstained']} abstained → default tier)",
-        highlight=False,
-    )
-    table = Table()
-    table.add_column("")
-    table.add_column("quality_tolerance", justify="right")
-    for name in result["tier_shares"]:
-        table.add_column(name, justify="right")
-    table.add_column("quality kept", justify="right")
-    for label, row in (("calibrated", result), ("current", result["current"])):
-        table.add_row(
-            label,
-            f"{row['quality_tolerance']:.3f}",
-            *(f"{v:.1%}" for v in row["tier_shares"].values()),
-            f"{row['quality_kept']:.1%}",
-        )
-    out.print(table)
-    if write is not None:
-        out.print(
-            f"wrote classifier.quality_tolerance = {result['quality_tolerance']:.3f} to {write}"
-        )
-
-
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the CLI."""
-    app.command("train")(train_command)
-    app.command("calibrate")(calibrate_command)
+    from tierwise.evals.progress import unwrap
+
+    app.command("train", help=unwrap(train_command.__doc__))(train_command)
     app.add_typer(eval_app, name="eval")

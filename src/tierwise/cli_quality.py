@@ -1,18 +1,21 @@
-"""``tierwise calibrate --from-ledger``: the routing knob that users' feedback argues for.
+"""``tierwise calibrate``: set the routing knob (``classifier.quality_tolerance``) from data.
 
-Registered by :mod:`tierwise.cli` after the other areas. When another area already registered
-a ``calibrate`` command (calibration from a file of prompts, issue 5), :func:`register` does
-not replace it: it adds ``--from-ledger`` and this command's options to it, and the merged
-command runs this one when ``--from-ledger`` is given and the other one otherwise. Without
-such a command, ``calibrate`` is this one alone.
+One command, two sources:
+
+* ``--target "30% top" --prompts FILE``: from a sample of your prompts, the setting that sends
+  at most that share to the top tier, or keeps that share of the best tier's predicted quality
+  (:mod:`tierwise.evals.calibrate`);
+* ``--from-ledger``: from users' feedback on this deployment's answers, replaying the recorded
+  decisions' structured columns (:func:`tierwise.quality.propose_from_ledger`).
+
+Either way the expected change is printed first, and ``--write FILE`` sets the knob in a TOML
+file (keeping the rest of it). Progress goes to stderr.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,17 +40,28 @@ def _fail(exc: TierwiseError) -> typer.Exit:
 
 
 def calibrate(
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help='With --prompts: "30% top" (share to the top tier) or "95% quality".',
+        ),
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option("--prompts", help='A sample of your prompts: JSON lines {"prompt"}.'),
+    ] = None,
     from_ledger: Annotated[
         bool,
         typer.Option(
             "--from-ledger",
-            help="Propose the knob from users' feedback stored in the ledger (POST "
-            "/v1/feedback, RouterQualityMonitor): fewer requests to a tier rated below the "
-            "target. Prints the expected change in tier shares and cost first.",
+            help="From users' feedback stored in the ledger (POST /v1/feedback, "
+            "RouterQualityMonitor): fewer requests to a tier rated below the target.",
         ),
     ] = False,
     since: Annotated[
-        str, typer.Option("--since", help="Requests (and their feedback) since: 7d, 24h, all.")
+        str,
+        typer.Option("--since", help="With --from-ledger: requests since (7d, 24h, all)."),
     ] = "7d",
     target_satisfaction: Annotated[
         float,
@@ -69,34 +83,123 @@ def calibrate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Set the routing knob (classifier.quality_tolerance) from data."""
-    if not from_ledger:
-        raise _fail(InputError("say where to calibrate from: --from-ledger (users' feedback)"))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    """Set the cost/quality knob (classifier.quality_tolerance) from data: a sample of your
+    prompts (--target … --prompts FILE) or users' feedback in the ledger (--from-ledger).
 
+    Prints the tier shares (and, from the ledger, cost and satisfaction) at the proposed and
+    the current setting before anything is written; --write FILE sets the knob there.
+    """
+    try:
+        if from_ledger and (prompts is not None or target is not None):
+            raise InputError(
+                "--from-ledger calibrates from feedback; --target/--prompts from a sample of "
+                "prompts: give one of the two"
+            )
+        if not from_ledger and (prompts is None or target is None):
+            missing = " and ".join(
+                name
+                for name, value in (("--target", target), ("--prompts", prompts))
+                if value is None
+            )
+            raise InputError(
+                f"missing {missing}: calibrate from a sample of prompts (--target "
+                '"30% top" --prompts FILE) or from users\' feedback (--from-ledger)'
+            )
+    except InputError as exc:
+        raise _fail(exc) from exc
+    if from_ledger:
+        _from_ledger(since, target_satisfaction, min_ratings, write, as_json, config)
+    else:
+        assert target is not None
+        assert prompts is not None
+        _from_prompts(target, prompts, write, as_json, config)
+
+
+def _settings_for(config: Path | None, write: Path | None) -> Any:
     from tierwise import config as config_mod
+
+    return config_mod.load(
+        config if config is not None else write if write and write.exists() else None
+    )
+
+
+def _from_prompts(
+    target: str, prompts: Path, write: Path | None, as_json: bool, config: Path | None
+) -> None:
+    from tierwise import config as config_mod
+    from tierwise.evals import calibrate as calibrate_mod
+    from tierwise.evals import datasets as ds
+    from tierwise.evals.progress import bar
+    from tierwise.router import Router
+
+    try:
+        goal = calibrate_mod.parse_target(target)
+        pairs = ds.read_prompts(prompts)
+        settings = _settings_for(config, write)
+        provider = settings.provider.model_copy(update={"kind": "simulated"})
+        router = Router(config_mod.revalidate(settings, provider=provider))
+        with bar(err, "classifying the sample", len(pairs)) as tick:
+            result = calibrate_mod.calibrate(router, pairs, goal, tick)
+        if write is not None:
+            calibrate_mod.write_knob(write, result["quality_tolerance"])
+            config_mod.load(write)  # the file must still be a valid configuration
+            result["written_to"] = str(write)
+    except (TierwiseError, OSError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, TierwiseError) else InputError(str(exc))) from exc
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        return
+    out.print(
+        f"target {result['target']} on {result['prompts']} prompts "
+        f"({result['not_decided_by_knob']} below the confidence threshold → default tier)",
+        highlight=False,
+    )
+    table = Table()
+    table.add_column("")
+    table.add_column("quality_tolerance", justify="right")
+    for name in result["tier_shares"]:
+        table.add_column(name, justify="right")
+    table.add_column("quality kept", justify="right")
+    for label, row in (("calibrated", result), ("current", result["current"])):
+        table.add_row(
+            label,
+            f"{row['quality_tolerance']:.3f}",
+            *(f"{v:.1%}" for v in row["tier_shares"].values()),
+            f"{row['quality_kept']:.1%}",
+        )
+    out.print(table)
+    if write is not None:
+        out.print(
+            f"wrote classifier.quality_tolerance = {result['quality_tolerance']:.3f} to {write}"
+        )
+
+
+def _from_ledger(
+    since: str,
+    target_satisfaction: float,
+    min_ratings: int,
+    write: Path | None,
+    as_json: bool,
+    config: Path | None,
+) -> None:
+    from tierwise import config as config_mod
+    from tierwise.evals.progress import Stages
     from tierwise.ledger import open_store
     from tierwise.quality import propose_from_ledger
     from tierwise.reports import parse_since
 
     try:
-        settings = config_mod.load(
-            config if config is not None else write if write and write.exists() else None
-        )
+        settings = _settings_for(config, write)
         window = parse_since(since)
         store = open_store(settings)
         try:
-            with Progress(
-                TextColumn("[progress.description]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=err,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("replaying decisions", total=None)
+            with (
+                Stages(err, ["replaying decisions"], transient=True) as stages,
+                stages.stage("replaying decisions") as advance,
+            ):
 
                 def step(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
+                    advance(1, total=total)
 
                 proposal = propose_from_ledger(
                     settings,
@@ -184,49 +287,8 @@ def _print_proposal(p: Any, *, window_text: str) -> None:
     out.print("\n".join(lines), highlight=False, markup=False)
 
 
-# -- registration ---------------------------------------------------------------------------
-def _command_name(info: Any) -> str | None:
-    if info.name:
-        return str(info.name)
-    callback = info.callback
-    return None if callback is None else callback.__name__.replace("_", "-")
-
-
-def with_from_ledger(theirs: Callable[..., Any]) -> Callable[..., Any]:
-    """A command with ``theirs``'s options plus this module's: ``--from-ledger`` runs
-    :func:`calibrate`, anything else runs ``theirs`` (whose required options become optional
-    here, and are checked when it runs)."""
-    their_params = list(inspect.signature(theirs, eval_str=True).parameters.values())
-    my_params = list(inspect.signature(calibrate, eval_str=True).parameters.values())
-    their_names = {p.name for p in their_params}
-    mine = {p.name for p in my_params}
-    required = [p.name for p in their_params if p.default is inspect.Parameter.empty]
-    merged_params = [
-        p.replace(default=None) if p.default is inspect.Parameter.empty else p for p in their_params
-    ] + [p for p in my_params if p.name not in their_names]
-
-    def merged(**kwargs: Any) -> Any:
-        if kwargs.get("from_ledger"):
-            return calibrate(**{k: v for k, v in kwargs.items() if k in mine})
-        missing = [name for name in required if kwargs.get(name) is None]
-        if missing:
-            options = ", ".join("--" + name.replace("_", "-") for name in missing)
-            raise typer.BadParameter(f"missing {options} (or use --from-ledger)")
-        return theirs(**{k: v for k, v in kwargs.items() if k in their_names})
-
-    merged.__signature__ = inspect.Signature(merged_params)  # type: ignore[attr-defined]
-    merged.__annotations__ = {p.name: p.annotation for p in merged_params}
-    merged.__name__ = theirs.__name__
-    merged.__doc__ = (theirs.__doc__ or "").rstrip() + (
-        "\n\nWith --from-ledger: from users' feedback stored in the ledger instead."
-    )
-    return merged
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``calibrate --from-ledger`` (merged into an existing ``calibrate`` if there is one)."""
-    for info in app.registered_commands:
-        if _command_name(info) == "calibrate" and info.callback is not None:
-            info.callback = with_from_ledger(info.callback)
-            return
-    app.command("calibrate")(calibrate)
+    """Add ``calibrate``."""
+    from tierwise.evals.progress import unwrap
+
+    app.command("calibrate", help=unwrap(calibrate.__doc__))(calibrate)

@@ -13,6 +13,7 @@ Environment variables (each overrides the file):
 ``TIERWISE_CONFIDENCE_THRESHOLD`` below this confidence the default tier is used
 ``TIERWISE_BASELINE``           ``top`` or a model id: what savings are measured against
 ``TIERWISE_CLASSIFIER``         ``learned`` | ``rules`` | ``llm`` | ``cascade``
+``TIERWISE_MODEL``              the learned classifier's model: ``active`` | ``shipped`` | a version
 ``TIERWISE_PROVIDER``           ``auto`` | ``anthropic`` | ``simulated``
 ``TIERWISE_DB``                 ledger database URL (default: SQLite in the home)
 ``TIERWISE_REDIS_URL``          budget counters in Redis (several replicas); unset → in process
@@ -81,9 +82,14 @@ class ClassifierConfig(_Strict):
     the cheapest tier whose predicted quality is within this much of the best tier's. 0 → always
     the best predicted tier; 1 → always the cheapest. ``tierwise calibrate`` sets it from a
     sample of your prompts.
+
+    ``model``: what the learned classifier loads — ``active`` (the adapter that ``tierwise
+    train --from-ledger`` activated in ``$TIERWISE_HOME/models``, else the shipped prior),
+    ``shipped``, a version (``local-0003``) or a file (see :mod:`tierwise.classifiers.adapter`).
     """
 
     kind: Literal["learned", "rules", "llm", "cascade"] = "learned"
+    model: str = Field(default="active", min_length=1)
     llm_model: str = "claude-haiku-4-5"
     llm_timeout_s: float = Field(default=10.0, gt=0)
     llm_max_tokens: int = Field(default=200, ge=16)
@@ -419,12 +425,34 @@ def reference_problems(settings: Settings) -> list[tuple[str, str]]:
             problems.append(
                 (f"model_map.{model}", f"{target!r} is neither 'auto' nor a tier: {known}")
             )
+    problem = _router_model_problem(settings.classifier.model, Path(settings.home))
+    if problem:
+        problems.append(("classifier.model", problem))
     utility = settings.sessions.utility_tier
     if utility is not None and utility not in names:
         problems.append(
             ("sessions.utility_tier", f"{utility!r} is not a configured tier; use one of: {known}")
         )
     return problems
+
+
+def _router_model_problem(spec: str, home: Path) -> str | None:
+    """Whether ``classifier.model`` names something that exists: ``active``, ``shipped``, a
+    trained version under ``$TIERWISE_HOME/models`` (``local-0001``), or a readable file."""
+    spec = spec.strip()
+    if spec in ("active", "shipped"):
+        return None
+    if re.fullmatch(r"local-\d{4,}", spec):
+        path = home.expanduser() / "models" / f"{spec}.json"
+        if not path.is_file():
+            return f"{spec!r}: no such trained version in {path.parent} (tierwise train --list)"
+        return None
+    if not Path(spec).expanduser().is_file():
+        return (
+            f"{spec!r} is not 'active', 'shipped', a trained version (local-0001) or a "
+            "readable file"
+        )
+    return None
 
 
 def catalogue_problems(settings: Settings, catalogue: PriceCatalogue) -> list[tuple[str, str]]:
@@ -481,6 +509,7 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIERWISE_CONFIDENCE_THRESHOLD": ("confidence_threshold",),
     "TIERWISE_BASELINE": ("baseline",),
     "TIERWISE_CLASSIFIER": ("classifier", "kind"),
+    "TIERWISE_MODEL": ("classifier", "model"),
     "TIERWISE_PROVIDER": ("provider", "kind"),
     "TIERWISE_PRICES_FILE": ("prices_file",),
     "TIERWISE_DB": ("ledger", "url"),

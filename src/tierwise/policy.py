@@ -1,18 +1,22 @@
 """Classification → decision: which tier, which model, with which thinking/effort settings.
 
-Two rules, by what the classifier gives:
+The rules, in order; the one that decided is the decision's ``rule``:
 
-* **Per-tier predicted quality** (the learned classifier): the cheapest tier whose predicted
-  quality is within ``classifier.quality_tolerance`` of the best tier's. One knob for any
-  number of tiers: 0 → always the best predicted tier, 1 → always the cheapest.
-  :func:`choose_tier` is that rule alone (``tierwise calibrate`` replays it).
-* **A level and a confidence only** (rules, llm, or the learned classifier abstaining): the
-  lesson's rules — below the confidence threshold the default tier answers; otherwise the
-  level (1–3) is spread over the ordered tiers: level 1 → the cheapest, level 3 → the most
-  capable.
+1. ``override``: a forced tier wins with confidence 1.0 and the reason "Manual override".
+2. ``low_confidence``: the lesson's rule, for **every** classifier — when the classification's
+   confidence is below ``confidence_threshold`` the ``default_tier`` answers. (The learned
+   classifier's confidence is the probability of the level it predicts; it abstains with 0.4
+   when it knows none of the request's words.)
+3. ``quality``: a classifier that predicts each tier's quality (the learned one) gets the
+   cheapest tier whose predicted quality is within ``classifier.quality_tolerance`` of the best
+   tier's. One knob for any number of tiers: 0 → always the best predicted tier, 1 → always
+   the cheapest. :func:`choose_tier` is that rule alone (``tierwise calibrate`` replays it).
+4. ``level``: otherwise (rules, llm) the level (1–3) is spread over the ordered tiers: level 1
+   → the cheapest, level 3 → the most capable.
 
-Either way a forced tier wins with confidence 1.0 and the reason "Manual override", and a
-caller's ``thinking`` wins over the tier's default.
+A caller's ``thinking`` wins over the tier's default. :func:`ledger_fields` gives the
+structured decision data (score, per-tier predicted quality, rule, learning features) the
+ledger stores, so nothing downstream parses the reason text.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tierwise.pricing import PriceCatalogue
 from tierwise.types import Classification, Decision
 
 MANUAL_OVERRIDE = "Manual override"
+RULES = ("override", "low_confidence", "quality", "level")
 
 
 def choose_tier(quality: Sequence[float], tolerance: float) -> int:
@@ -90,7 +95,7 @@ class Policy:
     ) -> Decision:
         if force_tier is not None:
             tier = self.resolve_tier(force_tier)
-            confidence, reason, classifier = 1.0, MANUAL_OVERRIDE, "override"
+            confidence, reason, classifier, rule = 1.0, MANUAL_OVERRIDE, "override", "override"
         else:
             if classification is None:
                 raise ValueError("decide() needs a classification when no tier is forced")
@@ -98,21 +103,24 @@ class Policy:
             confidence = classification.confidence
             threshold = self.settings.confidence_threshold
             quality = self._tier_quality(classification)
-            if quality is not None:
-                tolerance = self.settings.classifier.quality_tolerance
-                tier = self.settings.tiers[choose_tier(quality, tolerance)]
-                reason = (
-                    f"{classification.reasoning}; chose {tier.name}: the cheapest within "
-                    f"{tolerance:.2f} of the best ({max(quality):.2f})"
-                )
-            elif confidence < threshold:
+            if confidence < threshold:
                 tier = self.settings.tier(self.settings.default_tier)
+                rule = "low_confidence"
                 reason = (
                     f"Low confidence ({confidence:.2f} < {threshold:.2f}); default tier "
                     f"{tier.name}. Classifier: {classification.reasoning}"
                 )
+            elif quality is not None:
+                tolerance = self.settings.classifier.quality_tolerance
+                tier = self.settings.tiers[choose_tier(quality, tolerance)]
+                rule = "quality"
+                reason = (
+                    f"{classification.reasoning}; chose {tier.name}: the cheapest within "
+                    f"{tolerance:.2f} of the best ({max(quality):.2f})"
+                )
             else:
                 tier = self.tier_for_level(classification.level)
+                rule = "level"
                 reason = classification.reasoning
         return Decision(
             tier=tier.name,
@@ -126,4 +134,20 @@ class Policy:
             decision_ms=decision_ms,
             classification=classification,
             classifier_cost_usd=classifier_cost_usd,
+            rule=rule,
         )
+
+
+def ledger_fields(decision: Decision | None) -> dict[str, Any]:
+    """The structured decision data a ledger row stores (migration 7's columns), by name:
+    ``decision_score``, ``tier_quality`` (tier → predicted quality), ``decision_rule``,
+    ``router_model`` and ``route_features`` (the compact learning features, never text).
+    Everything is None for a request that was not decided (an explicit model)."""
+    c = decision.classification if decision is not None else None
+    return {
+        "decision_score": None if c is None else c.score,
+        "tier_quality": None if c is None or c.tier_quality is None else dict(c.tier_quality),
+        "decision_rule": None if decision is None else decision.rule,
+        "router_model": None if c is None else c.router_model,
+        "route_features": None if c is None else c.features,
+    }

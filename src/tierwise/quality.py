@@ -9,10 +9,11 @@ Feedback is one score in [0, 1] per request (the latest wins), stored in the led
 --from-ledger``). The knob is ``classifier.quality_tolerance``: the policy sends a request to
 the cheapest tier whose predicted quality is within the tolerance of the best tier's
 (:func:`tierwise.policy.choose_tier`). For each recorded request that the classifier routed
-(not forced, answered), the predicted quality of every tier is recovered — by classifying the
-stored prompt again with the local learned classifier when prompts are stored, else from the
-decision's recorded reason (``predicted quality haiku 0.62 / sonnet 0.91 / opus 1.00``) — and the
-decision is replayed for each candidate tolerance (0.00 … 1.00 by 0.01). For each candidate:
+(answered, and decided by the knob: the ``quality`` rule), the predicted quality of every tier
+is read from the ledger's structured ``tier_quality`` column (migration 7; never from the reason
+text, never by classifying a prompt again), and the decision is replayed for each candidate
+tolerance (0.00 … 1.00 by 0.01). Requests another rule decided (a forced tier, the
+low-confidence default, a level) keep their tier. For each candidate:
 
 - **tier shares**: where every request in the window would go (requests the knob does not
   decide keep their tier);
@@ -34,21 +35,19 @@ does that, with :func:`tierwise.evals.calibrate.write_knob`).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tierwise.errors import InputError
+from tierwise.policy import choose_tier
 
 if TYPE_CHECKING:
     from tierwise.config import Settings
-    from tierwise.ledger.store import LedgerStore
-    from tierwise.types import LedgerEntry
+    from tierwise.ledger.store import DecisionRow, LedgerStore
 
 SATISFACTION_FLOOR = 0.7  # the lesson's "below threshold"
 KNOB = "classifier.quality_tolerance"
@@ -152,35 +151,6 @@ def quality_report(
 
 
 # -- calibration from the ledger ------------------------------------------------------------
-_PREDICTED = re.compile(r"predicted quality\b:?([^;]*)")
-_PAIR = re.compile(r"([a-z][a-z0-9_-]*)\s*[=:]?\s*(\d+(?:\.\d+)?)(?![\w.])")
-
-
-def qualities_from_reason(reason: str | None, tiers: Sequence[str]) -> list[float] | None:
-    """The per-tier predicted quality a decision's reason records (``predicted quality haiku
-    0.62 / sonnet 0.91 / opus 1.00``), in tier order; None when it does not name every tier."""
-    if not reason:
-        return None
-    match = _PREDICTED.search(reason)
-    if match is None:
-        return None
-    given = {name: float(value) for name, value in _PAIR.findall(match.group(1))}
-    if any(t not in given for t in tiers):
-        return None
-    return [given[t] for t in tiers]
-
-
-def choose_tier(quality: Sequence[float], tolerance: float) -> int:
-    """The policy's rule (:func:`tierwise.policy.choose_tier` when this tree has it)."""
-    from tierwise import policy
-
-    rule: Callable[[Sequence[float], float], int] | None = getattr(policy, "choose_tier", None)
-    if rule is not None:
-        return rule(quality, tolerance)
-    best = max(quality)
-    return next(i for i, q in enumerate(quality) if q >= best - tolerance - 1e-12)
-
-
 def current_knob(settings: Settings) -> float | None:
     """The routing knob's value, or None when this configuration has no such knob."""
     value = getattr(settings.classifier, "quality_tolerance", None)
@@ -279,29 +249,13 @@ class Proposal:
         }
 
 
-def _predicted_qualities(
-    settings: Settings, rows: Sequence[LedgerEntry], tiers: list[str]
-) -> list[list[float] | None]:
-    """Per row: the tiers' predicted quality, from the stored prompt (the local learned
-    classifier, when prompts are stored) or else from the recorded reason."""
-    out: list[list[float] | None] = [qualities_from_reason(r.reason, tiers) for r in rows]
-    prompts = [i for i, r in enumerate(rows) if r.prompt]
-    if prompts and settings.classifier.kind == "learned":
-        from tierwise.providers import SimulatedProvider
-        from tierwise.router import make_classifier
-        from tierwise.types import ClassifyInput
-
-        classifier = make_classifier(settings, SimulatedProvider())
-
-        async def classify_all() -> None:
-            for i in prompts:
-                c = await classifier.classify(ClassifyInput(rows[i].prompt or ""))
-                given: dict[str, float] | None = getattr(c, "tier_quality", None)
-                if given and all(t in given for t in tiers):
-                    out[i] = [float(given[t]) for t in tiers]
-
-        asyncio.run(classify_all())
-    return out
+def _replayable_quality(row: DecisionRow, tiers: list[str]) -> list[float] | None:
+    """The row's per-tier predicted quality in tier order, when the knob decided it (the
+    ``quality`` rule) and it names every configured tier; else None."""
+    given = row.tier_quality
+    if row.decision_rule != "quality" or not given or any(t not in given for t in tiers):
+        return None
+    return [float(given[t]) for t in tiers]
 
 
 def _replay(rows: Sequence[_Row], value: float, observed: list[float | None]) -> Candidate:
@@ -331,18 +285,19 @@ def _replay(rows: Sequence[_Row], value: float, observed: list[float | None]) ->
 
 
 def _build_rows(
-    settings: Settings, entries: Sequence[LedgerEntry], scores: Mapping[str, float]
+    settings: Settings, entries: Sequence[DecisionRow], scores: Mapping[str, float]
 ) -> list[_Row]:
     tiers = settings.tier_names
     index = {t: i for i, t in enumerate(tiers)}
     models = [t.model for t in settings.tiers]
     catalogue = settings.catalogue()
     rows: list[_Row] = []
-    for entry, quality in zip(entries, _predicted_qualities(settings, entries, tiers), strict=True):
+    for entry in entries:
         if entry.tier not in index:
             continue
         own = index[entry.tier]
-        decided = quality is not None and entry.classifier not in (None, "override")
+        quality = _replayable_quality(entry, tiers)
+        decided = quality is not None
         costs: list[Decimal | None] = []
         for i, model in enumerate(models):
             if i == own:
@@ -406,7 +361,9 @@ def propose_from_ledger(
     check_score(target, "target")
     tiers = settings.tier_names
     current = current_knob(settings)
-    entries = [e for e in store.entries(since=since, until=until) if e.status == "ok" and e.tier]
+    entries = [
+        e for e in store.decision_rows(since=since, until=until) if e.status == "ok" and e.tier
+    ]
     scores = store.feedback_scores(since=since, until=until)
     rated = sum(1 for e in entries if e.request_id in scores)
     observed_report = quality_report(store, since=since, until=until, tier_order=tiers)["tiers"]
@@ -466,8 +423,9 @@ def propose_from_ledger(
             now,
             _meets(now, target, min_tier_ratings),
             0,
-            "no request in the window records its tiers' predicted quality (a classifier "
-            f"other than the learned one decided them), so {KNOB} would change nothing",
+            "no request in the window was decided by the knob with its tiers' predicted "
+            "quality recorded (another classifier or rule decided them, or they predate the "
+            f"ledger's decision columns), so {KNOB} would change nothing",
         )
     if not met and best is now:
         reason = (

@@ -47,14 +47,14 @@ def make_classifier(settings: Settings, provider: Provider) -> Classifier:
     if cfg.kind == "rules":
         return RulesClassifier()
     if cfg.kind == "learned":
-        return LearnedClassifier(settings.tier_names)
+        return LearnedClassifier.from_settings(settings)
     llm = LLMClassifier(
         provider, model=cfg.llm_model, timeout_s=cfg.llm_timeout_s, max_tokens=cfg.llm_max_tokens
     )
     if cfg.kind == "llm":
         return llm
     return CascadeClassifier(
-        LearnedClassifier(settings.tier_names), llm, consult_below=cfg.cascade_below
+        LearnedClassifier.from_settings(settings), llm, consult_below=cfg.cascade_below
     )
 
 

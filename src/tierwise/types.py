@@ -99,9 +99,12 @@ class Classification:
 
     ``level`` is the lesson's taxonomy: 1 = simple (Haiku-class), 2 = standard (Sonnet-class),
     3 = hard (Opus-class). ``usage``/``model`` are set when the classifier itself called a model,
-    so its cost can be charged to the request. ``score`` (0 = easy … 1 = needs the strongest
-    model) and ``tier_quality`` (each configured tier's predicted quality, by tier name) are set
-    by classifiers that predict them (the learned one); the policy then picks a tier from them.
+    so its cost can be charged to the request. ``score`` (higher = more in need of the strongest
+    model; the learned classifier's is P(a strong reference model answers well) − P(a weak one
+    does), −1 … 1) and ``tier_quality`` (each configured tier's predicted quality, by tier name)
+    are set by classifiers that predict them (the learned one); the policy then picks a tier from
+    them. ``features`` are the numbers a deployment's adapter learns from (never the text) and
+    ``router_model`` names the model (and adapter) that computed them.
     """
 
     level: int
@@ -114,11 +117,17 @@ class Classification:
     fallback_reason: str | None = None
     score: float | None = None
     tier_quality: dict[str, float] | None = None
+    features: tuple[float, ...] | None = None
+    router_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """Which tier answers a request, and with which call settings."""
+    """Which tier answers a request, and with which call settings.
+
+    ``rule`` names the policy rule that decided (:mod:`tierwise.policy`: ``override``,
+    ``quality``, ``level``, ``low_confidence``).
+    """
 
     tier: str
     model: str
@@ -131,6 +140,7 @@ class Decision:
     decision_ms: float
     classification: Classification | None = None
     classifier_cost_usd: Decimal = Decimal(0)
+    rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +254,14 @@ class LedgerEntry:
     session_id: str | None = None
     session_rule: str | None = None
     session_shape: dict[str, Any] | None = None
+    # The routing decision as data (tierwise.policy.ledger_fields): the classifier's score,
+    # each tier's predicted quality, the rule that decided, the router model's version and its
+    # compact features (never text). None for a request that was not routed.
+    decision_score: float | None = None
+    tier_quality: dict[str, float] | None = None
+    decision_rule: str | None = None
+    router_model: str | None = None
+    route_features: tuple[float, ...] | None = None
 
     @property
     def total_cost_usd(self) -> Decimal | None:

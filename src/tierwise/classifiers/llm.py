@@ -16,44 +16,35 @@ from typing import Any
 
 from tierwise.errors import ClassifierError, ProviderError
 from tierwise.providers.base import CallSpec, Provider
+from tierwise.taxonomy import SHAPE_CONFIDENCE, llm_prompt, shape_floor
 from tierwise.types import Classification, ClassifyInput
 
 SYSTEM_CHARS = 200
 PROMPT_CHARS = 500
 FALLBACK_LEVEL = 2
 
-CLASSIFIER_PROMPT = """\
-You are a task complexity classifier. Analyze the request and classify it into exactly one tier.
-
-TIER 1 (Haiku) - Simple tasks:
-- Text formatting, extraction, classification
-- Simple Q&A with clear answers
-- Data transformation, JSON parsing
-- Straightforward translation
-
-TIER 2 (Sonnet) - Standard tasks:
-- Code generation for standard patterns
-- Document summarization
-- Bug fixing with clear error messages
-- Content creation with moderate creativity
-
-TIER 3 (Opus) - Complex tasks:
-- Architecture design and review
-- Security audits and vulnerability analysis
-- Novel algorithm design
-- Multi-step reasoning across large contexts
-- Tasks requiring maximum accuracy
-- Research synthesis from multiple sources
-
-Respond with JSON only: {"tier": 1|2|3, "confidence": 0.0-1.0, "reasoning": "brief explanation"}"""
+# The lesson's prompt, built from the one taxonomy definition (tierwise.taxonomy).
+CLASSIFIER_PROMPT = llm_prompt()
 
 
 def build_user_message(request: ClassifyInput) -> str:
-    """What the classifier model sees: the system prompt cut to 200 chars, the prompt to 500."""
+    """What the classifier model sees: the system prompt cut to 200 chars, the prompt to 500,
+    and the conversation's shape when it has one (turns, tools, attachments, input size)."""
     parts = []
     if request.system:
         parts.append(f"System prompt: {request.system[:SYSTEM_CHARS]}")
     parts.append(f"User request: {request.prompt[:PROMPT_CHARS]}")
+    shape = []
+    if request.turns > 1:
+        shape.append(f"{request.turns} turns")
+    if request.tools:
+        shape.append(f"{request.tools} tools")
+    if request.attachments:
+        shape.append(f"{request.attachments} attachments")
+    if request.context_tokens is not None:
+        shape.append(f"~{request.context_tokens:,} input tokens")
+    if shape:
+        parts.append(f"Conversation: {', '.join(shape)}")
     return "\n\n".join(parts)
 
 
@@ -172,6 +163,10 @@ class LLMClassifier:
             return fallback(str(exc), usage=completion.usage)
         if confidence is None:
             return fallback(problem or "bad confidence", level=tier, usage=completion.usage)
+        floor, why = shape_floor(request)
+        if floor > tier:  # the same floor as every classifier's (tierwise.taxonomy)
+            tier, confidence = floor, max(confidence, SHAPE_CONFIDENCE)
+            reasoning = f"{reasoning or 'tier'}; conversation shape ({why}) needs tier {floor}"
         return Classification(
             level=tier,
             confidence=confidence,

@@ -1,9 +1,10 @@
-"""The local, network-free default classifier: taxonomy signals + request shape.
+"""The rules classifier: the taxonomy's phrases and the request's shape, no model.
 
-Scores each of the lesson's three levels from the features (keyword signals of the taxonomy's
-categories, the system prompt's role, length, code), picks the best, and turns the margin over
-the runner-up into a confidence. When no signal matches it says so with a low confidence, so
-the policy falls back to the default tier rather than guessing.
+Scores each of the lesson's three levels from the features (the taxonomy categories whose
+phrases appear, the system prompt's role, length, code), picks the best, and turns the margin
+over the runner-up into a confidence. When no signal matches it says so with a low confidence,
+so the policy falls back to the default tier rather than guessing. The conversation's shape
+sets a floor under the level (:func:`tierwise.taxonomy.shape_floor`), as for every classifier.
 """
 
 from __future__ import annotations
@@ -11,51 +12,43 @@ from __future__ import annotations
 import time
 
 from tierwise.features import Features, extract
+from tierwise.taxonomy import (
+    EXPERT_ROLE_WEIGHT,
+    LEVEL_NAMES,
+    LONG_PROMPT_TOKENS,
+    NARROW_ROLE_WEIGHT,
+    SHAPE_CONFIDENCE,
+    SHORT_PROMPT_TOKENS,
+    shape_floor,
+)
 from tierwise.types import Classification, ClassifyInput
 
 _NAME = "rules"
-
-
-def score_shape(request: ClassifyInput, scores: dict[int, float], signals: list[str]) -> None:
-    """Conversation shape (from the gateway): tools, attachments, long histories, big inputs."""
-    if request.tools:
-        scores[2] += 0.3
-        signals.append("tools")
-    if request.attachments:
-        scores[2] += 0.3
-        signals.append("attachments")
-    if request.turns > 12:
-        scores[2] += 0.2
-        signals.append("long conversation")
-    if request.context_tokens is not None and request.context_tokens > 20_000:
-        scores[3] += 0.6
-        signals.append("large conversation context")
+NO_SIGNAL_CONFIDENCE = 0.4
 
 
 def score(features: Features) -> tuple[dict[int, float], list[str]]:
     """Per-level scores and the signals that produced them (for the decision's reason)."""
-    scores = {
-        1: sum(features.simple.values()),
-        2: sum(features.standard.values()),
-        3: sum(features.hard.values()),
-    }
-    signals = [*features.simple, *features.standard, *features.hard]
-    if features.system_hard:
-        scores[3] += 0.8
+    scores = {level: sum(found.values()) for level, found in features.signals.items()}
+    signals = [name for found in features.signals.values() for name in found]
+    if features.system_expert:
+        scores[3] += EXPERT_ROLE_WEIGHT
         signals.append("expert system prompt")
-    if features.system_simple:
-        scores[1] += 0.8
+    if features.system_narrow:
+        scores[1] += NARROW_ROLE_WEIGHT
         signals.append("narrow-task system prompt")
     if features.has_code and scores[1] < scores[2] + 0.5:
         scores[2] += 0.4
         signals.append("code in prompt")
-    if features.approx_tokens > 4_000:
-        scores[3] += 0.6
-        signals.append("large context")
-    elif features.approx_tokens > 800:
+    if features.approx_tokens > LONG_PROMPT_TOKENS:
         scores[2] += 0.3
         signals.append("long prompt")
-    elif features.approx_tokens < 40 and scores[1] > 0 and scores[2] == 0 and scores[3] == 0:
+    elif (
+        features.approx_tokens < SHORT_PROMPT_TOKENS
+        and scores[1] > 0
+        and scores[2] == 0
+        and scores[3] == 0
+    ):
         scores[1] += 0.3
         signals.append("short")
     return scores, signals
@@ -63,17 +56,14 @@ def score(features: Features) -> tuple[dict[int, float], list[str]]:
 
 def _confidence(best: float, second: float) -> float:
     if best <= 0:
-        return 0.4
+        return NO_SIGNAL_CONFIDENCE
     margin = (best - second) / best  # 0 (tie) .. 1 (no competitor)
     strength = min(1.0, best / 1.5)  # one weak keyword is not certainty
     return round(0.5 + 0.45 * margin * strength, 3)
 
 
-_LEVEL_NAMES = {1: "simple", 2: "standard", 3: "complex"}
-
-
 class RulesClassifier:
-    """Taxonomy keyword signals and request shape; decides in microseconds, no I/O."""
+    """Taxonomy phrases and request shape; decides in microseconds, no I/O."""
 
     name = _NAME
 
@@ -82,22 +72,26 @@ class RulesClassifier:
         start = time.perf_counter()
         features = extract(request.prompt, request.system)
         scores, signals = score(features)
-        score_shape(request, scores, signals)
         ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0] != 2))
         (level, best), (_, second) = ranked[0], ranked[1]
-        if best <= 0:
+        floor, why = shape_floor(request)
+        if best <= 0 and floor == 1:
             return Classification(
                 level=2,
-                confidence=_confidence(0, 0),
+                confidence=NO_SIGNAL_CONFIDENCE,
                 reasoning="no taxonomy signal matched",
                 classifier=_NAME,
                 latency_ms=(time.perf_counter() - start) * 1000,
             )
-        shown = ", ".join(dict.fromkeys(s.replace("_", " ") for s in signals))
+        confidence = _confidence(best, second)
+        if floor > level or best <= 0:
+            level, confidence = max(floor, level), max(confidence, SHAPE_CONFIDENCE)
+            signals.append(f"conversation shape: {why}")
+        shown = ", ".join(dict.fromkeys(signals))
         return Classification(
             level=level,
-            confidence=_confidence(best, second),
-            reasoning=f"{_LEVEL_NAMES[level]} task: {shown}",
+            confidence=confidence,
+            reasoning=f"{LEVEL_NAMES[level]} task: {shown}",
             classifier=_NAME,
             latency_ms=(time.perf_counter() - start) * 1000,
         )

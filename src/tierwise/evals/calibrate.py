@@ -9,8 +9,11 @@ the tolerance, so the knob is found by a sweep (0 … 1 in steps of 0.001):
 * ``"95% quality"``: the largest tolerance whose expected quality stays at least 95 % of the
   best tier's (mean over requests of chosen-tier quality / best-tier quality).
 
-Requests the classifier abstains on (no per-tier quality) go to the default tier whatever the
-knob; they are counted in the shares and left out of the quality figure.
+Requests the knob does not decide keep the tier the policy gives them whatever the knob: those
+below ``confidence_threshold`` go to the default tier (the learned classifier abstains with
+confidence 0.4 on a request it knows no word of), and those without per-tier quality (another
+classifier) go by their level. They are counted in the shares and left out of the quality
+figure.
 """
 
 from __future__ import annotations
@@ -59,13 +62,19 @@ def parse_target(text: str) -> Target:
 
 async def _qualities(
     router: Router, prompts: Sequence[tuple[str, str]], tick: Tick | None
-) -> list[list[float] | None]:
+) -> list[list[float] | int]:
+    """Per prompt: its tiers' predicted quality when the knob decides it, else the index of the
+    tier the policy sends it to whatever the knob."""
     names = router.settings.tier_names
-    out: list[list[float] | None] = []
+    out: list[list[float] | int] = []
     for prompt, system in prompts:
         c = await router.classifier.classify(_input(prompt, system))
+        d = router.policy.decide(c)
         q = c.tier_quality
-        out.append([float(q[n]) for n in names] if q and all(n in q for n in names) else None)
+        if d.rule == "quality" and q and all(n in q for n in names):
+            out.append([float(q[n]) for n in names])
+        else:
+            out.append(names.index(d.tier))
         if tick is not None:
             tick()
     return out
@@ -78,11 +87,16 @@ def _input(prompt: str, system: str) -> Any:
 
 
 def sweep(
-    qualities: Sequence[list[float] | None], n_tiers: int, default_index: int
+    qualities: Sequence[list[float] | int], n_tiers: int
 ) -> dict[str, npt.NDArray[np.float64]]:
     """Tier shares (grid × tiers) and quality kept (grid) for every tolerance of the grid."""
-    known = np.array([q for q in qualities if q is not None], dtype=np.float64).reshape(-1, n_tiers)
-    abstained = sum(1 for q in qualities if q is None)
+    known = np.array([q for q in qualities if isinstance(q, list)], dtype=np.float64).reshape(
+        -1, n_tiers
+    )
+    fixed = np.bincount(
+        np.array([q for q in qualities if not isinstance(q, list)], dtype=np.int64),
+        minlength=n_tiers,
+    )
     total = len(qualities)
     shares = np.zeros((len(GRID), n_tiers))
     kept = np.ones(len(GRID))
@@ -93,7 +107,7 @@ def sweep(
             shares[g] = np.bincount(choice, minlength=n_tiers)
             chosen = known[np.arange(len(known)), choice]
             kept[g] = float(np.mean(chosen / np.maximum(best[:, 0], 1e-12)))
-    shares[:, default_index] += abstained
+    shares += fixed[:n_tiers]
     return {"shares": shares / max(total, 1), "kept": kept}
 
 
@@ -116,15 +130,14 @@ def calibrate(
         raise InputError("no prompts to calibrate on")
     names = router.settings.tier_names
     qualities = asyncio.run(_qualities(router, prompts, tick))
-    default_index = names.index(router.settings.default_tier)
-    curves = sweep(qualities, len(names), default_index)
+    curves = sweep(qualities, len(names))
     g = choose(target, curves)
     now = router.settings.classifier.quality_tolerance
     g_now = int(np.argmin(np.abs(GRID - now)))
     return {
         "target": str(target),
         "prompts": len(prompts),
-        "abstained": sum(1 for q in qualities if q is None),
+        "not_decided_by_knob": sum(1 for q in qualities if not isinstance(q, list)),
         "quality_tolerance": float(GRID[g]),
         "tier_shares": {
             n: round(float(s), 4) for n, s in zip(names, curves["shares"][g], strict=True)

@@ -21,7 +21,7 @@ inside the first segment that crosses the target, so a later dip cannot move the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,7 +66,7 @@ def sweep(
     strong: Sequence[float] | FloatArray,
     *,
     ties: Ties = "break",
-    keys: Sequence[int] | None = None,
+    keys: Sequence[int] | FloatArray | None = None,
     n_bins: int = N_BINS,
 ) -> list[CurvePoint]:
     """The paper's threshold sweep. ``keys`` break ties (``ties="break"``); default: index."""
@@ -180,3 +180,62 @@ def oracle_scores(
 ) -> FloatArray:
     """The oracle's score: how much the strong model gains on this prompt."""
     return np.asarray(strong, dtype=np.float64) - np.asarray(weak, dtype=np.float64)
+
+
+# -- uncertainty ------------------------------------------------------------------------------
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_interval(
+    statistic: Callable[[npt.NDArray[np.int64]], float | None],
+    n: int,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+    tick: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items resampled with
+    replacement (fixed seed, so intervals reproduce). Resamples where the statistic is
+    undefined (None) are left out. ``tick()`` is called after each resample."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        v = statistic(rng.integers(0, n, n))
+        if v is not None and np.isfinite(v):
+            values.append(v)
+        if tick is not None:
+            tick()
+    if not values:
+        raise ValueError("the statistic is undefined on every resample")
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def apgr_interval(
+    scores: Sequence[float] | FloatArray,
+    weak: Sequence[float] | FloatArray,
+    strong: Sequence[float] | FloatArray,
+    *,
+    keys: Sequence[int] | None = None,
+    ties: Ties = "break",
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    tick: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """95 % bootstrap interval of APGR: prompts resampled with replacement, the whole sweep
+    (edges, weak and strong quality) recomputed on each resample."""
+    s = np.asarray(scores, dtype=np.float64)
+    w = np.asarray(weak, dtype=np.float64)
+    g = np.asarray(strong, dtype=np.float64)
+    k = np.asarray(keys if keys is not None else range(len(s)), dtype=np.float64)
+
+    def one(idx: npt.NDArray[np.int64]) -> float | None:
+        wq, gq = float(w[idx].mean()), float(g[idx].mean())
+        if wq == gq:
+            return None
+        points = sweep(s[idx], w[idx], g[idx], ties=ties, keys=k[idx])
+        return apgr(points, wq, gq)
+
+    return bootstrap_interval(one, len(s), resamples=resamples, tick=tick)

@@ -1,8 +1,9 @@
 """``tierwise eval routellm`` and ``tierwise eval arena``: two-model routing, the paper's metric.
 
-The router's score is the learned model's stacked estimate of how much the strong model gains
-over the weak one on the prompt. The random router is the mean over several seeded random
-scorings; the oracle scores each prompt by the strong model's actual gain on it.
+The router's score is the learned prior's estimate of how much the strong model gains over the
+weak one on the prompt: P(strong answers well) − P(weak answers well). The random router is the
+mean over several seeded random scorings; the oracle scores each prompt by the strong model's
+actual gain on it. APGR comes with a 95 % bootstrap interval (prompts resampled).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tierwise.evals import datasets as ds
 from tierwise.evals.metrics import (
     RouterResult,
     Ties,
+    apgr_interval,
     evaluate_router,
     oracle_scores,
     random_scores,
@@ -70,8 +72,10 @@ def evaluate_pairs(
     benchmark: str,
     split: str,
     ties: Ties = "break",
+    tick: Tick | None = None,
 ) -> dict[str, Any]:
-    """Router, random router and oracle on one two-model benchmark, as a JSON-able dict."""
+    """Router, random router and oracle on one two-model benchmark, as a JSON-able dict.
+    ``tick()`` is called after each of the interval's bootstrap resamples."""
     if len(items) < 11:
         raise ValueError(f"{benchmark}: {len(items)} prompts is too few for an 11-point sweep")
     weak = [i.weak for i in items]
@@ -83,6 +87,7 @@ def evaluate_pairs(
         for seed in range(RANDOM_SEEDS)
     ]
     oracle = evaluate_router(oracle_scores(weak, strong), weak, strong, ties=ties, keys=keys)
+    lo, hi = apgr_interval(scores, weak, strong, keys=keys, ties=ties, tick=tick)
 
     def mean_opt(values: list[float | None]) -> float | None:
         real = [v for v in values if v is not None]
@@ -96,6 +101,7 @@ def evaluate_pairs(
         "weak_quality": round(router.weak_quality, 5),
         "strong_quality": round(router.strong_quality, 5),
         **_summary(router),
+        "apgr_ci": [round(lo, 4), round(hi, 4)],
         "random_apgr": round(float(np.mean([r.apgr for r in randoms])), 4),
         "random_apgr_std": round(float(np.std([r.apgr for r in randoms])), 4),
         "random_seeds": RANDOM_SEEDS,

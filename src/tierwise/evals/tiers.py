@@ -11,7 +11,10 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from tierwise.evals.datasets import TierItem
+from tierwise.evals.metrics import bootstrap_interval
 from tierwise.router import Router
 
 Tick = Callable[[], None]
@@ -47,10 +50,12 @@ def evaluate(router: Router, items: Sequence[TierItem], tick: Tick | None = None
         for i, e, p in zip(items, expected, predicted, strict=True)
         if e != p
     ]
-    correct = sum(e == p for e, p in zip(expected, predicted, strict=True))
+    hits = np.array([e == p for e, p in zip(expected, predicted, strict=True)], dtype=np.float64)
+    lo, hi = bootstrap_interval(lambda idx: float(hits[idx].mean()), len(hits))
     return {
         "n": len(items),
-        "accuracy": round(correct / len(items), 4),
+        "accuracy": round(float(hits.mean()), 4),
+        "accuracy_ci": [round(lo, 4), round(hi, 4)],
         "severe_errors": len(severe),
         "severe": severe,
         "confusion": confusion,  # expected tier → predicted tier → count

@@ -1,20 +1,31 @@
-"""``tierwise train``: rebuild the learned classifier's artifact from the data.
+"""``tierwise train``: rebuild the shipped prior (the learned classifier's artifact).
 
-Protocol: only *train* splits are read (the RouteLLM and Arena prompts by the data README's
-hash rule, RouterBench by its own ``*_train.csv`` files, and tierwise's own tier corpus, which
-is all training data — the held-out tier prompts live in a separate file that training never
-opens). Hyper-parameters are chosen by cross-validation inside the train split. The model card
-records the SHA-256 of every file read, the rows used per source and the cross-validation
-metrics; test-split numbers come from ``tierwise eval``, never from here.
+Protocol: only *train* halves are read (the RouteLLM and Arena prompts by the data README's
+hash rule after removing contaminated prompts) plus tierwise's own tier corpus (the held-out tier
+prompts live in a separate file that training never opens). Only sources whose licence allows
+redistributing a derived artifact train it (:data:`SOURCES`); RouterBench, whose licence is not
+stated, is read only to validate.
+
+The model's form (features and heads, :class:`PriorSpec`) was chosen by leave-one-source-out
+validation (``training/select_prior.py``, table in EVALUATION.md): each candidate trained on all
+licence-clean sources but one and scored by APGR on the one left out; the best mean
+out-of-source APGR won. The tier head's C is chosen by template-grouped cross-validation on the
+corpus. The model card records the SHA-256 of every file read, each source's licence, the rows
+used, and these choices; test-split numbers come from ``tierwise eval`` (and ``train --eval``),
+never from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import pickle
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,30 +36,66 @@ import numpy.typing as npt
 from tierwise.classifiers.learned import (
     ARTIFACT_FORMAT,
     ARTIFACT_VERSION,
-    STACK_NAMES,
+    artifact_id,
     encode_array,
-    stack_features,
 )
 from tierwise.evals import datasets as ds
-from tierwise.evals.metrics import evaluate_router, tiebreak_key
-from tierwise.textfeatures import DENSE_NAMES, featurize
+from tierwise.evals.linear import fit_logistic
+from tierwise.taxonomy import fingerprint
+from tierwise.textfeatures import DENSE_NAMES, MC_OPTIONS, featurize
 
-RB_MODELS_ORDER = (
-    "claude-instant-v1",
-    "claude-v1",
-    "claude-v2",
-    "gpt-3.5-turbo-1106",
-    "gpt-4-1106-preview",
-    "meta/llama-2-70b-chat",
-    "mistralai/mixtral-8x7b-chat",
-    "zero-one-ai/Yi-34B-Chat",
-    "WizardLM/WizardLM-13B-V1.2",
-    "meta/code-llama-instruct-34b-chat",
-    "mistralai/mistral-7b-chat",
-)
 # The same two models under their RouterBench and Arena names.
 RB_WEAK, RB_STRONG = "mistralai/mixtral-8x7b-chat", "gpt-4-1106-preview"
 ARENA_WEAK, ARENA_STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+# Arena's other judged models, by their mean score on the train half: the weak class scores
+# like Mixtral (5.9–6.6 of 10), the strong class is GPT-4 (8.5–8.7).
+ARENA_WEAK_CLASS = (
+    "claude-1",
+    "claude-instant-1",
+    "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    "claude-2.1",
+    "gpt-3.5-turbo-1106",
+    "gpt-3.5-turbo",
+)
+ARENA_STRONG_CLASS = ("gpt-4-0314", "gpt-4-1106-preview")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    title: str
+    licence: str
+    trains_shipped_model: bool
+
+
+SOURCES: dict[str, SourceInfo] = {
+    "mmlu": SourceInfo(
+        "RouteLLM MMLU responses (lm-sys/RouteLLM; questions from MMLU)",
+        "Apache-2.0 (RouteLLM data); MMLU questions MIT",
+        True,
+    ),
+    "gsm8k": SourceInfo(
+        "RouteLLM GSM8K responses (lm-sys/RouteLLM; questions from GSM8K)",
+        "Apache-2.0 (RouteLLM data); GSM8K questions MIT",
+        True,
+    ),
+    "arena": SourceInfo(
+        "Arena-bench v1 judge scores (lmarena/arena-hard-auto)", "Apache-2.0", True
+    ),
+    "corpus": SourceInfo(
+        "tierwise tier corpus (src/tierwise/data/tier_corpus.jsonl, hand-written)",
+        "Apache-2.0 (this project)",
+        True,
+    ),
+    "routerbench": SourceInfo(
+        "RouterBench subsets (Hu et al. 2024) as redistributed in shuhao02/RouterDC",
+        "none stated (neither the Hugging Face dataset card nor the RouterDC repository "
+        "names one): validation and evaluation only",
+        False,
+    ),
+}
+CLEAN: tuple[str, ...] = tuple(n for n, i in SOURCES.items() if i.trains_shipped_model)
+ALL_SOURCES: tuple[str, ...] = tuple(SOURCES)
+CORPUS_WEAK_QUALITY = {1: 1.0, 2: 0.5, 3: 0.0}
 
 
 def corpus_path() -> Path:
@@ -56,444 +103,585 @@ def corpus_path() -> Path:
 
 
 @dataclass
-class Rows:
-    """Training rows of one head: texts, labels, optional sample weights and groups."""
+class Source:
+    """One source's rows for the gain heads: prompts and the weak/strong models' quality in
+    [0, 1] (judge scores rescaled; the tier corpus's levels as a proxy: the weak model is good
+    on level 1, half good on level 2, not on level 3; the strong one always)."""
 
-    prompts: list[str] = field(default_factory=list)
-    systems: list[str] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-
-    def add(
-        self, prompt: str, system: str, label: int, weight: float, source: str, group: str = ""
-    ) -> None:
-        self.groups.append(group or f"row{len(self.prompts)}")
-        self.prompts.append(prompt)
-        self.systems.append(system)
-        self.labels.append(label)
-        self.weights.append(weight)
-        self.sources.append(source)
+    name: str
+    prompts: list[str]
+    systems: list[str]
+    weak: npt.NDArray[np.float64]
+    strong: npt.NDArray[np.float64]
+    levels: list[int] = field(default_factory=list)  # the tier corpus's labels
+    groups: list[str] = field(default_factory=list)  # the tier corpus's templates
+    # denoised training labels (Arena: the mean judge score of a class of models)
+    train_weak: npt.NDArray[np.float64] | None = None
+    train_strong: npt.NDArray[np.float64] | None = None
 
 
-@dataclass
-class TrainingData:
-    heads: dict[str, Rows]
-    files: dict[str, str]  # path → sha256
-    counts: dict[str, int]
-    routellm_train: dict[str, list[ds.PairItem]]
+def _class_mean(quality: dict[str, float], models: Sequence[str]) -> float:
+    vals = [quality[m] for m in models if m in quality]
+    return (sum(vals) / len(vals) - 1.0) / 9.0
 
 
-def _hash_files(paths: Sequence[Path], root: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for p in sorted(paths):
-        try:
-            name = str(p.relative_to(root))
-        except ValueError:
-            name = p.name
-        out[name] = ds.file_sha256(p)
+def load_sources(
+    data_dir: Path, corpus: Path | None = None, split: ds.Split = "train"
+) -> dict[str, Source]:
+    """Every source's rows of ``split`` (the tier corpus is all training data)."""
+    out: dict[str, Source] = {}
+    for bench in ("mmlu", "gsm8k"):
+        items = ds.load_routellm(data_dir, bench, split)
+        out[bench] = Source(
+            bench,
+            [i.prompt for i in items],
+            [""] * len(items),
+            np.array([i.weak for i in items]),
+            np.array([i.strong for i in items]),
+        )
+    arena = [
+        a
+        for a in ds.load_arena(data_dir, split)
+        if ARENA_WEAK in a.quality and ARENA_STRONG in a.quality
+    ]
+    out["arena"] = Source(
+        "arena",
+        [a.prompt for a in arena],
+        [""] * len(arena),
+        np.array([(a.quality[ARENA_WEAK] - 1.0) / 9.0 for a in arena]),
+        np.array([(a.quality[ARENA_STRONG] - 1.0) / 9.0 for a in arena]),
+        train_weak=np.array([_class_mean(a.quality, ARENA_WEAK_CLASS) for a in arena]),
+        train_strong=np.array([_class_mean(a.quality, ARENA_STRONG_CLASS) for a in arena]),
+    )
+    tiers = ds.load_tier_file(corpus or corpus_path())
+    out["corpus"] = Source(
+        "corpus",
+        [t.prompt for t in tiers],
+        [t.system for t in tiers],
+        np.array([CORPUS_WEAK_QUALITY[t.tier] for t in tiers]),
+        np.ones(len(tiers)),
+        levels=[t.tier for t in tiers],
+        groups=[t.template or f"row{i}" for i, t in enumerate(tiers)],
+    )
+    rb = [
+        r
+        for r in ds.load_routerbench(data_dir, "train" if split == "all" else split)
+        if RB_WEAK in r.quality and RB_STRONG in r.quality
+    ]
+    out["routerbench"] = Source(
+        "routerbench",
+        [r.prompt for r in rb],
+        [""] * len(rb),
+        np.array([r.quality[RB_WEAK] for r in rb]),
+        np.array([r.quality[RB_STRONG] for r in rb]),
+    )
     return out
 
 
-def load_training_data(data_dir: Path, corpus: Path | None = None) -> TrainingData:
-    data_dir = Path(data_dir)
-    corpus = corpus or corpus_path()
-    heads: dict[str, Rows] = {"tier": Rows(), "rl:weak": Rows(), "rl:strong": Rows()}
-    for m in RB_MODELS_ORDER:
-        heads[f"rb:{m}"] = Rows()
-    counts: dict[str, int] = {}
-
-    tier_items = ds.load_tier_file(corpus)
-    for t in tier_items:
-        heads["tier"].add(t.prompt, t.system, t.tier - 1, 1.0, "corpus", t.template)
-    counts["tier_corpus"] = len(tier_items)
-
-    routellm: dict[str, list[ds.PairItem]] = {}
-    for bench in ("mmlu", "gsm8k"):
-        items = ds.load_routellm(data_dir, bench, "train")
-        routellm[bench] = items
-        counts[f"routellm_{bench}_train"] = len(items)
-        for it in items:
-            heads["rl:weak"].add(it.prompt, "", int(it.weak), 1.0, bench)
-            heads["rl:strong"].add(it.prompt, "", int(it.strong), 1.0, bench)
-
-    rb = ds.load_routerbench(data_dir, "train")
-    counts["routerbench_train"] = len(rb)
-    for row in rb:
-        for m in RB_MODELS_ORDER:
-            if m in row.quality:
-                heads[f"rb:{m}"].add(row.prompt, "", int(row.quality[m]), 1.0, row.group)
-        if RB_WEAK in row.quality and RB_STRONG in row.quality:
-            for head, model in (("rl:weak", RB_WEAK), ("rl:strong", RB_STRONG)):
-                heads[head].add(row.prompt, "", int(row.quality[model]), 1.0, "routerbench")
-
-    arena = ds.load_arena(data_dir, "train")
-    counts["arena_train"] = len(arena)
-    for row in arena:
-        if ARENA_WEAK not in row.quality or ARENA_STRONG not in row.quality:
-            continue
-        for head, model in (("rl:weak", ARENA_WEAK), ("rl:strong", ARENA_STRONG)):
-            q = (row.quality[model] - 1.0) / 9.0  # judge 1–10 → 0–1, as a soft label
-            heads[head].add(row.prompt, "", 1, q, "arena")
-            heads[head].add(row.prompt, "", 0, 1.0 - q, "arena")
-
-    routellm_dir = data_dir / "routellm" if (data_dir / "routellm").is_dir() else data_dir
+def data_files(data_dir: Path, corpus: Path | None = None) -> dict[str, str]:
+    """SHA-256 of every file training reads (for the model card)."""
+    routellm = data_dir / "routellm" if (data_dir / "routellm").is_dir() else data_dir
     files = [
-        *sorted((routellm_dir / "mmlu" / "responses").glob("mmlu_*.csv")),
-        routellm_dir / "mmlu" / "contaminated_prompts.jsonl",
-        routellm_dir / "gsm8k" / "gsm8k_responses.csv",
-        routellm_dir / "gsm8k" / "contaminated_prompts.jsonl",
-        *sorted((data_dir / "routerbench").glob("*_train.csv")),
+        *sorted((routellm / "mmlu" / "responses").glob("mmlu_*.csv")),
+        routellm / "mmlu" / "contaminated_prompts.jsonl",
+        routellm / "gsm8k" / "gsm8k_responses.csv",
+        routellm / "gsm8k" / "contaminated_prompts.jsonl",
         data_dir / "arena-bench-v1" / "question.jsonl",
         data_dir / "arena-bench-v1" / "scores.csv",
     ]
-    hashes = _hash_files([f for f in files if f.is_file()], data_dir)
-    hashes[f"tierwise:{corpus.name}"] = ds.file_sha256(corpus)
-    return TrainingData(heads, hashes, counts, routellm)
+    out: dict[str, str] = {}
+    for p in files:
+        if p.is_file():
+            try:
+                name = str(p.relative_to(data_dir))
+            except ValueError:
+                name = p.name
+            out[name] = ds.file_sha256(p)
+    c = corpus or corpus_path()
+    out[f"tierwise:{c.name}"] = ds.file_sha256(c)
+    return out
 
 
-# -- features -----------------------------------------------------------------------------
+# -- features ----------------------------------------------------------------------------------
+Feats = dict[tuple[str, str], tuple[set[str], list[float]]]
+
+
+class FeatureCache:
+    """featurize() of every (prompt, system), optionally kept in a pickle on disk (keyed by the
+    featuriser's code and the taxonomy, so a change of either starts afresh)."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.path: Path | None = None
+        self.data: Feats = {}
+        if folder is not None:
+            code = Path(sys.modules["tierwise.textfeatures"].__file__ or "").read_bytes()
+            tag = hashlib.sha256(code + fingerprint().encode()).hexdigest()[:16]
+            self.path = Path(folder) / f"features-{tag}.pkl"
+            if self.path.is_file():
+                with self.path.open("rb") as fh:
+                    self.data = pickle.load(fh)  # noqa: S301 - our own cache file
+
+    def fill(self, pairs: Sequence[tuple[str, str]], tick: Callable[[], None] | None = None) -> int:
+        missing = 0
+        for pair in pairs:
+            if pair not in self.data:
+                self.data[pair] = featurize(*pair)
+                missing += 1
+            if tick is not None:
+                tick()
+        if missing and self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("wb") as fh:
+                pickle.dump(self.data, fh)
+        return missing
 
 
 @dataclass
-class FeatureSpace:
+class Space:
+    """Vocabulary, smoothed idf (as scikit-learn computes it) and the dense features' scaling."""
+
     vocab: list[str]
     index: dict[str, int]
     idf: npt.NDArray[np.float64]
-    dense_mean: npt.NDArray[np.float64]
-    dense_scale: npt.NDArray[np.float64]
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+
+
+def _keep(kind: str) -> Callable[[str], bool]:
+    if kind == "none":
+        return lambda k: False
+    if kind == "uni":
+        return lambda k: " " not in k and not k.startswith("s:")
+    return lambda k: True
 
 
 def build_space(
-    texts: Sequence[tuple[str, str]], *, min_df: int, max_features: int
-) -> FeatureSpace:
-    """Vocabulary (the ``max_features`` most frequent keys seen in ≥ ``min_df`` training
-    prompts), smoothed idf as scikit-learn computes it, and the dense features' scaling."""
+    keysets: Sequence[set[str]],
+    dense: npt.NDArray[np.float64],
+    *,
+    kind: str = "keys",
+    min_df: int = 3,
+    max_features: int = 30_000,
+) -> Space:
+    """The ``max_features`` most frequent keys seen in ≥ ``min_df`` of the given prompts."""
+    keep = _keep(kind)
     df: dict[str, int] = {}
-    dense = []
-    for prompt, system in texts:
-        keys, d = featurize(prompt, system)
-        dense.append(d)
-        for k in keys:
+    for ks in keysets:
+        for k in ks:
             df[k] = df.get(k, 0) + 1
-    kept = sorted((k for k, c in df.items() if c >= min_df), key=lambda k: (-df[k], k))
+    kept = sorted((k for k, c in df.items() if c >= min_df and keep(k)), key=lambda k: (-df[k], k))
     kept = sorted(kept[:max_features])
-    n = len(texts)
+    n = len(keysets)
     idf = np.array([math.log((1 + n) / (1 + df[k])) + 1.0 for k in kept])
-    arr = np.asarray(dense, dtype=np.float64)
-    scale = arr.std(axis=0)
-    scale[scale == 0] = 1.0
-    return FeatureSpace(kept, {k: i for i, k in enumerate(kept)}, idf, arr.mean(axis=0), scale)
+    scale = dense.std(axis=0)
+    scale[scale < 1e-6] = 1.0  # constant (up to rounding): left unscaled
+    return Space(kept, {k: i for i, k in enumerate(kept)}, idf, dense.mean(axis=0), scale)
+
+
+def design(
+    space: Space, keysets: Sequence[set[str]], dense: npt.NDArray[np.float64], with_dense: bool
+) -> Any:
+    """CSR matrix: idf-weighted, L2-normalised keys (and the standardised dense features)."""
+    from scipy import sparse  # type: ignore[import-untyped,unused-ignore]
+
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for r, ks in enumerate(keysets):
+        idx = [j for j in map(space.index.get, ks) if j is not None]
+        if not idx:
+            continue
+        w = space.idf[idx]
+        w = w / math.sqrt(float((w**2).sum()))
+        rows.extend([r] * len(idx))
+        cols.extend(idx)
+        vals.extend(w.tolist())
+    x = sparse.csr_matrix((vals, (rows, cols)), shape=(len(keysets), len(space.vocab)))
+    if with_dense:
+        d = (dense - space.mean) / space.scale
+        x = sparse.hstack([x, sparse.csr_matrix(d)]).tocsr()
+    return x
+
+
+def augment(x: Any, is_mc: npt.NDArray[np.bool_]) -> Any:
+    """Feature augmentation by the prompt's format: shared, multiple-choice and free-form copies
+    of every feature (Daumé's "frustratingly easy" domain adaptation, with the format as the
+    domain: it is visible at decision time, unlike the source)."""
+    from scipy import sparse  # type: ignore[import-untyped,unused-ignore]
+
+    mc = sparse.diags(is_mc.astype(np.float64))
+    free = sparse.diags(1.0 - is_mc.astype(np.float64))
+    return sparse.hstack([x, mc @ x, free @ x]).tocsr()
+
+
+# -- the gain heads ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PriorSpec:
+    """The form of the shipped prior's gain heads (what leave-one-source-out validation chose
+    among the candidates of ``training/select_prior.py``)."""
+
+    name: str
+    features: str = "keys"  # "keys": words, bigrams, symbols, system words | "uni" | "none"
+    dense: bool = False  # the shape features too
+    balance: bool = False  # equal total weight per source
+    augment: bool = False  # shared + multiple-choice + free-form copies
+    c: float = 1.0  # inverse L2 strength of the two logistic heads
+    sources: tuple[str, ...] = CLEAN
+    arena_multi: bool = False  # Arena rows labelled by classes of models, not one pair
+    source_bias: bool = False  # a free intercept per source while fitting (their mean after)
+    min_df: int = 3
+    max_features: int = 30_000
+
+
+def row_weights(src_of: npt.NDArray[Any], balance: bool) -> npt.NDArray[np.float64]:
+    """Per-row weights with mean 1: uniform, or equal total weight per source."""
+    w = np.ones(len(src_of))
+    if balance:
+        names = np.unique(src_of)
+        for n in names:
+            sel = src_of == n
+            w[sel] = len(src_of) / (len(names) * sel.sum())
+    return w
+
+
+def text_columns(space: Space, kind: str) -> npt.NDArray[np.intp]:
+    """The vocabulary columns a head of this kind reads (the keys are normalised over the whole
+    vocabulary either way, as the decision's single gather does)."""
+    keep = _keep(kind)
+    return np.array([i for i, k in enumerate(space.vocab) if keep(k)], dtype=np.intp)
 
 
 @dataclass
-class Design:
-    """Design matrices of some rows: text keys (CSR, idf-weighted, L2-normalised), and the
-    raw and standardised dense features."""
+class GainHeads:
+    """The two logistic heads (P(weak good), P(strong good)) over one feature space."""
 
-    sparse: Any
-    dense_raw: npt.NDArray[np.float64]
-    dense: npt.NDArray[np.float64]
+    spec: PriorSpec
+    space: Space
+    weak: Any  # LinearFit
+    strong: Any
+    columns: npt.NDArray[np.intp] = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
 
-    def full(self) -> Any:
+    def matrix(self, keysets: Sequence[set[str]], dense: npt.NDArray[np.float64]) -> Any:
         from scipy import sparse  # type: ignore[import-untyped,unused-ignore]
 
-        return sparse.hstack([self.sparse, sparse.csr_matrix(self.dense)]).tocsr()
+        full = design(self.space, keysets, dense, with_dense=False)
+        x = full[:, self.columns]
+        if self.spec.dense:
+            d = (dense - self.space.mean) / self.space.scale
+            x = sparse.hstack([x, sparse.csr_matrix(d)]).tocsr()
+        if self.spec.augment:
+            x = augment(x, dense[:, MC_OPTIONS] > 0)
+        return x
+
+    def score(self, source: Source, feats: Feats) -> npt.NDArray[np.float64]:
+        from tierwise.evals.linear import sigmoid
+
+        pairs = list(zip(source.prompts, source.systems, strict=True))
+        x = self.matrix([feats[p][0] for p in pairs], np.array([feats[p][1] for p in pairs]))
+        return sigmoid(self.strong.decision(x)) - sigmoid(self.weak.decision(x))
 
 
-def design(space: FeatureSpace, prompts: Sequence[str], systems: Sequence[str]) -> Design:
+def fit_gain_heads(
+    spec: PriorSpec, train: Sequence[Source], feats: Feats, space: Space | None = None
+) -> GainHeads:
+    pairs = [p for s in train for p in zip(s.prompts, s.systems, strict=True)]
+    keysets = [feats[p][0] for p in pairs]
+    dense = np.array([feats[p][1] for p in pairs])
+    if space is None:
+        space = build_space(keysets, dense, min_df=spec.min_df, max_features=spec.max_features)
+    src_of = np.array([s.name for s in train for _ in s.prompts])
+
+    def labels(which: str) -> npt.NDArray[np.float64]:
+        parts = []
+        for s in train:
+            denoised = s.train_weak if which == "weak" else s.train_strong
+            plain = s.weak if which == "weak" else s.strong
+            parts.append(denoised if spec.arena_multi and denoised is not None else plain)
+        return np.concatenate(parts)
+
+    heads = GainHeads(spec, space, None, None, text_columns(space, spec.features))
+    x = heads.matrix(keysets, dense)
+    w = row_weights(src_of, spec.balance)
+    if not spec.source_bias:
+        heads.weak = fit_logistic(x, labels("weak"), l2=1.0 / spec.c, weights=w)
+        heads.strong = fit_logistic(x, labels("strong"), l2=1.0 / spec.c, weights=w)
+        return heads
+    # One indicator column per source absorbs the sources' different base rates, so the
+    # features learn what varies *within* a source; unknown at decision time, the indicators
+    # are replaced by their average (folded into the intercept).
     from scipy import sparse  # type: ignore[import-untyped,unused-ignore]
 
-    rows, cols, vals = [], [], []
-    dense = np.empty((len(prompts), len(DENSE_NAMES)))
-    for r, (prompt, system) in enumerate(zip(prompts, systems, strict=True)):
-        keys, d = featurize(prompt, system)
-        dense[r] = d
-        idx = [j for j in map(space.index.get, keys) if j is not None]
-        if not idx:
-            continue
-        weights = space.idf[idx]
-        norm = math.sqrt(float((weights**2).sum()))
-        rows.extend([r] * len(idx))
-        cols.extend(idx)
-        vals.extend((weights / norm).tolist())
-    x = sparse.csr_matrix((vals, (rows, cols)), shape=(len(prompts), len(space.vocab)))
-    return Design(x, dense, (dense - space.dense_mean) / space.dense_scale)
+    from tierwise.evals.linear import LinearFit
+
+    names = sorted({s.name for s in train})
+    onehot = sparse.csr_matrix(
+        (np.ones(len(src_of)), (np.arange(len(src_of)), [names.index(n) for n in src_of])),
+        shape=(len(src_of), len(names)),
+    )
+    xs = sparse.hstack([x, onehot]).tocsr()
+    k = len(names)
+    for which in ("weak", "strong"):
+        fit = fit_logistic(xs, labels(which), l2=1.0 / spec.c, weights=w)
+        share = np.array([(w * (src_of == n)).sum() for n in names]) / w.sum()
+        folded = LinearFit(
+            fit.coef[:-k],
+            fit.intercept + float(share @ fit.coef[-k:]),
+            fit.iterations,
+            fit.converged,
+        )
+        setattr(heads, which, folded)
+    return heads
 
 
-def _fit_lr(x: Any, y: Any, w: Any, c: float) -> Any:
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped,unused-ignore]
+# -- the tier head -----------------------------------------------------------------------------
+def _fit_tier(x: Any, y: npt.NDArray[np.int64], c: float) -> Any:
+    from tierwise.evals.linear import fit_softmax
 
-    model = LogisticRegression(C=c, max_iter=4000)
-    model.fit(x, np.asarray(y), sample_weight=np.asarray(w))
-    return model
-
-
-def _folds(n: int, k: int, seed: int = 0) -> list[npt.NDArray[np.int64]]:
-    order = np.random.default_rng(seed).permutation(n)
-    return [np.sort(order[i::k]) for i in range(k)]
+    return fit_softmax(x, y, 3, l2=1.0 / c)
 
 
-def cv_accuracy(x: Any, rows: Rows, c: float, k: int = 5) -> tuple[float, float]:
-    """Grouped k-fold CV (all prompts of one template in one fold): accuracy and log loss."""
-    y = np.asarray(rows.labels)
-    w = np.asarray(rows.weights)
-    names = sorted(set(rows.groups))
-    group_fold = {g: i % k for i, g in enumerate(np.random.default_rng(0).permutation(names))}
-    fold_of = np.array([group_fold[g] for g in rows.groups])
+def tier_cv(
+    x: Any, y: npt.NDArray[np.int64], groups: Sequence[str], c: float, k: int = 5
+) -> tuple[float, float]:
+    """Template-grouped k-fold CV (every prompt of one template in one fold): accuracy, log
+    loss."""
+    names = sorted(set(groups))
+    order = np.random.default_rng(0).permutation(len(names))
+    fold_of_group = {names[g]: i % k for i, g in enumerate(order)}
+    fold = np.array([fold_of_group[g] for g in groups])
     correct, loss = 0, 0.0
     for f in range(k):
-        held = fold_of == f
-        m = _fit_lr(x[~held], y[~held], w[~held], c)
+        held = fold == f
+        m = _fit_tier(x[~held], y[~held], c)
         proba = m.predict_proba(x[held])
         correct += int((proba.argmax(axis=1) == y[held]).sum())
         loss -= float(np.log(np.clip(proba[np.arange(held.sum()), y[held]], 1e-9, 1)).sum())
     return correct / len(y), loss / len(y)
 
 
-def _stack_matrix(z: npt.NDArray[np.float64], dense_raw: npt.NDArray[np.float64]) -> Any:
-    return np.array(
-        [
-            stack_features(float(a), float(b), list(d))
-            for (a, b), d in zip(z, dense_raw, strict=True)
-        ]
-    )
-
-
-def _routellm_apgr(
-    scores: npt.NDArray[np.float64], rows_w: Rows, rows_s: Rows, idx: npt.NDArray[np.int64]
-) -> float:
-    keys = [tiebreak_key(rows_w.prompts[i]) for i in idx]
-    yw = np.asarray(rows_w.labels)[idx]
-    ys = np.asarray(rows_s.labels)[idx]
-    return evaluate_router(scores, yw, ys, keys=keys).apgr
-
-
 # -- the whole build ---------------------------------------------------------------------------
+class StageRunner:
+    """What :func:`train` reports progress to: ``stage(name, total)`` yields ``advance()``."""
 
-Progress = Callable[[str], None]
-
-
-@dataclass
-class _Heads:
-    """The model's output columns as they are trained, one head at a time."""
-
-    n_vocab: int
-    columns: list[str] = field(default_factory=list)
-    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
-    weights: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    biases: list[npt.NDArray[np.float64]] = field(default_factory=list)
-
-    def add(
-        self, head: str, kind: str, coef: Any, intercept: Any, labels: list[int] | None = None
-    ) -> None:
-        w = np.asarray(coef, dtype=np.float64).T
-        if w.shape[0] == self.n_vocab:  # text-only head: no dense weights
-            w = np.vstack([w, np.zeros((len(DENSE_NAMES), w.shape[1]))])
-        cols = list(range(len(self.columns), len(self.columns) + w.shape[1]))
-        self.groups[head] = {"kind": kind, "columns": cols}
-        if labels:
-            self.groups[head]["labels"] = labels
-        self.columns.extend([f"{head}:{lab}" for lab in labels] if labels else [head])
-        self.weights.append(w)
-        self.biases.append(np.asarray(intercept, dtype=np.float64))
+    @contextlib.contextmanager
+    def stage(self, name: str, total: float | None = None) -> Iterator[Callable[..., None]]:
+        yield lambda *a, **k: None
 
 
-def _train_tier(
-    space: FeatureSpace, tier: Rows, heads: _Heads, c_grid: Sequence[float], folds: int
-) -> dict[str, Any]:
-    """Softmax over the taxonomy's levels on text + dense features; C by grouped CV."""
-    xt = design(space, tier.prompts, tier.systems).full()
-    cv = {c: cv_accuracy(xt, tier, c, folds) for c in c_grid}
-    best = min(cv, key=lambda c: cv[c][1])  # best held-out-template log loss
-    m = _fit_lr(xt, tier.labels, tier.weights, best)
-    heads.add("tier", "softmax", m.coef_, m.intercept_, [1, 2, 3])
-    return {
-        "C": best,
-        "grouped_cv": {
-            str(c): {"accuracy": round(a, 4), "log_loss": round(ll, 4)} for c, (a, ll) in cv.items()
-        },
-    }
-
-
-def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
-
-
-def _train_pair_and_stack(
-    space: FeatureSpace,
-    weak: Rows,
-    strong: Rows,
-    heads: _Heads,
-    *,
-    pair_c: float,
-    alphas: Sequence[float],
-    folds: int,
-    say: Progress,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The reference-pair heads (text only) and the stacked gain head fitted on their
-    out-of-fold logits over the RouteLLM rows; returns (stack section, metrics)."""
-    from sklearn.linear_model import Ridge  # type: ignore[import-untyped,unused-ignore]
-
-    dr = design(space, weak.prompts, weak.systems)
-    yw, ys = np.asarray(weak.labels), np.asarray(strong.labels)
-    ww, ws = np.asarray(weak.weights), np.asarray(strong.weights)
-    src = np.asarray(weak.sources)
-    rl_idx = np.flatnonzero(np.isin(src, ["mmlu", "gsm8k"]))
-    fold_of = np.full(len(src), -1)
-    for bench in ("mmlu", "gsm8k"):
-        idx = np.flatnonzero(src == bench)
-        for k, f in enumerate(_folds(len(idx), folds)):
-            fold_of[idx[f]] = k
-    oof = np.zeros((len(src), 2))
-    for k in range(folds):
-        say(f"  out-of-fold pair logits, fold {k + 1}/{folds}")
-        held = fold_of == k
-        for col, (y, w) in enumerate(((yw, ww), (ys, ws))):
-            mk = _fit_lr(dr.sparse[~held], y[~held], w[~held], pair_c)
-            oof[held, col] = mk.decision_function(dr.sparse[held])
-    f_all = _stack_matrix(oof[rl_idx], dr.dense_raw[rl_idx])
-    gain = (ys - yw)[rl_idx].astype(np.float64)
-    bench_of = src[rl_idx]
-    cv_stack: dict[float, dict[str, float]] = {}
-    for alpha in alphas:
-        scores = np.zeros(len(rl_idx))
-        for k in range(folds):
-            te = fold_of[rl_idx] == k
-            mean, scale = f_all[~te].mean(axis=0), f_all[~te].std(axis=0)
-            scale[scale == 0] = 1.0
-            r = Ridge(alpha=alpha).fit((f_all[~te] - mean) / scale, gain[~te])
-            scores[te] = r.predict((f_all[te] - mean) / scale)
-        cv_stack[alpha] = {
-            b: _routellm_apgr(scores[bench_of == b], weak, strong, rl_idx[bench_of == b])
-            for b in ("mmlu", "gsm8k")
-        }
-    gap = _sigmoid(oof[:, 1]) - _sigmoid(oof[:, 0])
-    base = {
-        b: _routellm_apgr(gap[src == b], weak, strong, np.flatnonzero(src == b))
-        for b in ("mmlu", "gsm8k")
-    }
-    alpha = max(cv_stack, key=lambda a: sum(cv_stack[a].values()))
-    # Where the stack applies: everywhere, or only to free-form prompts (the pair heads' gap
-    # stays the score of multiple-choice prompts) — decided by the same cross-validation.
-    applies_to = "free" if base["mmlu"] > cv_stack[alpha]["mmlu"] else "all"
-    mean, scale = f_all.mean(axis=0), f_all.std(axis=0)
-    scale[scale == 0] = 1.0
-    ridge = Ridge(alpha=alpha).fit((f_all - mean) / scale, gain)
-    for head, (y, w) in (("rl:weak", (yw, ww)), ("rl:strong", (ys, ws))):
-        m = _fit_lr(dr.sparse, y, w, pair_c)
-        heads.add(head, "sigmoid", m.coef_, m.intercept_)
-    stack = {
-        "names": list(STACK_NAMES),
-        "mean": [round(float(v), 6) for v in mean],
-        "scale": [round(float(v), 6) for v in scale],
-        "weights": [round(float(v), 8) for v in ridge.coef_],
-        "bias": round(float(ridge.intercept_), 8),
-        "applies_to": applies_to,
-    }
-    metrics = {
-        "pair": {"C": pair_c, "cv_apgr_pair_gap": {k: round(v, 4) for k, v in base.items()}},
-        "stack": {
-            "alpha": alpha,
-            "applies_to": applies_to,
-            "cv_apgr": {
-                str(a): {k: round(v, 4) for k, v in r.items()} for a, r in cv_stack.items()
-            },
-        },
-    }
-    return stack, metrics
+TRAIN_STAGES = (
+    "reading the data",
+    "featurising prompts",
+    "building the vocabulary",
+    "tier head (grouped CV)",
+    "gain heads",
+    "assembling the artifact",
+)
 
 
 def train(
     data_dir: Path,
     *,
+    spec: PriorSpec | None = None,
     corpus: Path | None = None,
-    name: str = "router-v1",
-    min_df: int = 3,
-    max_features: int = 30_000,
-    pair_c: float = 0.5,
-    tier_c_grid: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
-    stack_alphas: Sequence[float] = (1.0, 10.0, 100.0, 1000.0),
-    rb_c: float = 0.5,
+    name: str = "router-v2",
+    tier_c_grid: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
     folds: int = 5,
-    progress: Progress | None = None,
+    stages: Any = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train every head on the train splits and return the artifact (a JSON-able dict)."""
-    say: Progress = progress or (lambda _msg: None)
-    say("reading the training data")
-    data = load_training_data(data_dir, corpus)
-    texts: dict[tuple[str, str], None] = {}
-    for rows in data.heads.values():
-        for p, s in zip(rows.prompts, rows.systems, strict=True):
-            texts[(p, s)] = None
-    say(f"building the vocabulary over {len(texts)} distinct training prompts")
-    space = build_space(list(texts), min_df=min_df, max_features=max_features)
-    heads = _Heads(len(space.vocab))
-    metrics: dict[str, Any] = {}
+    """Train the tier head and the gain heads on the licence-clean train halves and return
+    the artifact (a JSON-able dict)."""
+    spec = spec or SELECTED
+    run = stages or StageRunner()
+    data_dir = Path(data_dir)
+    timings: dict[str, float] = {}
+    clock = dt.datetime.now
 
-    say(f"tier head: {len(data.heads['tier'].labels)} corpus prompts, grouped {folds}-fold CV")
-    metrics["tier"] = _train_tier(space, data.heads["tier"], heads, tier_c_grid, folds)
-
-    say(f"reference-pair heads and the stacked gain: {len(data.heads['rl:weak'].labels)} rows")
-    stack, pair_metrics = _train_pair_and_stack(
-        space,
-        data.heads["rl:weak"],
-        data.heads["rl:strong"],
-        heads,
-        pair_c=pair_c,
-        alphas=stack_alphas,
-        folds=folds,
-        say=say,
-    )
-    metrics.update(pair_metrics)
-
-    say("RouterBench per-model heads")
-    for model_name in RB_MODELS_ORDER:
-        rows = data.heads[f"rb:{model_name}"]
-        m = _fit_lr(
-            design(space, rows.prompts, rows.systems).full(), rows.labels, rows.weights, rb_c
+    t0 = clock()
+    with run.stage("reading the data", 1) as advance:
+        sources = load_sources(data_dir, corpus)
+        files = data_files(data_dir, corpus)
+        advance()
+    timings["read"] = (clock() - t0).total_seconds()
+    train_sources = [sources[n] for n in spec.sources]
+    corpus_src = sources["corpus"]
+    pairs = list(
+        dict.fromkeys(
+            [
+                p
+                for s in [*train_sources, corpus_src]
+                for p in zip(s.prompts, s.systems, strict=True)
+            ]
         )
-        heads.add(f"rb:{model_name}", "sigmoid", m.coef_, m.intercept_)
-    metrics["routerbench"] = {"C": rb_c}
+    )
+    t0 = clock()
+    cache = FeatureCache(cache_dir)
+    with run.stage("featurising prompts", len(pairs)) as advance:
+        cache.fill(pairs, advance)
+    feats = cache.data
+    timings["featurise"] = (clock() - t0).total_seconds()
 
-    full = np.hstack(heads.weights)
-    n_vocab = len(space.vocab)
-    sparse_w = full[:n_vocab] * space.idf[:, None]  # idf folded into the weights
-    say(f"artifact: {n_vocab} text keys × {len(heads.columns)} outputs")
+    t0 = clock()
+    with run.stage("building the vocabulary", 1) as advance:
+        keysets = [feats[p][0] for p in pairs]
+        dense_all = np.array([feats[p][1] for p in pairs])
+        space = build_space(keysets, dense_all, min_df=spec.min_df, max_features=spec.max_features)
+        advance()
+    timings["vocabulary"] = (clock() - t0).total_seconds()
+
+    t0 = clock()
+    tier_pairs = list(zip(corpus_src.prompts, corpus_src.systems, strict=True))
+    xt = design(
+        space,
+        [feats[p][0] for p in tier_pairs],
+        np.array([feats[p][1] for p in tier_pairs]),
+        with_dense=True,
+    )
+    yt = np.array(corpus_src.levels) - 1
+    with run.stage("tier head (grouped CV)", len(tier_c_grid) * folds + 1) as advance:
+        cv: dict[float, tuple[float, float]] = {}
+        for c in tier_c_grid:
+            cv[c] = tier_cv(xt, yt, corpus_src.groups, c, folds)
+            advance(folds)
+        tier_c = min(cv, key=lambda c: cv[c][1])  # best held-out-template log loss
+        tier_model = _fit_tier(xt, yt, tier_c)
+        advance()
+    timings["tier_head"] = (clock() - t0).total_seconds()
+
+    t0 = clock()
+    with run.stage("gain heads", 2) as advance:
+        gain = fit_gain_heads(spec, train_sources, feats, space=space)
+        advance(2)
+    timings["gain_heads"] = (clock() - t0).total_seconds()
+
+    with run.stage("assembling the artifact", 1) as advance:
+        artifact = _assemble(name, space, tier_model, gain, spec)
+        artifact["card"] = _card(files, sources, spec, tier_c, cv, gain, timings)
+        advance()
+    return artifact
+
+
+def _card(
+    files: dict[str, str],
+    sources: dict[str, Source],
+    spec: PriorSpec,
+    tier_c: float,
+    cv: dict[float, tuple[float, float]],
+    gain: GainHeads,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    rows = {n: len(sources[n].prompts) for n in spec.sources}
+    rows["corpus (tier head)"] = len(sources["corpus"].prompts)
     return {
+        "data_sha256": files,
+        "sources": {
+            n: {**asdict(i), "rows_used": rows.get(n, 0) if n in spec.sources else 0}
+            for n, i in SOURCES.items()
+        },
+        "rows": rows,
+        "spec": asdict(spec),
+        "tier_head": {
+            "C": tier_c,
+            "grouped_cv": {
+                str(c): {"accuracy": round(a, 4), "log_loss": round(ll, 4)}
+                for c, (a, ll) in cv.items()
+            },
+        },
+        "gain_heads": {
+            "weak": {"iterations": gain.weak.iterations, "converged": gain.weak.converged},
+            "strong": {
+                "iterations": gain.strong.iterations,
+                "converged": gain.strong.converged,
+            },
+        },
+        "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "protocol": PROTOCOL,
+    }
+
+
+def _assemble(
+    name: str, space: Space, tier_model: Any, gain: GainHeads, spec: PriorSpec
+) -> dict[str, Any]:
+    """Fold every head into one (vocabulary × columns) text matrix and a dense matrix."""
+    v, d = len(space.vocab), len(DENSE_NAMES)
+    tier_coef = np.asarray(tier_model.coef, dtype=np.float64)  # (3, v + d)
+    columns = ["tier:1", "tier:2", "tier:3"]
+    text_cols = [tier_coef[i, :v] for i in range(3)]
+    dense_cols = [tier_coef[i, v:] for i in range(3)]
+    bias = [float(b) for b in tier_model.intercept]
+
+    def split(coef: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
+        """(text, dense) weights of a gain head over the full vocabulary, per format."""
+        gv = len(gain.columns)
+        width = gv + (d if spec.dense else 0)
+        parts = [coef[i * width : (i + 1) * width] for i in range(3 if spec.augment else 1)]
+
+        def widen(part: npt.NDArray[np.float64]) -> tuple[Any, Any]:
+            text = np.zeros(v)
+            text[gain.columns] = part[:gv]
+            dense = part[gv:] if spec.dense else np.zeros(d)
+            return text, dense
+
+        shared = widen(parts[0])
+        if not spec.augment:
+            return shared + shared
+        mc, free = widen(parts[1]), widen(parts[2])
+        return (shared[0] + mc[0], shared[1] + mc[1], shared[0] + free[0], shared[1] + free[1])
+
+    formats: dict[str, dict[str, str]] = {}
+    for head, fit in (("weak", gain.weak), ("strong", gain.strong)):
+        t_mc, d_mc, t_free, d_free = split(np.asarray(fit.coef))
+        if spec.augment:
+            columns += [f"{head}|mc", f"{head}|free"]
+            text_cols += [t_mc, t_free]
+            dense_cols += [d_mc, d_free]
+            bias += [fit.intercept, fit.intercept]
+            formats[head] = {"mc": f"{head}|mc", "free": f"{head}|free"}
+        else:
+            columns.append(head)
+            text_cols.append(t_mc)
+            dense_cols.append(d_mc)
+            bias.append(fit.intercept)
+            formats[head] = {"mc": head, "free": head}
+    text = np.column_stack(text_cols) * space.idf[:, None]  # idf folded into the weights
+    dense = np.column_stack(dense_cols)
+    artifact: dict[str, Any] = {
         "format": ARTIFACT_FORMAT,
         "format_version": ARTIFACT_VERSION,
         "name": name,
         "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "columns": heads.columns,
-        "groups": heads.groups,
+        "taxonomy": fingerprint(),
+        "columns": columns,
+        "formats": formats,
         "dense_names": list(DENSE_NAMES),
-        "dense_mean": [round(float(v), 6) for v in space.dense_mean],
-        "dense_scale": [round(float(v), 6) for v in space.dense_scale],
-        "dense_weights": [[round(float(v), 6) for v in row] for row in full[n_vocab:]],
-        "bias": [round(float(v), 6) for v in np.concatenate(heads.biases)],
+        "dense_mean": [round(float(x), 6) for x in space.mean],
+        "dense_scale": [round(float(x), 6) for x in space.scale],
+        "dense_weights": [[round(float(x), 6) for x in row] for row in dense],
+        "bias": [round(float(b), 6) for b in bias],
         "vocab": space.vocab,
         "idf2": encode_array((space.idf**2).astype(np.float32)),
-        "sparse_weights": encode_array(sparse_w.astype(np.float16)),
-        "stack": stack,
-        "card": {
-            "data_sha256": data.files,
-            "rows": data.counts,
-            "hyperparameters": {"min_df": min_df, "max_features": max_features, "folds": folds},
-            "train_metrics": metrics,
-            "protocol": PROTOCOL,
-        },
+        "text_weights": encode_array(text.astype(np.float16)),
     }
+    artifact["id"] = artifact_id(artifact)
+    return artifact
 
+
+# The candidate chosen by leave-one-source-out validation and the one-standard-error rule (see
+# training/select_prior.py, docs/eval/selection.json and EVALUATION.md); `tierwise train`
+# rebuilds exactly this.
+SELECTED = PriorSpec(
+    name="keys + 2 logistic heads, an intercept per source", features="keys", source_bias=True
+)
 
 PROTOCOL = (
-    "Only train splits were read: RouteLLM MMLU/GSM8K and Arena prompts with "
-    "sha256(prompt) % 2 == 0 after removing the contaminated prompts, RouterBench "
-    "*_train.csv, and tierwise's tier corpus (the held-out tier prompts are a separate file "
-    "that training never opens). The vocabulary, idf and feature scaling come from training "
-    "prompts only; C and the stack's ridge alpha were chosen by k-fold cross-validation inside "
-    "the train split. Test-split metrics come from `tierwise eval`, never from training."
+    "Only train halves were read: RouteLLM MMLU/GSM8K and Arena prompts with "
+    "sha256(prompt) % 2 == 0 after removing the contaminated prompts, and tierwise's tier "
+    "corpus (the held-out tier prompts are a separate file that training never opens). Only "
+    "sources whose licence allows redistributing a derived artifact trained it; RouterBench "
+    "(no licence stated) was read only for validation. The form of the gain heads was chosen "
+    "by leave-one-source-out validation (mean out-of-source APGR over the train halves); the "
+    "tier head's C by template-grouped cross-validation on the corpus. Test-split metrics come "
+    "from `tierwise eval`, never from training."
 )
 
 

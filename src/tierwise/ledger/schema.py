@@ -155,6 +155,46 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        7,
+        "routing decision data and shadow judge verdicts",
+        (
+            # The decision as data (tierwise.policy.ledger_fields), so calibration and
+            # training never parse the reason text: the classifier's score, each tier's
+            # predicted quality (JSON object), the policy rule that decided, the model that
+            # computed them, and its compact learning features (JSON list; never the text).
+            "ALTER TABLE requests ADD COLUMN decision_score {float}",
+            "ALTER TABLE requests ADD COLUMN tier_quality TEXT",
+            "ALTER TABLE requests ADD COLUMN decision_rule TEXT",
+            "ALTER TABLE requests ADD COLUMN router_model TEXT",
+            "ALTER TABLE requests ADD COLUMN route_features TEXT",
+            # A judge's comparison of the answer a request got (from a cheaper tier) with a
+            # reference tier's answer to the same request, asked in both orders to cancel
+            # position bias: 'cheap' | 'tie' | 'reference' per order (NULL when that call
+            # failed). The shadow call's and the judge's cost are kept here, apart from the
+            # traffic's cost in `requests`.
+            """CREATE TABLE shadow_verdicts (
+                request_id TEXT PRIMARY KEY,
+                ts {ts} NOT NULL,
+                tier TEXT NOT NULL,
+                model TEXT NOT NULL,
+                reference_tier TEXT NOT NULL,
+                reference_model TEXT NOT NULL,
+                judge_model TEXT NOT NULL,
+                rubric TEXT NOT NULL,
+                verdict_cheap_first TEXT,
+                verdict_reference_first TEXT,
+                shadow_input_tokens BIGINT NOT NULL DEFAULT 0,
+                shadow_output_tokens BIGINT NOT NULL DEFAULT 0,
+                judge_input_tokens BIGINT NOT NULL DEFAULT 0,
+                judge_output_tokens BIGINT NOT NULL DEFAULT 0,
+                shadow_cost_usd {money},
+                judge_cost_usd {money},
+                error TEXT
+            )""",
+            "CREATE INDEX shadow_verdicts_ts ON shadow_verdicts (ts)",
+        ),
+    ),
+    Migration(
         8,
         "sessions",
         (

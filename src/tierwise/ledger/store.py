@@ -68,7 +68,14 @@ COLUMNS: tuple[str, ...] = (
     "session_id",
     "session_rule",
     "session_shape",
+    # migration 7: the decision as data (tierwise.policy.ledger_fields)
+    "decision_score",
+    "tier_quality",
+    "decision_rule",
+    "router_model",
+    "route_features",
 )
+DECISION_COLUMNS = COLUMNS[-5:]
 _USAGE = (
     "input_tokens",
     "output_tokens",
@@ -112,6 +119,10 @@ _LIMITS: dict[str, int] = {
     "session_id": 1024,
     "session_rule": 1024,
     "session_shape": 16_384,
+    "tier_quality": 4096,
+    "decision_rule": 1024,
+    "router_model": 1024,
+    "route_features": 16_384,
 }
 _SHORT_TEXT = min(_LIMITS.values())  # all the text of a row together within it: no column is over
 
@@ -186,6 +197,84 @@ class QualitySums:
     below_floor: int
     priced: int
     cost_usd: Decimal
+
+
+VERDICTS = ("cheap", "tie", "reference")
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowVerdict:
+    """A judge's comparison of a request's answer (from ``tier``) with ``reference_tier``'s
+    answer, in both orders (``cheap`` | ``tie`` | ``reference``, None when that call failed).
+    Its costs are the shadow call's and the judge's, never part of the traffic's cost."""
+
+    request_id: str
+    ts: dt.datetime
+    tier: str
+    model: str
+    reference_tier: str
+    reference_model: str
+    judge_model: str
+    rubric: str
+    verdict_cheap_first: str | None
+    verdict_reference_first: str | None
+    shadow_usage: Usage = field(default_factory=Usage)
+    judge_usage: Usage = field(default_factory=Usage)
+    shadow_cost_usd: Decimal | None = None
+    judge_cost_usd: Decimal | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("verdict_cheap_first", "verdict_reference_first"):
+            value = getattr(self, name)
+            if value is not None and value not in VERDICTS:
+                raise ValueError(f"ShadowVerdict.{name} must be one of {VERDICTS}, got {value!r}")
+
+    @property
+    def cheap_good_enough(self) -> float | None:
+        """The verdicts as one label: the share of orders in which the cheaper answer was at
+        least as good as the reference (1, 0.5 or 0); None without a verdict."""
+        got = [v for v in (self.verdict_cheap_first, self.verdict_reference_first) if v]
+        if not got:
+            return None
+        return sum(1.0 for v in got if v != "reference") / len(got)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One request's routing decision as the ledger's structured columns record it."""
+
+    request_id: str
+    ts: dt.datetime
+    status: str
+    tier: str | None
+    model: str | None
+    classifier: str | None
+    confidence: float | None
+    usage: Usage
+    cost_usd: Decimal | None
+    classifier_cost_usd: Decimal
+    decision_score: float | None
+    tier_quality: dict[str, float] | None
+    decision_rule: str | None
+    router_model: str | None
+    route_features: list[float] | None
+    prompt: str | None
+    system: str | None = None
+
+    @property
+    def total_cost_usd(self) -> Decimal | None:
+        return None if self.cost_usd is None else self.cost_usd + self.classifier_cost_usd
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _features_param(values: Any) -> str | None:
+    if values is None:
+        return None
+    return json.dumps([round(float(v), 4) for v in values], separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +395,12 @@ class LedgerStore:
             None
             if e.session_shape is None
             else json.dumps(e.session_shape, sort_keys=True, separators=(",", ":")),
+            # the decision's structured data (LedgerEntry fields named as the columns)
+            e.decision_score,
+            _json_or_none(e.tier_quality),
+            e.decision_rule,
+            e.router_model,
+            _features_param(e.route_features),
             None,  # sanitized
         )
 
@@ -417,6 +512,11 @@ class LedgerStore:
             text("session_id"),
             text("session_rule"),
             _json_object(e.session_shape, "session_shape", notes),
+            _clean_float(e.decision_score, "decision_score", None, notes),
+            _json_object(e.tier_quality, "tier_quality", notes),
+            text("decision_rule"),
+            text("router_model"),
+            _json_features(e.route_features, notes),
             _clip("; ".join(notes) or "values checked", 2000),
         )
 
@@ -529,7 +629,20 @@ class LedgerStore:
             session_id=v["session_id"],
             session_rule=v["session_rule"],
             session_shape=None if v["session_shape"] is None else json.loads(v["session_shape"]),
+            **self._decision_values(v),
         )
+
+    @staticmethod
+    def _decision_values(v: dict[str, Any]) -> dict[str, Any]:
+        quality = json.loads(v["tier_quality"]) if v["tier_quality"] else None
+        features = json.loads(v["route_features"]) if v["route_features"] else None
+        return {
+            "decision_score": None if v["decision_score"] is None else float(v["decision_score"]),
+            "tier_quality": quality,
+            "decision_rule": v["decision_rule"],
+            "router_model": v["router_model"],
+            "route_features": None if features is None else tuple(features),
+        }
 
     def _window(
         self, since: dt.datetime | None, until: dt.datetime | None, column: str = "ts"
@@ -885,6 +998,133 @@ class LedgerStore:
             )
         return out
 
+    # -- routing quality: structured decisions and shadow verdicts (migration 7) ------------
+    def decision_rows(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> list[DecisionRow]:
+        """Answered and failed requests with their structured decision columns, oldest first."""
+        where, params = self._window(since, until)
+        names = (
+            "request_id",
+            "ts",
+            "status",
+            "tier",
+            "model",
+            "classifier",
+            "confidence",
+            *_USAGE,
+            "cost_usd",
+            "classifier_cost_usd",
+            *DECISION_COLUMNS,
+            "prompt",
+        )
+        sql = (
+            f"SELECT {', '.join(names)} FROM requests WHERE {where} "  # noqa: S608
+            "ORDER BY ts, request_id"
+        )
+        out: list[DecisionRow] = []
+        for row in self.db.query(sql, params):
+            v = dict(zip(names, row, strict=True))
+            d = self._decision_values(v)
+            out.append(
+                DecisionRow(
+                    request_id=v["request_id"],
+                    ts=self.db.ts_value(v["ts"]),
+                    status=v["status"],
+                    tier=v["tier"],
+                    model=v["model"],
+                    classifier=v["classifier"],
+                    confidence=None if v["confidence"] is None else float(v["confidence"]),
+                    usage=Usage(**{k: int(v[k]) for k in _USAGE}),
+                    cost_usd=to_decimal(v["cost_usd"]),
+                    classifier_cost_usd=to_decimal(v["classifier_cost_usd"]) or Decimal(0),
+                    decision_score=d["decision_score"],
+                    tier_quality=d["tier_quality"],
+                    decision_rule=d["decision_rule"],
+                    router_model=d["router_model"],
+                    route_features=None
+                    if d["route_features"] is None
+                    else list(d["route_features"]),
+                    prompt=v["prompt"],
+                )
+            )
+        return out
+
+    def add_verdict(self, verdict: ShadowVerdict) -> None:
+        """Store a shadow comparison (a later one for the same request replaces it)."""
+        db = self.db
+        names = (
+            "request_id, ts, tier, model, reference_tier, reference_model, judge_model, rubric, "
+            "verdict_cheap_first, verdict_reference_first, shadow_input_tokens, "
+            "shadow_output_tokens, judge_input_tokens, judge_output_tokens, shadow_cost_usd, "
+            "judge_cost_usd, error"
+        )
+        updates = ", ".join(f"{n.strip()} = excluded.{n.strip()}" for n in names.split(",")[1:])
+        with db.transaction():
+            db.execute(
+                f"INSERT INTO shadow_verdicts ({names}) VALUES "  # noqa: S608 - fixed names
+                f"({', '.join('?' for _ in names.split(','))}) "
+                f"ON CONFLICT (request_id) DO UPDATE SET {updates}",
+                (
+                    verdict.request_id,
+                    db.ts_param(verdict.ts),
+                    verdict.tier,
+                    verdict.model,
+                    verdict.reference_tier,
+                    verdict.reference_model,
+                    verdict.judge_model,
+                    verdict.rubric,
+                    verdict.verdict_cheap_first,
+                    verdict.verdict_reference_first,
+                    verdict.shadow_usage.total_input_tokens,
+                    verdict.shadow_usage.output_tokens,
+                    verdict.judge_usage.total_input_tokens,
+                    verdict.judge_usage.output_tokens,
+                    db.money_param(verdict.shadow_cost_usd),
+                    db.money_param(verdict.judge_cost_usd),
+                    verdict.error,
+                ),
+            )
+
+    def verdicts(
+        self,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> dict[str, ShadowVerdict]:
+        """``{request_id: verdict}`` for shadow comparisons made in the window."""
+        where, params = self._window(since, until)
+        rows = self.db.query(
+            "SELECT request_id, ts, tier, model, reference_tier, reference_model, judge_model, "  # noqa: S608
+            "rubric, verdict_cheap_first, verdict_reference_first, shadow_input_tokens, "
+            "shadow_output_tokens, judge_input_tokens, judge_output_tokens, shadow_cost_usd, "
+            f"judge_cost_usd, error FROM shadow_verdicts WHERE {where} ORDER BY ts, request_id",
+            params,
+        )
+        out: dict[str, ShadowVerdict] = {}
+        for r in rows:
+            out[str(r[0])] = ShadowVerdict(
+                request_id=str(r[0]),
+                ts=self.db.ts_value(r[1]),
+                tier=r[2],
+                model=r[3],
+                reference_tier=r[4],
+                reference_model=r[5],
+                judge_model=r[6],
+                rubric=r[7],
+                verdict_cheap_first=r[8],
+                verdict_reference_first=r[9],
+                shadow_usage=Usage(input_tokens=int(r[10]), output_tokens=int(r[11])),
+                judge_usage=Usage(input_tokens=int(r[12]), output_tokens=int(r[13])),
+                shadow_cost_usd=to_decimal(r[14]),
+                judge_cost_usd=to_decimal(r[15]),
+                error=r[16],
+            )
+        return out
+
 
 # -- the row builder's checks (the slow path: only for entries the fast path refused) ------
 def _clip(text: str, limit: int) -> str:
@@ -1011,3 +1251,14 @@ def _json_object(value: Any, name: str, notes: list[str]) -> str | None:
         return None
     cleaned = _clean_text(text, name, _LIMITS[name], notes)
     return cleaned if cleaned == text else None
+
+
+def _json_features(values: Any, notes: list[str]) -> str | None:
+    """The route features as JSON for a sanitised row (None when they are not numbers)."""
+    if values is None:
+        return None
+    try:
+        return _features_param(values)
+    except (TypeError, ValueError, OverflowError):
+        notes.append("route_features: not numbers, dropped")
+        return None
