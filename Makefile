@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck check clean bench soak profile chaos fuzz audit reliability
+.PHONY: setup demo test lint typecheck check clean bench bench-streams soak profile chaos fuzz audit reliability
 
 setup: $(STAMP)
 
@@ -46,8 +46,13 @@ reliability: chaos fuzz
 
 # Benchmarks (never part of `make test`): tierwise vs LiteLLM vs a direct call, see BENCHMARKS.md.
 # QUICK=1: one short run into .bench/quick/; SOAK=1: only the 100,000-request soak.
+# `make bench` ends with the long-stream benchmark (bench-streams: C concurrent SSE streams through
+# one worker, LiteLLM and direct; QUICK=1: C=200, 50 events over 5 s, about a minute).
 bench: setup
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(SOAK),--soak)
+
+bench-streams: setup
+	$(BIN)/python benchmarks/run.py --streams $(if $(QUICK),--quick) $(if $(LABEL),--label "$(LABEL)")
 
 soak: setup
 	$(BIN)/python benchmarks/run.py --soak

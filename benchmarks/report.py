@@ -17,6 +17,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTES = ROOT / "benchmarks" / "NOTES.md"
+NOTES_STREAMS = ROOT / "benchmarks" / "NOTES-streams.md"
 SCENARIOS = ("auto", "pinned", "auto_stream", "pinned_stream")
 LABELS = {
     "auto": 'model="auto", non-streaming',
@@ -327,7 +328,11 @@ def targets(s: dict[str, Any], soak: dict[str, Any] | None) -> list[tuple[str, s
 
 
 def render(
-    res: dict[str, Any] | None, soak_res: dict[str, Any] | None, *, notes: bool = True
+    res: dict[str, Any] | None,
+    soak_res: dict[str, Any] | None,
+    *,
+    notes: bool = True,
+    streams: list[str] | None = None,
 ) -> str:
     out: list[str] = ["# tierwise benchmarks", ""]
     commit = res["machine"]["commit"] if res else "COMMIT"
@@ -426,7 +431,9 @@ def render(
             f"direct; CPU {fmt(s['floor_c32_cpu'], 3)} ms/request) and {fmt(s['floor_c64_rps'], 0)} "
             f"req/s at c=64. tierwise reaches {fmt(pct(s['c32_vs_floor']), 1)} % of that floor at "
             f"c=32 and {fmt(pct(s['c64_vs_floor']), 1)} % at c=64. No Python gateway on uvicorn can "
-            "exceed the floor, " + _floor_verdict(s.get("floor_c32_vs_direct")) + " (see the notes).",
+            "exceed the floor, "
+            + _floor_verdict(s.get("floor_c32_vs_direct"))
+            + " (see the notes).",
         ]
         errs = [d["c32_non_2xx"], tw["c32_non_2xx"], ll["c32_non_2xx"], tw["c32_socket_errors"]]
         out += floor_lines
@@ -543,13 +550,16 @@ def render(
             "![soak](benchmarks/soak.png)",
             "",
         ]
+    out += streams or []
     out += [
         "## Commands",
         "",
         "```sh",
-        "make bench            # the full suite (3 runs + soak, ~15 min here): rewrites this file",
+        "make bench            # the full suite (3 runs + soak + long streams, ~35 min here): rewrites this file",
         "make bench QUICK=1    # one short run (a few minutes) → .bench/quick/BENCHMARKS.md",
         "make soak             # only the soak (100,000 requests) → the soak section here",
+        "make bench-streams    # only the long streams (3 runs, ~20 min) → the long-stream section here",
+        "make bench-streams QUICK=1   # C=200, 50 events over 5 s, one run (~1 min) → .bench/quick/",
         "make profile          # py-spy profile of the gateway under wrk load → .bench/profile.*",
         ".venv/bin/python benchmarks/report.py   # re-render this file from benchmarks/results/",
         "```",
@@ -684,7 +694,9 @@ def _floor_verdict(floor_vs_direct: float | None) -> str:
     if floor_vs_direct is None:
         return "so the floor bounds what any gateway can reach"
     if floor_vs_direct < 0.30:
-        return "so against this upstream the ≥ 30 %-of-direct target is out of reach by construction"
+        return (
+            "so against this upstream the ≥ 30 %-of-direct target is out of reach by construction"
+        )
     share = 0.30 / floor_vs_direct
     return (
         f"so against this upstream the ≥ 30 %-of-direct target needs a gateway running at "
@@ -704,8 +716,13 @@ def write(results_dir: Path, md: Path, chart_dir: Path, *, notes: bool = True) -
             soak_chart(soak_res, chart_dir / "soak.png")
     except ImportError as exc:  # matplotlib comes with the dev/train extras
         print(f"charts skipped: {exc}", file=sys.stderr)
-    md.write_text(render(res, soak_res, notes=notes))
+    import report_streams
+
+    stream_notes = NOTES_STREAMS.read_text() if notes and NOTES_STREAMS.exists() else ""
+    streams = report_streams.section(results_dir, stream_notes)
+    md.write_text(render(res, soak_res, notes=notes, streams=streams))
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     write(ROOT / "benchmarks" / "results", ROOT / "BENCHMARKS.md", ROOT / "benchmarks")
