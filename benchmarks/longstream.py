@@ -295,8 +295,13 @@ async def run_client(
     for handle in pending:
         handle.cancel()
     never_started = streams - len(finished) - len(live) - sum(connect_errors.values())
-    for stream in list(live):
-        stream.finish("timeout")
+    for stream in list(live):  # still open at the deadline: where had each one got to?
+        if not stream.t_first_byte:
+            stream.finish("timeout_no_response")
+        elif not stream.events:
+            stream.finish("timeout_no_event")
+        else:
+            stream.finish("timeout_mid_stream")
     wall = loop.time() - t0
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
@@ -538,6 +543,11 @@ def one_phase(
     finally:
         if server is not None:
             stack.stop(server)
+            cl = out.get("client") or {}
+            if cl.get("completed") != streams:  # keep the gateway's last words
+                with contextlib.suppress(OSError):
+                    lines = server.log.read_text(errors="replace").splitlines()
+                    out["log_tail"] = [line[:300] for line in lines[-15:]]
     c = out.get("client") or {}
     if c:
         opened = max(1, c.get("max_open") or 1)

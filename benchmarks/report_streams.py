@@ -181,8 +181,12 @@ def render(res: dict[str, Any], *, heading: str = "## Long streams", notes: str 
         f"process for each phase, one "
         f"upstream for the whole run), {runs} run{'s' if runs > 1 else ''} "
         f"(`benchmarks/longstream.py`, profile {m.get('profile')}), wall time "
-        f"{res.get('elapsed_s', 0) / 60:.1f} min. Streams that have not ended "
-        f"{plan['grace_s']:g} s after the last one should have are counted as `timeout`.",
+        f"{res.get('elapsed_s', 0) / 60:.1f} min. How a stream that did not complete ended: "
+        f"`timeout_no_response` / `timeout_no_event` / `timeout_mid_stream` (still open "
+        f"{plan['grace_s']:g} s after the last stream should have ended, with no response yet / "
+        "headers but no event / some events), `closed_early` (the connection closed before "
+        "`message_stop`), `reset`, `http_<status>`, `error_event` (an SSE `error` event), "
+        "`connect_<error>`.",
         "",
         f"Machine: `nproc` = {m['nproc']}, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}; "
         f"RLIMIT_NOFILE {m['nofile'][0]:,} (soft = hard; every benchmark process raises its "
