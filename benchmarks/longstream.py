@@ -94,6 +94,7 @@ class Stream(asyncio.Protocol):
         "sink",
         "status",
         "stopped",
+        "t_connected",
         "t_first_byte",
         "t_start",
         "tail",
@@ -103,6 +104,7 @@ class Stream(asyncio.Protocol):
     def __init__(self, request: bytes, t_start: int, sink: list[int], done: Any) -> None:
         self.request = request
         self.t_start = t_start
+        self.t_connected = 0
         self.t_first_byte = 0
         self.status = 0
         self.tail = b""
@@ -119,6 +121,7 @@ class Stream(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t_connected = time.monotonic_ns()
         self.transport = transport  # type: ignore[assignment]
         transport.write(self.request)  # type: ignore[attr-defined]
 
@@ -163,7 +166,17 @@ class Stream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.outcome:
-            self.finish("reset" if exc else "closed_early")
+            if exc is None:
+                self.finish("closed_early" if self.t_first_byte else "closed_no_response")
+            else:
+                where = (
+                    "mid_stream"
+                    if self.events
+                    else "no_response"
+                    if not self.t_first_byte
+                    else "no_event"
+                )
+                self.finish(f"{type(exc).__name__}_{where}")
 
     # httptools callbacks
     def on_status(self, status: bytes) -> None:
@@ -314,6 +327,8 @@ async def run_client(
         if s.outcome == "completed" and s.events != expected:
             short += 1
     ttfb = [s.t_first_byte - s.t_start for s in finished if s.t_first_byte]
+    connect = [s.t_connected - s.t_start for s in finished if s.t_connected]
+    reply = [s.t_first_byte - s.t_connected for s in finished if s.t_first_byte and s.t_connected]
     samples = [
         s.error_text.decode("utf-8", "replace")
         for s in finished
@@ -332,6 +347,8 @@ async def run_client(
         "client_us_per_event": 1e6 * cpu / len(delays) if delays else None,
         "transit_ms": percentiles(delays, 1e6),
         "ttfb_ms": percentiles(ttfb, 1e6),
+        "connect_ms": percentiles(connect, 1e6),
+        "request_to_first_byte_ms": percentiles(reply, 1e6),
         "error_samples": samples,
     }
 
@@ -389,6 +406,19 @@ def fd_count(pids: list[int]) -> int:
     return total
 
 
+_LISTEN_KEYS = ("ListenOverflows", "ListenDrops", "TCPAbortOnData", "TCPAbortOnClose")
+
+
+def tcp_counters() -> dict[str, int]:
+    """System-wide TcpExt counters (listen-queue overflows, aborts) from /proc/net/netstat."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            table = dict(zip(head.split()[1:], (int(v) for v in values.split()[1:]), strict=False))
+            return {k: table.get(k, 0) for k in _LISTEN_KEYS}
+    return {}
+
+
 def hwm_mb(pids: list[int]) -> float:
     total_kb = 0
     for p in pids:
@@ -400,17 +430,33 @@ def hwm_mb(pids: list[int]) -> float:
     return total_kb / 1024
 
 
-class Sampler(threading.Thread):
-    """Peak RSS and descriptors of a process tree, every ``period`` seconds, until stopped."""
+def accept_queue(port: int) -> int | None:
+    """Connections waiting in the accept queue of the socket listening on ``port`` (``ss``'s
+    Recv-Q of a LISTEN socket; the kernel filters, so this is cheap with 10,000 sockets)."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    fields = out.split()
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
-    def __init__(self, pid: int, period: float = 0.25) -> None:
+
+class Sampler(threading.Thread):
+    """Peak RSS and descriptors of a process tree every ``period`` seconds, and the accept
+    queues of the given listening ports every second, until stopped."""
+
+    def __init__(self, pid: int, ports: dict[str, int], period: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid = pid
+        self.ports = ports
         self.period = period
         self.stop_flag = threading.Event()
         self.rss_peak = 0.0
         self.fd_peak = 0
         self.samples = 0
+        self.accept_peak: dict[str, int] = {}
 
     def run(self) -> None:
         pids = procs.tree_pids(self.pid)
@@ -421,6 +467,11 @@ class Sampler(threading.Thread):
                 refreshed = time.monotonic()
             self.rss_peak = max(self.rss_peak, procs.rss_mb(self.pid))
             self.fd_peak = max(self.fd_peak, fd_count(pids))
+            if self.samples % max(1, round(1 / self.period)) == 0:
+                for name, port in self.ports.items():
+                    queued = accept_queue(port)
+                    if queued is not None:
+                        self.accept_peak[name] = max(self.accept_peak.get(name, 0), queued)
             self.samples += 1
             self.stop_flag.wait(self.period)
 
@@ -494,7 +545,11 @@ def one_phase(
         out["fds_idle"] = fd_count(pids)
         cpu0 = procs.cpu_seconds(pid)
         up_cpu0 = procs.cpu_seconds(upstream.pid)
-        sampler = Sampler(pid)
+        tcp0 = tcp_counters()
+        ports = (
+            {"target": port} if target == "direct" else {"target": port, "upstream": upstream_port}
+        )
+        sampler = Sampler(pid, ports)
         sampler.start()
         result_file = workdir / f"client-{target}-{streams}.json"
         argv = [
@@ -528,10 +583,12 @@ def one_phase(
             sampler.finish()
             stack.stop(client)
         out["cpu_s"] = procs.cpu_seconds(pid) - cpu0
+        out["tcp"] = {k: v - tcp0.get(k, 0) for k, v in tcp_counters().items()}
         out["upstream_cpu_s"] = procs.cpu_seconds(upstream.pid) - up_cpu0
         out["rss_peak_mb"] = max(sampler.rss_peak, hwm_mb(procs.tree_pids(pid)))
         out["rss_sampled_peak_mb"] = sampler.rss_peak
         out["fds_peak"] = sampler.fd_peak
+        out["accept_queue_peak"] = sampler.accept_peak
         out["rss_end_mb"] = procs.rss_mb(pid)
         out["load_after"] = loadavg()
         if result_file.exists():
@@ -569,6 +626,21 @@ def machine(litellm: Path | None) -> dict[str, Any]:
     m = run.machine()
     m["litellm"] = run.litellm_version(litellm) if litellm else None
     m["nofile"] = list(resource.getrlimit(resource.RLIMIT_NOFILE))
+    # the gateway's code (the harness may be newer): the last commit that touched it
+    m["src_commit"] = subprocess.run(
+        ["git", "log", "-1", "--format=%h", "--", "src", "pyproject.toml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    m["src_dirty"] = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "pyproject.toml"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout.strip()
+    )
     for key in ("net.core.somaxconn", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse"):
         path = Path("/proc/sys") / key.replace(".", "/")
         with contextlib.suppress(OSError):
