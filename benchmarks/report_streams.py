@@ -106,8 +106,17 @@ def cell(res: dict[str, Any], target: str, c: int) -> dict[str, Any]:
         ):
             add(key, (p or {}).get(key))
         add("client_us_per_event", client(p, "client_us_per_event"))
+        for q in ("p50", "p99"):
+            add(f"connect_{q}", client(p, "connect_ms", q))
+            add(f"first_byte_{q}", client(p, "request_to_first_byte_ms", q))
+        peaks = (p or {}).get("accept_queue_peak") or {}
+        add("acceptq_target", peaks.get("target"))
+        add("acceptq_upstream", peaks.get("upstream"))
+        add("listen_overflows", ((p or {}).get("tcp") or {}).get("ListenOverflows"))
         cpu, wall = client(p, "client_cpu_s"), client(p, "wall_s")
         add("client_cores", cpu / wall if cpu is not None and wall else None)
+        gw_cpu = (p or {}).get("cpu_s")
+        add("cores", gw_cpu / wall if gw_cpu is not None and wall else None)
         add("events", client(p, "events_received"))
     for key, values in per.items():
         out[key] = med(values)
@@ -167,8 +176,14 @@ def render(res: dict[str, Any], *, heading: str = "## Long streams", notes: str 
         if x is not None
     ]
     out = [heading, ""]
-    if label:
-        out += [f"**{label}** — tierwise at commit `{m['commit']}`, {m['date']}.", ""]
+    code = m.get("src_commit") or m["commit"]
+    dirty = " plus uncommitted changes" if m.get("src_dirty") else ""
+    out += [
+        (f"**{label}** — " if label else "")
+        + f"{m['date']}; the gateway's code as of commit `{code}`{dirty} (the last commit "
+        f"that touched `src/` or `pyproject.toml`), benchmark harness at `{m['commit']}`.",
+        "",
+    ]
     out += [
         f"C concurrent streams, each {plan['events']} events over {plan['seconds']:g} s "
         f"(Messages grammar: `message_start` with usage, `content_block_start`, `ping`, "
@@ -185,8 +200,9 @@ def render(res: dict[str, Any], *, heading: str = "## Long streams", notes: str 
         f"`timeout_no_response` / `timeout_no_event` / `timeout_mid_stream` (still open "
         f"{plan['grace_s']:g} s after the last stream should have ended, with no response yet / "
         "headers but no event / some events), `closed_early` (the connection closed before "
-        "`message_stop`), `reset`, `http_<status>`, `error_event` (an SSE `error` event), "
-        "`connect_<error>`.",
+        "`message_stop`) or `closed_no_response`, `<exception>_<where>` (the connection "
+        "failed, e.g. `ConnectionResetError_no_response`), `http_<status>`, `error_event` (an "
+        "SSE `error` event), `connect_<error>`.",
         "",
         f"Machine: `nproc` = {m['nproc']}, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}; "
         f"RLIMIT_NOFILE {m['nofile'][0]:,} (soft = hard; every benchmark process raises its "
@@ -242,6 +258,30 @@ def render(res: dict[str, Any], *, heading: str = "## Long streams", notes: str 
         "of the gateway's process(es) during the phase ÷ streams (or ÷ events relayed).",
         "",
     ]
+    # Diagnostics: where the time to first byte goes, and the listening sockets.
+    out += [
+        "Where the time to first byte goes, and the listening sockets (medians over the runs; "
+        "accept queue = connections the kernel has completed but the server has not yet "
+        "accepted, `ss` Recv-Q sampled every second; overflows = the kernel's ListenOverflows "
+        "counter during the phase, machine-wide):",
+        "",
+        "| C | target | connect p50 / p99 (ms) | request → first byte p50 / p99 (ms) | "
+        "accept queue peak: server / upstream | listen overflows | CPU used (cores, mean over "
+        "the phase) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in cs:
+        for t in targets:
+            x = cells[(t, c)]
+            out.append(
+                f"| {c:,} | {NAMES[t]} | {fmt(x.get('connect_p50'), 2)} / "
+                f"{fmt(x.get('connect_p99'), 1)} | {fmt(x.get('first_byte_p50'), 2)} / "
+                f"{fmt(x.get('first_byte_p99'), 1)} | {fmt(x.get('acceptq_target'), 0)} / "
+                f"{fmt(x.get('acceptq_upstream'), 0) if t != 'direct' else '–'} | "
+                f"{fmt(x.get('listen_overflows'), 0)} | {fmt(x.get('cores'), 2)}"
+                f"{' (upstream)' if t == 'direct' else ''} |"
+            )
+    out.append("")
     # The instrument.
     inst = []
     for c in cs:
@@ -324,8 +364,9 @@ def targets_table(
 
     if big < 5000:
         lines_note = [
-            f"(C={big:,} only: the issue's targets are stated for C=5,000; this table applies "
-            "the same thresholds at the largest C of this run.)",
+            f"(The largest C of this run is {big:,}: the issue's targets are stated for "
+            "C=5,000; this table applies the same thresholds at C="
+            f"{big:,}.)",
             "",
         ]
     else:
@@ -399,18 +440,20 @@ def targets_table(
 def section(results_dir: Path, notes: str = "") -> list[str]:
     """The whole "Long streams" section from the results in ``results_dir``: the latest run
     (``longstream.json``), the frozen baseline (``longstream-baseline.json``) when it is a
-    different run, and the QUICK-size validation run (``longstream-quick-baseline.json``)."""
+    different run, the small-C sweep (``longstream-small-c-baseline.json``) and the
+    QUICK-size validation run (``longstream-quick-baseline.json``)."""
 
     def load(name: str) -> dict[str, Any] | None:
         path = results_dir / name
         return json.loads(path.read_text()) if path.exists() else None
 
-    latest, base, quick = (
+    latest, base, quick, small = (
         load("longstream.json"),
         load("longstream-baseline.json"),
         load("longstream-quick-baseline.json"),
+        load("longstream-small-c-baseline.json"),
     )
-    if latest is None and base is None and quick is None:
+    if latest is None and base is None and quick is None and small is None:
         return []
     out = ["## Long streams (issue 16)", ""]
     same = (
@@ -423,6 +466,14 @@ def section(results_dir: Path, notes: str = "") -> list[str]:
         out.append(render(latest, heading="### Full size" if quick else "### Results"))
     if base is not None and not same:
         out.append(render(base, heading="### Baseline before the issue-16 work"))
+    if small is not None:
+        out.append(
+            render(
+                small,
+                heading="### Small C at full length: the largest C that LiteLLM completes "
+                "(`longstream.py --streams 50,100,200 --runs 1`)",
+            )
+        )
     if quick is not None:
         out.append(render(quick, heading="### QUICK size (`make bench-streams QUICK=1`)"))
     if notes:
