@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck check clean bench bench-streams soak profile chaos fuzz audit reliability
+.PHONY: setup demo test lint typecheck check clean bench bench-streams bench-ab soak profile chaos fuzz audit reliability
 
 setup: $(STAMP)
 
@@ -53,6 +53,13 @@ bench: setup
 
 bench-streams: setup
 	$(BIN)/python benchmarks/run.py --streams $(if $(QUICK),--quick) $(if $(LABEL),--label "$(LABEL)")
+
+# CPU per short request (and, with STREAMS=C, per relayed event) of the working tree against REF,
+# alternated in one session: the figure to judge an optimisation by on this shared machine.
+REF ?= main
+ROUNDS ?= 5
+bench-ab: setup
+	$(BIN)/python benchmarks/ab.py --ref $(REF) --rounds $(ROUNDS) $(if $(STREAMS),--streams $(STREAMS))
 
 soak: setup
 	$(BIN)/python benchmarks/run.py --soak
