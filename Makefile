@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup clients demo test lint typecheck check clean bench soak profile chaos fuzz audit reliability
+.PHONY: setup clients demo test lint typecheck check clean bench bench-streams bench-ab soak profile chaos fuzz audit reliability
 
 setup: $(STAMP)
 
@@ -52,8 +52,20 @@ reliability: chaos fuzz
 
 # Benchmarks (never part of `make test`): tierwise vs LiteLLM vs a direct call, see BENCHMARKS.md.
 # QUICK=1: one short run into .bench/quick/; SOAK=1: only the 100,000-request soak.
+# `make bench` ends with the long-stream benchmark (bench-streams: C concurrent SSE streams through
+# one worker, LiteLLM and direct; QUICK=1: C=200, 50 events over 5 s, about a minute).
 bench: setup
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(SOAK),--soak)
+
+bench-streams: setup
+	$(BIN)/python benchmarks/run.py --streams $(if $(QUICK),--quick) $(if $(LABEL),--label "$(LABEL)")
+
+# CPU per short request (and, with STREAMS=C, per relayed event) of the working tree against REF,
+# alternated in one session: the figure to judge an optimisation by on this shared machine.
+REF ?= main
+ROUNDS ?= 5
+bench-ab: setup
+	$(BIN)/python benchmarks/ab.py --ref $(REF) --rounds $(ROUNDS) $(if $(STREAMS),--streams $(STREAMS))
 
 soak: setup
 	$(BIN)/python benchmarks/run.py --soak

@@ -5,14 +5,19 @@
 
 py-spy is installed on first use into ``.bench/tools-venv`` (git-ignored). Output:
 ``.bench/profile.raw`` (collapsed stacks: feed to flamegraph.pl or speedscope),
-``.bench/profile.svg`` (flame graph) and ``.bench/profile.txt`` (the summary printed here:
-functions by inclusive and self samples, from ``benchmarks/profile_summary.py``).
-Samples are taken only while a thread holds the GIL (``--gil``): Python CPU time.
+and ``.bench/profile.txt`` (the summary printed here: the gateway's CPU time per request
+measured from /proc over a separate wrk run *without* py-spy attached, the samples grouped by
+component and converted to µs per request, then functions by inclusive and self samples,
+from ``benchmarks/profile_summary.py``); ``--save FILE`` keeps a copy (e.g. in
+``benchmarks/results/``). Samples are taken only while a thread holds the GIL (``--gil``):
+Python CPU time; the µs figures assume that the GIL-holding samples are spread over the CPU
+time like the CPU time itself (time in the kernel with the GIL released is not sampled).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import subprocess
 import sys
 import tempfile
@@ -22,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen  # noqa: E402
+import procs  # noqa: E402
 import profile_summary  # noqa: E402
 import run  # noqa: E402
 
@@ -49,7 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", action="store_true")
     parser.add_argument("--model", default="auto")
     parser.add_argument("--rate", type=int, default=400, help="py-spy samples per second")
+    parser.add_argument("--save", type=Path, help="also write the summary to this file")
+    parser.add_argument("--title", default="", help="a first line for the summary")
     args = parser.parse_args(argv)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     BENCH.mkdir(exist_ok=True)
     py_spy = ensure_py_spy()
     wrk = loadgen.ensure_wrk()
@@ -62,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
             lua = loadgen.write_lua(workdir / "p.lua", run.body(args.model, args.stream))
             url = f"http://127.0.0.1:{port}/v1/messages"
             loadgen.run_wrk(wrk, url, lua, connections=args.connections, seconds=2)
+            # CPU per request without the profiler attached (py-spy pauses the process to sample)
+            cpu0 = procs.cpu_seconds(server.pid)
+            plain = loadgen.run_wrk(wrk, url, lua, connections=args.connections, seconds=10)
+            cpu = procs.cpu_seconds(server.pid) - cpu0
+            ok = plain.requests - plain.non_2xx
+            cpu_ms = 1000 * cpu / ok if ok else None
             load = subprocess.Popen(
                 [
                     wrk,
@@ -103,13 +118,34 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             stack.close()
     total, inclusive, own = profile_summary.summarise(raw.read_text())
-    lines = [f"{total} samples (GIL held)"]
+    _, groups = profile_summary.components(raw.read_text())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=run.ROOT
+    ).stdout.strip()
+    lines = [
+        f"# {args.title or 'py-spy profile of tierwise serve'}",
+        f"# commit {commit}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, model={args.model}, "
+        f"stream={args.stream}, c={args.connections}, load average before "
+        f"{' '.join(load_before)}",
+        f"# without the profiler (wrk 10 s): {plain.rps:,.0f} req/s, gateway CPU "
+        + (f"{cpu_ms:.3f} ms per request" if cpu_ms else "unknown")
+        + f" ({plain.non_2xx} non-2xx)",
+        f"{total} samples (GIL held)",
+        "",
+        "== by component (innermost matching frame; libraries charged to their caller)",
+    ]
+    for name, count in sorted(groups.items(), key=lambda kv: -kv[1]):
+        share = count / max(total, 1)
+        us = f"~{1000 * share * cpu_ms:6.1f} µs/request" if cpu_ms else ""
+        lines.append(f"{100 * share:6.1f}%  {us}  {name}")
     for title, table in (("inclusive", inclusive), ("self", own)):
         lines.append(f"\n== {title}")
         for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:60]:
             lines.append(f"{100 * count / max(total, 1):6.1f}%  {name}")
     text = "\n".join(lines)
     (BENCH / "profile.txt").write_text(text + "\n")
+    if args.save:
+        args.save.write_text(text + "\n")
     print(text)
 
 

@@ -46,6 +46,74 @@ def summarise(text: str, keep_line: bool = False) -> tuple[int, dict[str, int], 
     return total, dict(inclusive), dict(own)
 
 
+# Where a sample's CPU goes: the innermost frame on its stack that belongs to one of these
+# components (checked from the leaf upwards), so a library called by a component (numpy from
+# the classifier, sqlite3 from the ledger) is charged to that component.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "classifier (tierwise/classifiers, textfeatures)",
+        ("tierwise/classifiers/", "tierwise/textfeatures"),
+    ),
+    ("ledger (tierwise/ledger: record() on the loop + the writer thread)", ("tierwise/ledger/",)),
+    ("pricing (tierwise/pricing.py)", ("tierwise/pricing",)),
+    (
+        "telemetry (gateway/telemetry.py, metrics)",
+        ("tierwise/gateway/telemetry", "tierwise/metrics"),
+    ),
+    (
+        "upstream client (gateway/http1.py, upstream.py)",
+        ("tierwise/gateway/http1", "tierwise/gateway/upstream"),
+    ),
+    (
+        "disconnect watch and SSE relay (gateway/relay.py, sse.py)",
+        ("tierwise/gateway/relay", "tierwise/gateway/sse"),
+    ),
+    (
+        "engine, router, policy, budgets (the rest of the decision and the record)",
+        (
+            "tierwise/gateway/engine",
+            "tierwise/router",
+            "tierwise/policy",
+            "tierwise/budgets",
+            "tierwise/keys",
+            "tierwise/config",
+            "tierwise/types",
+            "tierwise/features",
+        ),
+    ),
+    (
+        "gateway endpoints (gateway/app.py, anthropic_api.py, asgi.py, shape.py, errors.py)",
+        ("tierwise/gateway/",),
+    ),
+    ("starlette (Request, Response)", ("starlette/",)),
+    ("uvicorn (HTTP protocol)", ("uvicorn/",)),
+    ("asyncio / uvloop event loop", ("asyncio/", "uvloop/", "<built-in>")),
+    ("threading (idle or switching)", ("threading",)),
+)
+
+
+def component_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, markers in COMPONENTS:
+            if any(m in frame for m in markers):
+                return name
+    return "other"
+
+
+def components(text: str) -> tuple[int, dict[str, int]]:
+    """Samples per component (see ``COMPONENTS``)."""
+    total = 0
+    out: collections.Counter[str] = collections.Counter()
+    for raw in text.splitlines():
+        stack, _, count_s = raw.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        total += count
+        out[component_of([f for f in stack.split(";") if f])] += count
+    return total, dict(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("raw", type=Path)

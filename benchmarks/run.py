@@ -4,6 +4,7 @@ all against the same fast fake Anthropic upstream (``benchmarks/fake_upstream.py
     make bench            # full: 3 runs, medians → BENCHMARKS.md, benchmarks/*.png, results/
     make bench QUICK=1    # one short run, a few minutes → .bench/quick/ (the committed files stay)
     make soak             # 100,000 requests through the gateway, RSS over time → BENCHMARKS.md
+    make bench-streams    # only the long-stream benchmark (benchmarks/longstream.py), QUICK=1 too
 
 Each run starts the fake upstream and then, one at a time (so each has the machine to itself
 apart from the upstream and the load generator): the direct baseline, ``tierwise serve``
@@ -520,14 +521,35 @@ def soak(prof: Profile, wrk: str, workdir: Path) -> dict[str, Any]:
 # -- main --------------------------------------------------------------------------------------
 
 
+def longstream(quick: bool, litellm: bool, label: str | None) -> None:
+    """The long-stream benchmark (its own module: servers, client, results JSON)."""
+    import longstream as ls
+
+    argv = ["--no-report"]
+    if quick:
+        argv.append("--quick")
+    if not litellm:
+        argv += ["--targets", "direct,tierwise"]
+    if label:
+        argv += ["--label", label]
+    ls.main(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--soak", action="store_true", help="only the soak (RSS over 100k requests)"
     )
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="only the long-stream benchmark (benchmarks/longstream.py; --quick: C=200, ~1 min)",
+    )
+    parser.add_argument("--no-streams", action="store_true", help="skip the long-stream benchmark")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--runs", type=int)
+    parser.add_argument("--label", help="a label for the long-stream results (e.g. a baseline)")
     args = parser.parse_args(argv)
     prof = QUICK if args.quick else FULL
     if args.runs:
@@ -535,34 +557,38 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = BENCH / "quick" if args.quick else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     BENCH.mkdir(exist_ok=True)
-    wrk = loadgen.ensure_wrk()
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="run-", dir=BENCH) as tmp:
-        workdir = Path(tmp)
-        if args.soak:
-            soak_only = {"machine": machine(), "soak": soak(prof, wrk, workdir)}
-            (out_dir / "soak.json").write_text(json.dumps(soak_only, indent=1))
-        else:
-            litellm = None if args.no_litellm else ensure_litellm()
-            meta = machine()
-            meta["litellm"] = litellm_version(litellm) if litellm else None
-            meta["profile"] = "quick" if args.quick else "full"
-            result: dict[str, Any] = {
-                "machine": meta,
-                "micro": micro_all(prof, workdir),
-                "runs": [],
-            }
-            partial = BENCH / "bench.partial.json"
-            partial.write_text(json.dumps(result, indent=1))
-            for i in range(1, prof.runs + 1):
-                result["runs"].append(one_run(i, prof, wrk, litellm, workdir))
-                partial.write_text(json.dumps(result, indent=1))  # survives a crash later
-            result["elapsed_s"] = time.monotonic() - started
-            (out_dir / "bench.json").write_text(json.dumps(result, indent=1))
-            if not args.quick:
-                log("soak")
-                soak_res = {"machine": meta, "soak": soak(prof, wrk, workdir)}
-                (out_dir / "soak.json").write_text(json.dumps(soak_res, indent=1))
+    if not args.streams:
+        wrk = loadgen.ensure_wrk()
+        with tempfile.TemporaryDirectory(prefix="run-", dir=BENCH) as tmp:
+            workdir = Path(tmp)
+            if args.soak:
+                soak_only = {"machine": machine(), "soak": soak(prof, wrk, workdir)}
+                (out_dir / "soak.json").write_text(json.dumps(soak_only, indent=1))
+            else:
+                litellm = None if args.no_litellm else ensure_litellm()
+                meta = machine()
+                meta["litellm"] = litellm_version(litellm) if litellm else None
+                meta["profile"] = "quick" if args.quick else "full"
+                result: dict[str, Any] = {
+                    "machine": meta,
+                    "micro": micro_all(prof, workdir),
+                    "runs": [],
+                }
+                partial = BENCH / "bench.partial.json"
+                partial.write_text(json.dumps(result, indent=1))
+                for i in range(1, prof.runs + 1):
+                    result["runs"].append(one_run(i, prof, wrk, litellm, workdir))
+                    partial.write_text(json.dumps(result, indent=1))  # survives a crash later
+                result["elapsed_s"] = time.monotonic() - started
+                (out_dir / "bench.json").write_text(json.dumps(result, indent=1))
+                if not args.quick:
+                    log("soak")
+                    soak_res = {"machine": meta, "soak": soak(prof, wrk, workdir)}
+                    (out_dir / "soak.json").write_text(json.dumps(soak_res, indent=1))
+    if args.streams or not (args.soak or args.no_streams):
+        log("long streams (benchmarks/longstream.py)")
+        longstream(args.quick, not args.no_litellm, args.label)
     md = BENCH / "quick" / "BENCHMARKS.md" if args.quick else ROOT / "BENCHMARKS.md"
     report.write(
         out_dir,
