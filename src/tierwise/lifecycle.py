@@ -93,6 +93,10 @@ class Outcome:
     prompt: str | None = None
     reply: str | None = None
     session: Mapping[str, Any] | None = None  # session_id, session_rule, session_shape
+    # Kept in memory only for requests an observer asked to capture (shadow evaluation):
+    # the Messages body routing decided on and the answer's text. Never logged or stored here.
+    request_body: Mapping[str, Any] | None = None
+    answer_text: str | None = None
 
     @property
     def reason(self) -> str:
@@ -110,6 +114,13 @@ class Observer(Protocol):
     def on_outcome(self, outcome: Outcome) -> None: ...
 
 
+class Capture(Protocol):
+    """Asked once per routed request, after the decision: keep its body and answer text in
+    memory for the observers (shadow evaluation samples this way)? Must be quick."""
+
+    def wants(self, life: RequestLife) -> bool: ...
+
+
 @dataclass
 class Books:
     """What closing a request needs: prices, the baseline, budgets, the ledger, observers."""
@@ -120,6 +131,7 @@ class Books:
     sink: LedgerSink | None = None
     observers: list[Observer] = field(default_factory=list)
     simulated: bool = False
+    capture: Capture | None = None
 
 
 @dataclass
@@ -193,6 +205,8 @@ class RequestLife:
         self.silent = False  # not a model request (count_tokens): no ledger row, no observers
         self.session: dict[str, Any] | None = None  # session_id, session_rule, session_shape
         self.baseline_usage: Usage | None = None  # the baseline's own usage (sessions)
+        self.request_body: Mapping[str, Any] | None = None  # captured (see Books.capture)
+        self.answer_text: str | None = None
 
     # -- admission ----------------------------------------------------------------------
     def admitted(self, decision: Decision | None, mode: str, planned: Target | None) -> None:
@@ -202,6 +216,16 @@ class RequestLife:
 
     def held(self, reservation: Reservation) -> None:
         self.reservation = reservation
+
+    def maybe_capture(self, body: Mapping[str, Any]) -> None:
+        """Keep ``body`` (and later the answer's text) if the books' capture asks for it."""
+        capture = self.books.capture
+        if capture is not None and not self.silent and capture.wants(self):
+            self.request_body = body
+
+    @property
+    def capturing(self) -> bool:
+        return self.request_body is not None
 
     @property
     def closed(self) -> bool:
@@ -356,6 +380,8 @@ class RequestLife:
             prompt=self.prompt,
             reply=self.reply,
             session=self.session,
+            request_body=self.request_body,
+            answer_text=self.answer_text,
         )
         self._outcome = outcome
         self._publish(outcome)

@@ -186,6 +186,10 @@ async def answer(ex: Exchange, attempt: Attempt) -> tuple[dict[str, Any], bytes,
         raise bad_reply(ex, attempt, str(exc)) from exc
     model = message.get("model")
     ex.engine.origins.record(message.get("content"), model if isinstance(model, str) else "")
+    if ex.life.capturing:
+        ex.life.answer_text = "".join(
+            b["text"] for b in message["content"] if b.get("type") == "text"
+        )
     settlement = ex.life.ended(
         status="ok",
         target=attempt.target,

@@ -28,7 +28,7 @@ from tierwise.gateway.relay import ClientDisconnected
 from tierwise.gateway.upstream import HttpUpstream, SimulatedUpstream, Upstream
 from tierwise.gateway.upstream_provider import UpstreamProvider
 from tierwise.keys import KeyInfo
-from tierwise.lifecycle import Books, Observer
+from tierwise.lifecycle import Books, Capture, Observer
 from tierwise.router import Router, new_request_id
 from tierwise.sessions import SessionRouter
 from tierwise.types import LedgerSink
@@ -75,6 +75,7 @@ class Gateway:
         keys: Authenticator | None = None,
         budgets: Budgets | None = None,
         observers: list[Observer] | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self.settings = settings
         if upstream is None:
@@ -116,6 +117,7 @@ class Gateway:
                 *(observers or ()),
             ],
             simulated=upstream.simulated,
+            capture=capture,
         )
         self.sink = sink
         self.sessions = SessionRouter(settings, catalogue) if settings.sessions.enabled else None

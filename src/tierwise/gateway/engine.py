@@ -280,6 +280,7 @@ class Exchange:
         chosen = engine.fit(decision.tier, estimate, self.life.notes)
         self.targets = engine.plan(chosen, mode, body, estimate, self.life.notes)
         self.life.admitted(decision, mode, self.targets[0])
+        self.life.maybe_capture(body)
 
     async def _route_session(
         self,

@@ -57,6 +57,8 @@ class StreamRelay:
         on_complete: Callable[[StreamTracker], Awaitable[None]] | None = None,
     ) -> None:
         self.life = life
+        # The answer's text, kept only when the request is captured (shadow evaluation).
+        self.text: list[str] | None = [] if life.capturing else None
         self.max_event_bytes = max_event_bytes
         self.origins = origins
         self.on_complete = on_complete
@@ -99,6 +101,10 @@ class StreamRelay:
         if obj is not None and event.name == "content_block_delta":
             self.chars += self._output_chars(obj)
             delta = obj.get("delta")
+            if self.text is not None and isinstance(delta, dict):
+                text = delta.get("text")
+                if delta.get("type") == "text_delta" and isinstance(text, str):
+                    self.text.append(text)
             if self.origins is not None and isinstance(delta, dict):
                 signature = delta.get("signature")
                 if delta.get("type") == "signature_delta" and isinstance(signature, str):
@@ -190,6 +196,8 @@ class StreamRelay:
             return
         tracker = self.tracker
         outcome = self.outcome
+        if self.text is not None:
+            self.life.answer_text = "".join(self.text)
         self.life.ended(
             status="ok" if outcome is None else "error",
             target=self.attempt.target,
