@@ -214,6 +214,17 @@ async def answer(ex: Exchange, attempt: Attempt) -> tuple[dict[str, Any], bytes,
     return message, data, cost_header(ex.life.settlement or settlement)
 
 
+def relay_options(engine: Engine, ex: Exchange) -> dict[str, Any]:
+    """What every dialect's :class:`StreamRelay` needs from the exchange."""
+    return {
+        "max_tokens": ex.max_tokens,
+        "deadline": time.perf_counter() + ex.remaining_s,
+        "origins": engine.origins,
+        "max_event_bytes": engine.settings.gateway.upstream_max_event_bytes,
+        "on_complete": ex.on_stream_complete,
+    }
+
+
 class AnthropicRelay(StreamRelay):
     """The upstream's bytes, event by event, unchanged."""
 
@@ -244,16 +255,7 @@ async def messages(engine: Engine, request: Request, ex: Exchange) -> Response:
         out_headers["x-tierwise-cost-usd"] = cost
         return Response(data, status_code=200, media_type="application/json", headers=out_headers)
     out_headers["cache-control"] = "no-cache"
-    deadline = time.perf_counter() + ex.remaining_s
-    relay = AnthropicRelay(
-        ex.detach(),
-        attempt,
-        max_tokens=ex.max_tokens,
-        deadline=deadline,
-        origins=engine.origins,
-        max_event_bytes=engine.settings.gateway.upstream_max_event_bytes,
-        on_complete=ex.on_stream_complete,
-    )
+    relay = AnthropicRelay(ex.detach(), attempt, **relay_options(engine, ex))
     return RelayResponse(relay, headers=out_headers)
 
 

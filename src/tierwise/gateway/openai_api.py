@@ -19,7 +19,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tierwise.gateway.anthropic_api import answer, check_model, decision_headers, upstream_error
+from tierwise.gateway.anthropic_api import (
+    answer,
+    check_model,
+    decision_headers,
+    relay_options,
+    upstream_error,
+)
+from tierwise.gateway.attempts import Attempt
 from tierwise.gateway.engine import Engine, Exchange
 from tierwise.gateway.errors import GatewayError, openai_error_body
 from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
@@ -328,10 +335,18 @@ def to_completion(message: dict[str, Any], request_id: str) -> dict[str, Any]:
     }
 
 
-async def chat_completions(
-    engine: Engine, request: Request, ex: Exchange, body: dict[str, Any]
+async def translated(
+    engine: Engine,
+    request: Request,
+    ex: Exchange,
+    anthropic_body: dict[str, Any],
+    sampling: dict[str, Any],
+    render: Callable[[dict[str, Any], Attempt], dict[str, Any]],
+    make_relay: Callable[[Attempt], StreamRelay],
 ) -> Response:
-    anthropic_body, sampling, include_usage = to_anthropic(body)
+    """An OpenAI-style dialect over a Messages exchange: admit the translated body, call,
+    then an error in OpenAI's shape, ``render(message, attempt)`` as JSON, or the stream
+    ``make_relay(attempt)`` writes."""
     await ex.admit(anthropic_body, sampling=sampling, headers=request.headers)
     headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
     stream = ex.life.stream
@@ -351,23 +366,37 @@ async def chat_completions(
         message_obj, _, cost = await answer(ex, attempt)
         out_headers["x-tierwise-cost-usd"] = cost
         return Response(
-            orjson.dumps(to_completion(message_obj, ex.request_id)),
+            orjson.dumps(render(message_obj, attempt)),
             media_type="application/json",
             headers=out_headers,
         )
     out_headers["cache-control"] = "no-cache"
-    relay = OpenAIRelay(
-        ex.detach(),
-        attempt,
-        max_tokens=ex.max_tokens,
-        deadline=time.perf_counter() + ex.remaining_s,
-        origins=engine.origins,
-        max_event_bytes=engine.settings.gateway.upstream_max_event_bytes,
-        on_complete=ex.on_stream_complete,
-        include_usage=include_usage,
-        model=attempt.target.model,
+    return RelayResponse(make_relay(attempt), headers=out_headers)
+
+
+async def chat_completions(
+    engine: Engine, request: Request, ex: Exchange, body: dict[str, Any]
+) -> Response:
+    anthropic_body, sampling, include_usage = to_anthropic(body)
+
+    def relay(attempt: Attempt) -> StreamRelay:
+        return OpenAIRelay(
+            ex.detach(),
+            attempt,
+            **relay_options(engine, ex),
+            include_usage=include_usage,
+            model=attempt.target.model,
+        )
+
+    return await translated(
+        engine,
+        request,
+        ex,
+        anthropic_body,
+        sampling,
+        lambda message, _: to_completion(message, ex.request_id),
+        relay,
     )
-    return RelayResponse(relay, headers=out_headers)
 
 
 def _data(obj: dict[str, Any]) -> bytes:

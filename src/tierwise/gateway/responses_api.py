@@ -28,11 +28,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tierwise.gateway.anthropic_api import answer, check_model, decision_headers, upstream_error
+from tierwise.gateway.anthropic_api import check_model, relay_options
+from tierwise.gateway.attempts import Attempt
 from tierwise.gateway.engine import Engine, Exchange
-from tierwise.gateway.errors import GatewayError, openai_error_body
-from tierwise.gateway.openai_api import DEFAULT_MAX_TOKENS
-from tierwise.gateway.relay import RelayResponse, StreamRelay, unless_disconnected
+from tierwise.gateway.errors import GatewayError
+from tierwise.gateway.openai_api import DEFAULT_MAX_TOKENS, translated
+from tierwise.gateway.relay import StreamRelay
 from tierwise.gateway.sse import SSEEvent
 
 _EFFORTS = {"low", "medium", "high", "xhigh", "max"}
@@ -398,42 +399,15 @@ async def responses(
     engine: Engine, request: Request, ex: Exchange, body: dict[str, Any]
 ) -> Response:
     anthropic_body, sampling = to_anthropic(body)
-    await ex.admit(anthropic_body, sampling=sampling, headers=request.headers)
-    headers = {"anthropic-version": engine.settings.gateway.upstream_anthropic_version}
-    stream = ex.life.stream
-    attempt = await unless_disconnected(request, ex.call(headers, stream=stream))
-    reply = attempt.reply
-    out_headers = decision_headers(ex, attempt, engine.upstream.simulated)
-    if reply.status != 200:
-        data = await reply.read()
-        status, kind, message, _ = upstream_error(ex, attempt, data)
-        return Response(
-            openai_error_body(kind, message),
-            status_code=status,
-            media_type="application/json",
-            headers=out_headers,
-        )
-    envelope = Envelope(body, ex.request_id, attempt.target.model)
-    if not stream:
-        message_obj, _, cost = await answer(ex, attempt)
-        out_headers["x-tierwise-cost-usd"] = cost
-        return Response(
-            orjson.dumps(to_response(message_obj, envelope)),
-            media_type="application/json",
-            headers=out_headers,
-        )
-    out_headers["cache-control"] = "no-cache"
-    relay = ResponsesRelay(
-        ex.detach(),
-        attempt,
-        max_tokens=ex.max_tokens,
-        deadline=time.perf_counter() + ex.remaining_s,
-        origins=engine.origins,
-        max_event_bytes=engine.settings.gateway.upstream_max_event_bytes,
-        on_complete=ex.on_stream_complete,
-        envelope=envelope,
-    )
-    return RelayResponse(relay, headers=out_headers)
+
+    def relay(attempt: Attempt) -> StreamRelay:
+        envelope = Envelope(body, ex.request_id, attempt.target.model)
+        return ResponsesRelay(ex.detach(), attempt, **relay_options(engine, ex), envelope=envelope)
+
+    def render(message: dict[str, Any], attempt: Attempt) -> dict[str, Any]:
+        return to_response(message, Envelope(body, ex.request_id, attempt.target.model))
+
+    return await translated(engine, request, ex, anthropic_body, sampling, render, relay)
 
 
 class _Block:
