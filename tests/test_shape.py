@@ -312,3 +312,22 @@ def test_gateway_routes_tool_conversations_above_haiku(gateway: RunningGateway) 
         model="auto", max_tokens=200, messages=[{"role": "user", "content": SIMPLE}]
     )
     assert plain.headers["x-tierwise-tier"] == "haiku"
+
+
+def test_an_agents_history_raises_the_text_tier_by_one_at_most() -> None:
+    """Issue 13: the same text gets the same tier bare and in an agent's envelope, or one up
+    where the shape justifies it. A long history of the agent's own tool work is not a harder
+    task: without the agent, the large-context rule sends the same request to opus."""
+    from tierwise.types import ClassifyInput
+
+    settings = config.load(environ={}, provider={"kind": "simulated"})
+    router = Router(settings)
+    text = "What is the capital of France?"
+    bare = asyncio.run(router.decide(ClassifyInput(text)))
+    assert bare.tier == "haiku"
+    long_history = ClassifyInput(text, turns=9, context_tokens=80_000)
+    in_agent = asyncio.run(router.decide(ClassifyInput(text, turns=9, context_tokens=80_000,
+                                                       agent="claude-code")))  # fmt: skip
+    assert asyncio.run(router.decide(long_history)).tier == "opus"
+    assert in_agent.tier == "sonnet"
+    assert "one level up at most" in in_agent.reason

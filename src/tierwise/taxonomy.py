@@ -409,6 +409,18 @@ def shape_floor(request: ClassifyInput) -> tuple[int, str]:
     return (2, ", ".join(reasons)) if reasons else (1, "")
 
 
+def floor_for(level: int, request: ClassifyInput) -> tuple[int, str]:
+    """The level the conversation's shape raises ``level`` (the text's) to, and why
+    (``(level, "")`` when it does not). Inside a known agent's envelope the history is the
+    agent's own work, not a harder task: the shape raises the text's level by one at most."""
+    floor, why = shape_floor(request)
+    if floor <= level:
+        return level, ""
+    if request.agent and floor > level + 1:
+        return level + 1, f"{why} (an agent's history: one level up at most)"
+    return floor, why
+
+
 def floor_tier_index(level: int, n_tiers: int) -> int:
     """Index (cheapest first) of the lowest of ``n_tiers`` tiers that serves ``level``, the
     way the policy spreads the three levels over any number of tiers."""

@@ -91,6 +91,9 @@ class ClassifyInput:
     tools: int = 0
     attachments: int = 0
     context_tokens: int | None = None
+    # Set for a turn inside a known agent's envelope (Claude Code): its history is the agent's
+    # work, so the conversation's shape may raise the text's tier by one, never more.
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from tierwise.taxonomy import (
     SHAPE_CONFIDENCE,
     cue_categories,
     fingerprint,
+    floor_for,
     floor_tier_index,
     shape_floor,
 )
@@ -419,6 +420,7 @@ class LearnedClassifier:
             quality = self.adapter.apply(quality, compact, extra_z)
             adjusted = f" ({self.adapter.name})"
         note = ""
+        floor, why = floor_for(level, request)
         if floor > level:
             # The text model sees one turn; the conversation's shape sets a minimum tier.
             cut = floor_tier_index(floor, n)

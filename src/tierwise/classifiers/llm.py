@@ -16,7 +16,7 @@ from typing import Any
 
 from tierwise.errors import ClassifierError, ProviderError
 from tierwise.providers.base import CallSpec, Provider
-from tierwise.taxonomy import SHAPE_CONFIDENCE, llm_prompt, shape_floor
+from tierwise.taxonomy import SHAPE_CONFIDENCE, floor_for, llm_prompt
 from tierwise.types import Classification, ClassifyInput
 
 SYSTEM_CHARS = 200
@@ -163,7 +163,7 @@ class LLMClassifier:
             return fallback(str(exc), usage=completion.usage)
         if confidence is None:
             return fallback(problem or "bad confidence", level=tier, usage=completion.usage)
-        floor, why = shape_floor(request)
+        floor, why = floor_for(tier, request)
         if floor > tier:  # the same floor as every classifier's (tierwise.taxonomy)
             tier, confidence = floor, max(confidence, SHAPE_CONFIDENCE)
             reasoning = f"{reasoning or 'tier'}; conversation shape ({why}) needs tier {floor}"

@@ -19,6 +19,7 @@ from tierwise.taxonomy import (
     NARROW_ROLE_WEIGHT,
     SHAPE_CONFIDENCE,
     SHORT_PROMPT_TOKENS,
+    floor_for,
     shape_floor,
 )
 from tierwise.types import Classification, ClassifyInput
@@ -84,6 +85,7 @@ class RulesClassifier:
                 latency_ms=(time.perf_counter() - start) * 1000,
             )
         confidence = _confidence(best, second)
+        floor, why = floor_for(level, request) if best > 0 else (floor, why)
         if floor > level or best <= 0:
             level, confidence = max(floor, level), max(confidence, SHAPE_CONFIDENCE)
             signals.append(f"conversation shape: {why}")

@@ -278,6 +278,7 @@ class RequestShape:
                     tools=0 if data.get("agent") else int(data["tools"]),
                     attachments=int(data.get("attachments", 0)),
                     context_tokens=task_tokens,
+                    agent=data.get("agent"),
                 ),
                 input_tokens=int(data["input_tokens"]),
                 envelope_tokens=int(data.get("envelope_tokens", 0)),
@@ -722,6 +723,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         tools=0 if agent is not None else len(tools),
         attachments=walk.attachments,
         context_tokens=max(0, total - walk.envelope),
+        agent=None if agent is None else agent.name,
     )
     latest = walk.conversation[-1] if walk.conversation else ("", None)
     own_latest = own_text(latest[1]) if latest[0] == "user" else ""
