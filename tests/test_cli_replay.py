@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -159,18 +158,10 @@ def test_code_checks_that_a_gateway_answers(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def _real_claude() -> str | None:
-    return os.environ.get("TIERWISE_TEST_CLAUDE") or shutil.which("claude")
-
-
-@pytest.mark.skipif(
-    _real_claude() is None,
-    reason="Claude Code is not installed (npm install -g @anthropic-ai/claude-code, or set "
-    "TIERWISE_TEST_CLAUDE to its path)",
-)
 def test_real_claude_code_through_the_gateway(tmp_path: Path, gateway: RunningGateway) -> None:
-    claude = _real_claude()
-    assert claude is not None
+    from tests.clients.claude_rig import claude_or_skip
+
+    claude = os.environ.get("TIERWISE_TEST_CLAUDE") or str(claude_or_skip())
     work = tmp_path / "work"
     work.mkdir()
     proc = subprocess.run(

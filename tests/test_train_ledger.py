@@ -269,9 +269,9 @@ def test_adapter_files_are_checked(tmp_path: Path) -> None:
         LearnedClassifier(adapter=other)
     with pytest.raises(ConfigError, match="trained for tiers"):
         LearnedClassifier(["small", "large"], adapter=adapter_mod.Adapter.from_dict(good))
-    with pytest.raises(ConfigError, match="no adapter local-0009"):
+    with pytest.raises(ConfigError, match=r"no such trained version|no adapter local-0009"):
         LearnedClassifier.from_settings(settings_for(tmp_path, model="local-0009"))
-    with pytest.raises(ConfigError, match="not 'active', 'shipped', a version"):
+    with pytest.raises(ConfigError, match="not 'active', 'shipped', a"):
         LearnedClassifier.from_settings(settings_for(tmp_path, model="nope.json"))
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "active").write_text("../../etc/passwd\n")
