@@ -308,8 +308,8 @@ def print_shadow_quality(out: Console, shadow: dict[str, Any], *, wide: bool) ->
 
     overall = shadow["overall"]
     out.print(
-        "quality retained (shadow evaluation): share of judged requests where the cheaper "
-        "tier's answer was at least as good as the reference tier's",
+        "quality retained (shadow evaluation): the cheaper answer at least as good as the "
+        "reference tier's",
         markup=False,
     )
     if not overall["comparisons"]:
