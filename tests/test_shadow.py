@@ -600,6 +600,23 @@ def _prompt_of(settings: Settings, request_id: str) -> str | None:
     return None if row is None else row.prompt
 
 
+def test_no_shadow_against_the_offline_simulator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load(
+        environ={
+            "TIERWISE_HOME": str(tmp_path),
+            "TIERWISE_PROVIDER": "simulated",
+            "TIERWISE_SHADOW": "true",
+        }
+    )
+    with caplog.at_level("WARNING", logger="tierwise.shadow"):
+        gateway = make_app(settings).state.gateway
+    assert gateway.upstream.simulated and gateway.shadow is None
+    assert gateway.books.capture is None
+    assert "no model to judge with" in caplog.text
+
+
 # -- reporting -----------------------------------------------------------------------------------
 def cli(*args: str, settings: Settings) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TIERWISE_"))}
@@ -704,3 +721,45 @@ def test_the_dashboard_says_when_shadowing_is_off(
     assert data["shadow_runner"] is None
     assert data["quality"]["shadow"]["overall"]["comparisons"] == 0
     assert "shadow evaluation is off" in text
+
+
+def test_a_user_key_sees_only_its_own_verdicts(tmp_path: Path, db: str | None) -> None:
+    from tests.dbs import entry
+    from tierwise.dashboard.routes import KeyScopedStore
+
+    env = {"TIERWISE_HOME": str(tmp_path)}
+    if db:
+        env["TIERWISE_DB"] = db
+    store = open_store(load(environ=env))
+    try:
+        rows = [entry(i, key_name="alice" if i < 3 else "bob") for i in range(5)]
+        store.insert(rows)
+        for i, row in enumerate(rows):
+            said = "tie" if i < 3 else "reference"  # alice's answers hold up, bob's do not
+            store.add_verdict(
+                ShadowVerdict(
+                    row.request_id,
+                    row.ts,
+                    "haiku",
+                    "claude-haiku-4-5",
+                    "opus",
+                    "claude-opus-4-6",
+                    "claude-opus-4-6",
+                    "pairwise-v1",
+                    said,
+                    said,
+                    shadow_cost_usd=Decimal("0.01"),
+                    judge_cost_usd=Decimal("0.002"),
+                )
+            )
+        everyone = shadow_quality(store)
+        alice = shadow_quality(KeyScopedStore(store.db, "alice"))
+        bob = shadow_quality(KeyScopedStore(store.db, "bob"))
+    finally:
+        store.close()
+    assert everyone["overall"]["judged"] == 5 and everyone["overall"]["quality_retained"] == 0.6
+    assert everyone["cost_usd"] == "0.060"
+    assert alice["overall"]["judged"] == 3 and alice["overall"]["quality_retained"] == 1.0
+    assert alice["cost_usd"] == "0.036"
+    assert bob["overall"]["judged"] == 2 and bob["overall"]["quality_retained"] == 0.0
+    assert bob["tiers"]["haiku"]["orders"] == {"cheap": 0, "tie": 0, "reference": 4}

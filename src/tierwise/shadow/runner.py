@@ -556,15 +556,22 @@ def spent_today(store: Any, now: dt.datetime | None = None) -> Decimal:
     return total
 
 
-def attach(gw: Gateway) -> ShadowEvaluator:
+def attach(gw: Gateway) -> ShadowEvaluator | None:
     """Create the evaluator for a gateway and make it the gateway's capture and an observer.
 
     Verdicts go to the gateway ledger's store; a gateway without a ledger cannot record them,
-    which is a configuration error."""
+    which is a configuration error. Against the simulated upstream (no API key) there is no
+    model to judge with: shadowing stays off, and the log says so (None)."""
     from tierwise.errors import ConfigError
     from tierwise.ledger.store import LedgerStore
 
     settings = gw.settings
+    if gw.upstream.simulated:
+        log.warning(
+            "shadow evaluation is on, but the upstream is the offline simulator (no API key): "
+            "there is no model to judge with, so nothing is shadowed"
+        )
+        return None
     sink = gw.books.sink
     store = getattr(sink, "store", None)
     if not isinstance(store, LedgerStore):
