@@ -298,6 +298,9 @@ class ShadowConfig(_Strict):
     answer the judge sees (longer text is cut, and the cut is shown to the judge).
     ``max_input_tokens``: requests whose answer read more input than this are not shadowed
     (long agent contexts: costly to replay, and the judge would only see part of them).
+    ``timeout_s``: the deadline of one shadow or judge call (retries included);
+    ``judge_max_tokens``: the judge's reply; ``shutdown_grace_s``: how long a stopping gateway
+    waits for comparisons in progress before cancelling them.
     """
 
     enabled: bool = False
