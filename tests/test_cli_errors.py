@@ -253,6 +253,7 @@ BAD_ENV = {
     "TIERWISE_SESSIONS_REDIS_URL": ("localhost:6379", "not a Redis URL"),
     "TIERWISE_MODEL": ("local-9999", "local-9999"),
     "TIERWISE_BUDGET_ON_EXCEEDED": ("panic", "'downgrade'"),
+    "TIERWISE_SHADOW": ("maybe", "valid boolean"),
     "ANTHROPIC_BASE_URL": ("api.anthropic.com", "not an HTTP URL"),
     "TIERWISE_CONFIG": ("/nonexistent/tierwise.toml", "No such file"),
 }

@@ -62,8 +62,10 @@ def report(
         bool,
         typer.Option(
             "--quality",
-            help="Users' feedback per tier instead: average satisfaction, how many below 0.7, "
-            "ratings, average cost (the lesson's tier quality report).",
+            help="Quality per tier instead: users' feedback (average satisfaction, how many "
+            "below 0.7, ratings, average cost: the lesson's tier quality report) and, from "
+            "shadow evaluation, the quality retained with its 95% interval, the shadow cost "
+            "and the savings net of it.",
         ),
     ] = False,
     as_json: JsonOption = False,
@@ -129,6 +131,10 @@ def _quality_report(since: str, as_json: bool, wide: bool, config: Path | None) 
             "in the library.",
             markup=False,
         )
+    from tierwise.cli_quality import print_shadow_quality
+
+    out.print()
+    print_shadow_quality(out, data["shadow"], wide=wide)
 
 
 def _usd(text: str) -> str:

@@ -287,6 +287,80 @@ def _print_proposal(p: Any, *, window_text: str) -> None:
     out.print("\n".join(lines), highlight=False, markup=False)
 
 
+def print_shadow_quality(out: Console, shadow: dict[str, Any], *, wide: bool) -> None:
+    """The shadow half of ``tierwise report --quality``: quality retained per tier (with its
+    95% interval), how many judged, the shadow and judge cost, and the savings net of it
+    (:func:`tierwise.quality.shadow_quality` makes ``shadow``)."""
+    from decimal import Decimal
+
+    from tierwise.cli_output import Column, print_table
+
+    def usd(text: str) -> str:
+        value = Decimal(text)
+        shown = f"{abs(value).quantize(Decimal('0.000001')):,}"
+        return f"-${shown}" if value < 0 else f"${shown}"
+
+    def retained(row: dict[str, Any]) -> tuple[str, str]:
+        if row["quality_retained"] is None:
+            return "-", "-"
+        low, high = row["interval_95"]
+        return f"{row['quality_retained']:.1%}", f"{low:.1%}–{high:.1%}"
+
+    overall = shadow["overall"]
+    out.print(
+        "quality retained (shadow evaluation): the cheaper answer at least as good as the "
+        "reference tier's",
+        markup=False,
+    )
+    if not overall["comparisons"]:
+        out.print(
+            "No shadow verdicts in this window: turn shadow evaluation on with "
+            "[shadow] enabled = true (or TIERWISE_SHADOW=true) for tierwise serve.",
+            markup=False,
+        )
+        return
+    columns = [
+        Column("tier"),
+        Column("vs"),
+        Column("quality retained", "number"),
+        Column("95% interval", "number"),
+        Column("judged", "number"),
+        Column("errors", "number"),
+        Column("shadow+judge cost", "money"),
+    ]
+    cells = []
+    for name, row in shadow["tiers"].items():
+        cells.append(
+            [
+                name,
+                row["reference_tier"],
+                *retained(row),
+                str(row["judged"]),
+                str(row["errors"]),
+                usd(row["cost_usd"]),
+            ]
+        )
+    cells.append(
+        [
+            "all tiers",
+            "",
+            *retained(overall),
+            str(overall["judged"]),
+            str(overall["errors"]),
+            usd(shadow["cost_usd"]),
+        ]
+    )
+    print_table(out, columns, cells, wide=wide, total=True)
+    lines = [
+        f"Routing saved {usd(shadow['saved_usd'])}; shadow calls and judges cost "
+        f"{usd(shadow['cost_usd'])} (shadow {usd(shadow['shadow_cost_usd'])}, judge "
+        f"{usd(shadow['judge_cost_usd'])}): net {usd(shadow['net_saved_usd'])}."
+    ]
+    if overall["unpriced"]:
+        lines.append(f"{overall['unpriced']} comparison(s) with an unknown cost are left out.")
+    out.print("\n".join(lines), markup=False, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``calibrate``."""
     from tierwise.evals.progress import unwrap

@@ -19,6 +19,7 @@ Environment variables (each overrides the file):
 ``TIERWISE_REDIS_URL``          budget counters in Redis (several replicas); unset → in process
 ``TIERWISE_BUDGET_ON_EXCEEDED`` ``downgrade`` | ``refuse``: a key's budget cannot cover the tier
 ``TIERWISE_SESSIONS_REDIS_URL`` session state in Redis (several replicas); unset → in process
+``TIERWISE_SHADOW``             ``true``: shadow evaluation on (``[shadow] enabled``)
 ``ANTHROPIC_API_KEY``           upstream key; without it ``auto`` means simulated
 ``ANTHROPIC_BASE_URL``          upstream base URL (a proxy, or the test fake)
 =============================== ===============================================
@@ -279,6 +280,45 @@ class SessionsConfig(_Strict):
         return value or None
 
 
+class ShadowConfig(_Strict):
+    """Shadow evaluation (:mod:`tierwise.shadow`): measure, on this deployment's own traffic,
+    how often a cheaper tier's answer is as good as the reference tier's.
+
+    Off by default; ``enabled = true`` turns it on. A share ``sample_rate`` of the ``auto``
+    requests answered by a tier cheaper than ``reference_tier`` (default: the top tier) is sent
+    again to the reference tier after the client has its answer, off the request path, and a
+    judge model (``judge_model``, default: the top tier's model) compares the two answers in
+    both orders. The verdicts go to the ledger's ``shadow_verdicts`` table with their own cost,
+    apart from the traffic's. ``daily_budget_usd`` bounds what shadowing and judging may spend
+    per UTC day (the worst case is held before each comparison, so it is never exceeded; with
+    ``gateway.workers`` > 1 each worker gets an equal share). ``judge_prompt``: the rubric the
+    judge is given (the answer format is always tierwise's own). ``concurrency`` comparisons
+    run at once; at most ``queue_size`` wait (more are dropped and counted).
+    ``max_prompt_chars`` / ``max_answer_chars``: how much of the conversation and of each
+    answer the judge sees (longer text is cut, and the cut is shown to the judge).
+    ``max_input_tokens``: requests whose answer read more input than this are not shadowed
+    (long agent contexts: costly to replay, and the judge would only see part of them).
+    ``timeout_s``: the deadline of one shadow or judge call (retries included);
+    ``judge_max_tokens``: the judge's reply; ``shutdown_grace_s``: how long a stopping gateway
+    waits for comparisons in progress before cancelling them.
+    """
+
+    enabled: bool = False
+    sample_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    daily_budget_usd: Decimal = Field(default=Decimal("5"), ge=0, max_digits=20)
+    reference_tier: str | None = None
+    judge_model: str | None = None
+    judge_prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
+    judge_max_tokens: int = Field(default=400, ge=16, le=8192)
+    concurrency: int = Field(default=2, ge=1, le=64)
+    queue_size: int = Field(default=100, ge=1, le=100_000)
+    timeout_s: float = Field(default=300.0, gt=0)  # one call (shadow or judge), all attempts
+    max_prompt_chars: int = Field(default=24_000, ge=200, le=1_000_000)
+    max_answer_chars: int = Field(default=12_000, ge=200, le=1_000_000)
+    max_input_tokens: int = Field(default=50_000, ge=1)
+    shutdown_grace_s: float = Field(default=5.0, ge=0, le=600)
+
+
 # The shapes URL settings must have (checked when the configuration is read, so a typo is an
 # error naming the setting instead of a failure at the first request that needs the service).
 _URL_SHAPE = {
@@ -341,6 +381,7 @@ class Settings(_Strict):
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
     keys: KeysConfig = Field(default_factory=KeysConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
     # requested model id or glob → tier name or "auto" (tierwise.sessions.modelmap)
     model_map: dict[str, str] = Field(default_factory=dict)
     home: Path = Field(default_factory=lambda: Path("~/.tierwise").expanduser())
@@ -428,6 +469,30 @@ def reference_problems(settings: Settings) -> list[tuple[str, str]]:
     problem = _router_model_problem(settings.classifier.model, Path(settings.home))
     if problem:
         problems.append(("classifier.model", problem))
+    shadow = settings.shadow
+    if shadow.enabled and not settings.ledger.enabled:
+        problems.append(
+            (
+                "shadow.enabled",
+                "shadow evaluation records its verdicts in the ledger, which is off "
+                "(ledger.enabled = false); turn the ledger on or shadowing off",
+            )
+        )
+    if shadow.reference_tier is not None and shadow.reference_tier not in names:
+        problems.append(
+            (
+                "shadow.reference_tier",
+                f"{shadow.reference_tier!r} is not a configured tier; use one of: {known}",
+            )
+        )
+    elif shadow.enabled and (shadow.reference_tier or names[-1]) == names[0]:
+        problems.append(
+            (
+                "shadow.reference_tier",
+                f"{names[0]!r} is the cheapest tier: no request is answered by a cheaper one, "
+                "so there is nothing to compare; use a costlier tier (default: the top tier)",
+            )
+        )
     utility = settings.sessions.utility_tier
     if utility is not None and utility not in names:
         problems.append(
@@ -490,6 +555,29 @@ def catalogue_problems(settings: Settings, catalogue: PriceCatalogue) -> list[tu
                     f"{tier.model} does not accept effort {tier.effort!r} (accepted: {allowed})",
                 )
             )
+    shadow = settings.shadow
+    if shadow.enabled:
+        names = [t.name for t in settings.tiers]
+        reference = shadow.reference_tier or names[-1]
+        if reference in names:
+            model = settings.tier(reference).model
+            if catalogue.price(model) is None:
+                problems.append(
+                    (
+                        "shadow.reference_tier",
+                        f"{reference}'s model {model!r} has no price, so the shadow budget "
+                        "cannot bound its cost; add it to a prices file (prices_file)",
+                    )
+                )
+        judge = shadow.judge_model or settings.top_tier.model
+        if catalogue.price(judge) is None:
+            problems.append(
+                (
+                    "shadow.judge_model",
+                    f"no price for {judge!r}, so the shadow budget cannot bound the judge's "
+                    "cost; use a priced model id (`tierwise prices` lists them)",
+                )
+            )
     if settings.baseline != "top" and catalogue.price(settings.baseline) is None:
         problems.append(
             (
@@ -516,6 +604,7 @@ _ENV_MAP: dict[str, tuple[str, ...]] = {
     "TIERWISE_REDIS_URL": ("budgets", "redis_url"),
     "TIERWISE_BUDGET_ON_EXCEEDED": ("budgets", "on_exceeded"),
     "TIERWISE_SESSIONS_REDIS_URL": ("sessions", "redis_url"),
+    "TIERWISE_SHADOW": ("shadow", "enabled"),
     "ANTHROPIC_API_KEY": ("provider", "api_key"),
     "ANTHROPIC_BASE_URL": ("provider", "base_url"),
 }

@@ -126,7 +126,7 @@ def quality_report(
         }
 
     all_rated = sum(s.rated for s in sums.values())
-    return {
+    report = {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "threshold": floor,
@@ -147,6 +147,152 @@ def quality_report(
             sum(s.priced for s in sums.values()),
             sum((s.cost_usd for s in sums.values()), Decimal(0)),
         ),
+    }
+    report["shadow"] = shadow_quality(store, since=since, until=until, tier_order=tier_order)
+    return report
+
+
+# -- quality retained, from shadow verdicts -------------------------------------------------
+Z_95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval for a share ``successes / n`` (None when ``n`` is 0).
+
+    ``successes`` may be fractional (a request judged in two orders counts 0, ½ or 1): the
+    spread of such scores is at most a 0/1 outcome's with the same mean, so the interval is,
+    if anything, wider than it needs to be."""
+    if n <= 0:
+        return None
+    p = min(1.0, max(0.0, successes / n))
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _retained(judged: int, good_orders: int) -> dict[str, Any]:
+    interval = wilson_interval(good_orders / 2, judged)
+    return {
+        "judged": judged,
+        "quality_retained": round(good_orders / (2 * judged), 4) if judged else None,
+        "interval_95": None if interval is None else [round(interval[0], 4), round(interval[1], 4)],
+    }
+
+
+def shadow_quality(
+    store: LedgerStore,
+    *,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    tier_order: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """ "Quality retained" per tier from the shadow verdicts of requests made in the window
+    (:mod:`tierwise.shadow`), and what shadowing cost against what routing saved.
+
+    A request is *judged* when the judge gave a verdict in both orders. Its score is the share
+    of the two orders in which the cheaper tier's answer was at least as good as the reference
+    tier's (1, ½ or 0: a judge that changes its mind with the order splits the point);
+    ``quality_retained`` is the mean score over judged requests, with a 95% Wilson interval
+    (:func:`wilson_interval`). ``orders`` counts the single verdicts (``cheap`` better, ``tie``,
+    ``reference`` better). Comparisons with an error (a failed call, a judge reply that did
+    not follow the format) count in ``errors``, never as a verdict. Costs are exact: the shadow
+    calls' and the judges', kept apart from the traffic's; ``unpriced`` comparisons have a cost
+    that is unknown and are left out of the sums. ``saved_usd`` is what routing saved on the
+    same window (as ``tierwise report``), and ``net_saved_usd`` that minus the shadow cost.
+    """
+    from tierwise.ledger.db import to_decimal
+
+    db = store.db
+    s = db.money_sum
+    # the request's window (and, for a key-scoped store, that key's requests only)
+    where, params = store._window(since, until, "r.ts")
+    both = "v.verdict_cheap_first IS NOT NULL AND v.verdict_reference_first IS NOT NULL"
+
+    def orders(value: str) -> str:
+        return (
+            f"SUM(CASE WHEN {both} THEN "
+            f"(CASE WHEN v.verdict_cheap_first = '{value}' THEN 1 ELSE 0 END) + "
+            f"(CASE WHEN v.verdict_reference_first = '{value}' THEN 1 ELSE 0 END) ELSE 0 END)"
+        )
+
+    sql = f"""
+        SELECT v.tier, v.reference_tier, COUNT(*),
+               SUM(CASE WHEN {both} THEN 1 ELSE 0 END),
+               {orders("cheap")}, {orders("tie")}, {orders("reference")},
+               SUM(CASE WHEN v.error IS NOT NULL THEN 1 ELSE 0 END),
+               {s}(v.shadow_cost_usd), {s}(v.judge_cost_usd),
+               SUM(CASE WHEN v.shadow_cost_usd IS NULL OR v.judge_cost_usd IS NULL
+                        THEN 1 ELSE 0 END)
+        FROM shadow_verdicts v JOIN requests r ON r.request_id = v.request_id
+        WHERE {where}
+        GROUP BY v.tier, v.reference_tier ORDER BY v.tier, v.reference_tier
+    """  # noqa: S608 - fixed fragments; values are parameters
+    rows = db.query(sql, params)
+    # a tier compared with more than one reference tier (the setting changed): one row each
+    several = len(rows) > len({str(r[0]) for r in rows})
+    tiers: dict[str, dict[str, Any]] = {}
+    total = {"comparisons": 0, "judged": 0, "good": 0, "errors": 0, "unpriced": 0}
+    orders_all = {"cheap": 0, "tie": 0, "reference": 0}
+    shadow_usd = judge_usd = Decimal(0)
+    for row in rows:
+        tier, reference = str(row[0]), str(row[1])
+        n, judged, cheap, tie, ref, errors = (int(v or 0) for v in row[2:8])
+        shadow_c, judge_c, unpriced = row[8], row[9], int(row[10] or 0)
+        sc = to_decimal(shadow_c) or Decimal(0)
+        jc = to_decimal(judge_c) or Decimal(0)
+        key = f"{tier} vs {reference}" if several else str(tier)
+        tiers[key] = {
+            "tier": str(tier),
+            "reference_tier": str(reference),
+            "comparisons": n,
+            **_retained(judged, cheap + tie),
+            "orders": {"cheap": cheap, "tie": tie, "reference": ref},
+            "errors": errors,
+            "unpriced": unpriced,
+            "shadow_cost_usd": _money(sc),
+            "judge_cost_usd": _money(jc),
+            "cost_usd": _money(sc + jc),
+        }
+        total["comparisons"] += n
+        total["judged"] += judged
+        total["good"] += cheap + tie
+        total["errors"] += errors
+        total["unpriced"] += unpriced
+        for name, value in (("cheap", cheap), ("tie", tie), ("reference", ref)):
+            orders_all[name] += value
+        shadow_usd += sc
+        judge_usd += jc
+    order = list(tier_order or [])
+    rank = {t: i for i, t in enumerate(order)}
+    ordered = dict(
+        sorted(tiers.items(), key=lambda kv: (rank.get(kv[1]["tier"], len(order)), kv[0]))
+    )
+    agg = store.aggregate(None, since=since, until=until).get("all")
+    saved = (
+        Decimal(0)
+        if agg is None
+        else agg.comparable_baseline_usd - agg.comparable_cost_usd - agg.classifier_cost_usd
+    )
+    cost = shadow_usd + judge_usd
+    return {
+        "tiers": ordered,
+        "overall": {
+            "comparisons": total["comparisons"],
+            **_retained(total["judged"], total["good"]),
+            "orders": orders_all,
+            "errors": total["errors"],
+            "unpriced": total["unpriced"],
+        },
+        "shadow_cost_usd": _money(shadow_usd),
+        "judge_cost_usd": _money(judge_usd),
+        "cost_usd": _money(cost),
+        "saved_usd": _money(saved),
+        "net_saved_usd": _money(saved - cost),
     }
 
 

@@ -424,6 +424,8 @@ def collect(
         "series": series,
         "latency": latency,
         "quality": quality_report(store, since=since, tier_order=tiers),
+        # shadow evaluation's sampling and today's budget (None when it is off)
+        "shadow_runner": gw.shadow.stats() if gw.shadow is not None else None,
         "keys": keys,
         "recent": [
             {

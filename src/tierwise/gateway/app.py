@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -32,6 +32,9 @@ from tierwise.lifecycle import Books, Capture, Observer
 from tierwise.router import Router, new_request_id
 from tierwise.sessions import SessionRouter
 from tierwise.types import LedgerSink
+
+if TYPE_CHECKING:
+    from tierwise.shadow.runner import ShadowEvaluator
 
 log = logging.getLogger("tierwise.gateway")
 
@@ -126,6 +129,12 @@ class Gateway:
         )
         self.access = access.Gate(settings, self.keys)
         self.started = time.time()
+        # Shadow evaluation (off by default): this gateway's capture and one more observer.
+        self.shadow: ShadowEvaluator | None = None
+        if settings.shadow.enabled:
+            from tierwise.shadow.runner import attach
+
+            self.shadow = attach(self)
 
     # -- plumbing -------------------------------------------------------------------------
     async def read_json(self, request: Request) -> dict[str, Any]:
@@ -375,6 +384,8 @@ def build_app(
         try:
             yield
         finally:
+            if gw.shadow is not None:  # before the upstream and the ledger it uses
+                await gw.shadow.aclose()
             await gw.upstream.aclose()
             if gw.sessions is not None:
                 await gw.sessions.aclose()

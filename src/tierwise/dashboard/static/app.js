@@ -363,6 +363,58 @@
     box.appendChild(table);
   }
 
+  function share(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + "%"; }
+
+  function drawShadow(d) {
+    var box = clear($("shadow"));
+    var q = d.quality.shadow, run = d.shadow_runner;
+    var hint = "shadow evaluation: share of judged requests where the cheaper tier's answer was at least as good as the reference's (both orders)";
+    if (run) hint += " · sampling " + share(run.sample_rate) + " · today " + usd(run.spent_today_usd) + " of " + usdPlain(run.daily_budget_usd);
+    $("shadow-hint").textContent = hint;
+    if (!q || !q.overall.comparisons) {
+      box.appendChild(h("div", { cls: "empty-note", id: "shadow-empty",
+        text: run ? "no shadow verdicts in this window yet" : "shadow evaluation is off: [shadow] enabled = true turns it on" }));
+      return;
+    }
+    var table = h("table", { cls: "data", id: "shadow-table" },
+      h("thead", null, h("tr", null, h("th", { text: "tier" }), h("th", { text: "vs" }), h("th", { text: "quality retained" }),
+        h("th", { cls: "r", text: "95% interval" }), h("th", { cls: "r", text: "judged" }), h("th", { cls: "r", text: "errors" }),
+        h("th", { cls: "r", text: "shadow + judge cost" }))));
+    var body = h("tbody");
+    function row(key, name, r, cost) {
+      var cell;
+      if (r.quality_retained !== null) {
+        var bar = h("div", { cls: "bar" });
+        var fill = h("i"); fill.style.width = 100 * r.quality_retained + "%";
+        fill.style.background = tierColor(name);
+        var band = h("s"); band.style.left = 100 * r.interval_95[0] + "%";
+        band.style.width = 100 * (r.interval_95[1] - r.interval_95[0]) + "%";
+        bar.appendChild(fill); bar.appendChild(band);
+        cell = h("div", { cls: "barcell" }, bar, exact(h("span", { cls: "retained" }), r.quality_retained, share(r.quality_retained)));
+      } else {
+        cell = h("span", { cls: "muted", text: "no verdict yet" });
+      }
+      var interval = r.interval_95 ? share(r.interval_95[0]) + " – " + share(r.interval_95[1]) : "–";
+      return h("tr", { "data-tier": key },
+        h("td", null, name === "all tiers" ? h("b", { text: name }) : pill(name)),
+        h("td", { cls: "muted", text: r.reference_tier || "" }),
+        h("td", null, cell),
+        h("td", { cls: "r" }, exact(h("span", { cls: "interval" }), r.interval_95 ? r.interval_95.join(",") : "", interval)),
+        h("td", { cls: "r" }, exact(h("span", { cls: "judged" }), r.judged, count(r.judged))),
+        h("td", { cls: "r" + (r.errors ? " status-error" : " muted") }, exact(h("span", { cls: "errors" }), r.errors, String(r.errors))),
+        h("td", { cls: "r" }, exact(h("span", { cls: "cost" }), cost, usd(cost))));
+    }
+    Object.keys(q.tiers).forEach(function (k) { body.appendChild(row(k, q.tiers[k].tier, q.tiers[k], q.tiers[k].cost_usd)); });
+    body.appendChild(row("all", "all tiers", q.overall, q.cost_usd));
+    table.appendChild(body);
+    box.appendChild(table);
+    box.appendChild(h("p", { cls: "shadow-net", id: "shadow-net" },
+      "Routing saved ", exact(h("b", { id: "shadow-saved" }), q.saved_usd, usd(q.saved_usd)),
+      "; shadow calls and judges cost ", exact(h("b", { id: "shadow-cost" }), q.cost_usd, usd(q.cost_usd)),
+      ": net ", exact(h("b", { id: "shadow-net-saved" }), q.net_saved_usd, usd(q.net_saved_usd)),
+      q.overall.unpriced ? " (" + q.overall.unpriced + " comparison(s) with an unknown cost left out)" : ""));
+  }
+
   function drawRecent(d) {
     var box = clear($("recent"));
     $("recent-hint").textContent = d.recent.length ? "newest first · " + d.recent.length + " shown" : "";
@@ -429,6 +481,7 @@
     drawLatency(d);
     drawKeys(d);
     drawQuality(d);
+    drawShadow(d);
     drawRecent(d);
     document.body.setAttribute("data-generated-at", d.generated_at);
     document.body.setAttribute("data-window", d.window);
