@@ -258,3 +258,31 @@ def test_report_after_graceful_stop_matches_hand_computed_costs(
     assert Decimal(data["saved_usd"]) == Decimal("0.040")
     assert data["saved_pct"] == 80.0
     assert data["by_tier"]["haiku"]["requests"] == 5
+
+
+def test_store_prompts_keeps_the_turn_and_the_answer_for_gateway_rows(
+    settings: Settings,
+) -> None:
+    """Opt-in only (`ledger.store_prompts`): the latest user turn and the answer's text,
+    streaming and not; off by default (tests/test_security.py checks the default)."""
+    from tierwise.config import revalidate
+
+    keep = revalidate(settings, ledger=settings.ledger.model_copy(update={"store_prompts": True}))
+    with ServerThread(make_app(keep)) as running:
+        client = anthropic.Anthropic(base_url=running.base_url, api_key="x", max_retries=0)
+        body: Any = {
+            "model": "haiku",
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "Spell cat backwards"}],
+        }
+        answer = client.messages.create(**body)
+        with client.messages.stream(**body) as stream:
+            streamed = stream.get_final_message()
+    store = open_store(keep)
+    try:
+        rows = store.entries()
+    finally:
+        store.close()
+    assert [r.prompt for r in rows] == ["Spell cat backwards"] * 2
+    texts = [answer.content[0].text, streamed.content[0].text]  # type: ignore[union-attr]
+    assert [r.reply for r in rows] == texts

@@ -207,6 +207,7 @@ class RequestLife:
         self.baseline_usage: Usage | None = None  # the baseline's own usage (sessions)
         self.request_body: Mapping[str, Any] | None = None  # captured (see Books.capture)
         self.answer_text: str | None = None
+        self.store_reply = False  # ledger.store_prompts: the answer's text goes in the row
 
     # -- admission ----------------------------------------------------------------------
     def admitted(self, decision: Decision | None, mode: str, planned: Target | None) -> None:
@@ -378,7 +379,7 @@ class RequestLife:
             simulated=self.books.simulated,
             tags=self.tags,
             prompt=self.prompt,
-            reply=self.reply,
+            reply=self.answer_text if self.store_reply and self.reply is None else self.reply,
             session=self.session,
             request_body=self.request_body,
             answer_text=self.answer_text,

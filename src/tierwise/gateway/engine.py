@@ -261,6 +261,7 @@ class Exchange:
             target = Target(route.tier, model)
             life.admitted(None, "passthrough", target)
             self.targets = [target]
+            self._keep_prompt(body)
         elif engine.sessions is not None and not life.silent:
             await self._route_session(body, headers or {}, route.tier, route.via)
         else:
@@ -281,6 +282,16 @@ class Exchange:
         self.targets = engine.plan(chosen, mode, body, estimate, self.life.notes)
         self.life.admitted(decision, mode, self.targets[0])
         self.life.maybe_capture(body)
+        self._keep_prompt(body)
+
+    def _keep_prompt(self, body: dict[str, Any]) -> None:
+        """With ``ledger.store_prompts``, the row keeps the latest user turn and the answer."""
+        if not self.engine.settings.ledger.store_prompts or self.life.silent:
+            return
+        self.life.prompt = conversation_input(body).prompt
+        self.life.store_reply = True
+        if self.life.request_body is None:
+            self.life.request_body = body  # makes the relays collect the answer's text
 
     async def _route_session(
         self,
