@@ -228,7 +228,7 @@ def test_replay_policies_on_the_corpus(full: ReplayReport) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 13 target not met on this corpus: session routing costs ~72% of all-top "
+    reason="issue 13 target not met on this corpus: session routing costs ~84% of all-top "
     "(EVALUATION.md, 'Session routing'); the classifier's opus turns drive it",
 )
 def test_target_session_routing_at_most_half_of_all_top(full: ReplayReport) -> None:
