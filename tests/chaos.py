@@ -144,7 +144,8 @@ def _request(i: int) -> tuple[str, bool, str, dict[str, Any]]:
 
 def _events(raw: bytes) -> list[tuple[str | None, str]]:
     out = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+    # SSE ends lines with CRLF, LF or a lone CR (a CR-only stream relayed as-is is valid)
+    for block in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n"):
         if not block.strip():
             continue
         name, data = None, []

@@ -1,10 +1,13 @@
-"""Reliability under faults (the small configuration; `make chaos` runs the full one):
-fault-injection load, kill -9 during load, SIGTERM during load."""
+"""Reliability under faults (the small configuration; `make chaos` runs the full one): the
+hostile suite (fault-injection mix, malicious upstream, client floods and budgeted keys under
+attack, all at once against one `tierwise serve`), kill -9 during load, SIGTERM during load;
+and the bugs the full suite found, pinned down one by one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sqlite3
 import threading
@@ -12,24 +15,39 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from tests.chaos import LoadReport, integrity, ledger_rows, load, run, start_gateway, stop_gateway
+from tests.chaos import LoadReport, integrity, ledger_rows, load, start_gateway, stop_gateway
+from tests.conftest import ListSink
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.hostile_upstream import HostileUpstream
+from tests.hostile_chaos import SCALES, run, table
+from tests.servers import ServerThread
+from tierwise.config import load as load_settings
+from tierwise.config import revalidate
+from tierwise.gateway import build_app
+from tierwise.gateway.upstream import HttpUpstream
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
-def test_fault_injection_load_loses_nothing_and_truncates_nothing() -> None:
-    result = run(requests=400, concurrency=32, rate=0.25)
+def test_the_hostile_suite_holds_every_bound_in_its_small_configuration() -> None:
+    """tests/hostile_chaos.py at its small scale: every attack of the full suite at once, with
+    small counts and sizes; each row of its table is a bound (the /health one is
+    TIERWISE_HEALTH_BOUND_S, 1 s by default). The bugs in KNOWN_BUGS are left out here: each
+    has its own xfail(strict) test below, and `make chaos` runs them."""
+    result = run(SCALES["small"], skip_known_bugs=True)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "chaos-small.json").write_text(json.dumps(result, indent=2))
-    assert sum(result["injected"].values()) > 50  # faults really happened
-    assert result["malformed"] == 0, result["malformed_examples"]
-    assert result["transport_errors"] == {}
-    assert result["unhandled"] == []
-    assert result["answered"] == result["sent"] == 400
-    assert result["ledger_rows"] == result["ledger_unique"] == 400
-    assert result["success_rate"] >= 0.8, result
+    (ARTIFACTS / "chaos-small.json").write_text(json.dumps(result, indent=2, default=str))
+    failed = [row for row in result["rows"] if not row["passed"]]
+    assert not failed, table(failed)
+    injected = result["upstream"]["injected"]
+    assert sum(injected.values()) > 30  # faults really happened
+    cases = result["upstream"]["cases"]
+    assert cases.get("gzip_bomb") and cases.get("endless") and cases.get("cjk_usage")
+    assert result["metrics"]['tierwise_client_connections_closed_total{reason="evicted"}'] > 0
 
 
 def _background_load(base: str) -> tuple[threading.Thread, list[LoadReport]]:
@@ -100,3 +118,73 @@ def test_sigterm_during_load_finishes_in_flight_and_loses_nothing(
     assert answered <= rows  # every answered request is in the ledger
     assert len(rows) == len(answered)  # and nothing else
     assert "Traceback" not in gw.stderr()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by make chaos (issue 11): the OpenAI dialect serialises the upstream's "
+    "usage unclamped with orjson (openai_api.to_completion via orjson.dumps in "
+    "chat_completions; openai_api._data for stream chunks), and orjson refuses an integer over "
+    "64 bits: an upstream reporting 10**30 tokens gets the client a 500 (non-streaming) or a "
+    "chunked stream cut with no [DONE] and no error chunk (streaming), with 'unhandled error' "
+    "and a TypeError traceback in the log. The ledger row is clamped and flagged correctly. "
+    "When fixed, remove this mark and the KNOWN_BUGS entry in tests/hostile_chaos.py.",
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_openai_dialect_survives_usage_over_64_bits(
+    tmp_path: Path, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with HostileUpstream("usage") as upstream:
+        upstream.set_default("usage", value=10**30)
+        settings = load_settings(
+            environ={
+                "TIERWISE_HOME": str(tmp_path),
+                "ANTHROPIC_API_KEY": "sk-ant-hostile-test",
+                "ANTHROPIC_BASE_URL": upstream.base_url,
+            }
+        )
+        settings = revalidate(
+            settings, gateway=settings.gateway.model_copy(update={"max_attempts": 1})
+        )
+        sink = ListSink()
+        app = build_app(settings, sink=sink, upstream=HttpUpstream.from_settings(settings, {}))
+        with ServerThread(app) as server, caplog.at_level(logging.ERROR):
+            client = openai.OpenAI(
+                base_url=server.base_url + "/v1", api_key="k", max_retries=0, timeout=30
+            )
+            messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
+            if not stream:
+                outcome: object
+                try:
+                    outcome = client.chat.completions.create(
+                        model="claude-haiku-4-5",
+                        messages=messages,
+                    )
+                except openai.APIStatusError as exc:
+                    outcome = exc
+                if isinstance(outcome, openai.APIStatusError):
+                    assert outcome.status_code == 502, outcome.status_code  # a 500 today
+                else:
+                    assert isinstance(outcome, ChatCompletion)
+                    assert outcome.choices[0].message.content
+                    assert outcome.usage is not None
+                    assert outcome.usage.prompt_tokens < 2**63
+            else:
+                chunks: list[ChatCompletionChunk] = []
+                ended_with_an_error = False
+                try:
+                    for chunk in client.chat.completions.create(
+                        model="claude-haiku-4-5",
+                        messages=messages,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    ):
+                        chunks.append(chunk)
+                except openai.APIConnectionError:
+                    raise
+                except openai.APIError:
+                    ended_with_an_error = True  # an error chunk: a well-formed end
+                assert ended_with_an_error or any(
+                    c.choices and c.choices[0].finish_reason for c in chunks
+                )
+        assert not [r for r in caplog.records if "unhandled" in r.getMessage()]
