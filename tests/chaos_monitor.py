@@ -92,6 +92,7 @@ class Poller(threading.Thread):
         self.statuses: Counter[str] = Counter()
         self.failures: list[str] = []
         self.worst_at: float = 0.0  # seconds since start of the slowest answer
+        self.slow: list[tuple[float, float]] = []  # (wall-clock start, ms) of answers over 50 ms
 
     def run(self) -> None:
         started_all = time.monotonic()
@@ -99,6 +100,7 @@ class Poller(threading.Thread):
         next_at = time.monotonic()
         while not self.stop.is_set():
             started = time.perf_counter()
+            wall = time.time()
             try:
                 connection.request("GET", self.path)
                 response = connection.getresponse()
@@ -112,6 +114,8 @@ class Poller(threading.Thread):
             if not self.latencies_ms or elapsed > max(self.latencies_ms):
                 self.worst_at = round(time.monotonic() - started_all, 1)
             self.latencies_ms.append(elapsed)
+            if elapsed > 50.0 and len(self.slow) < 1000:
+                self.slow.append((round(wall, 3), round(elapsed, 1)))
             next_at += self.interval
             self.stop.wait(max(0.0, next_at - time.monotonic()))
             next_at = max(next_at, time.monotonic() - self.interval)
@@ -126,6 +130,7 @@ def watch(args: argparse.Namespace) -> dict[str, Any]:
     fds: dict[int, int] = {}
     total_rss = 0.0
     loads: list[float] = []
+    rss_timeline: list[tuple[float, float]] = []  # (wall clock, MB of every process together)
 
     def sample() -> None:
         nonlocal total_rss
@@ -138,9 +143,10 @@ def watch(args: argparse.Namespace) -> dict[str, Any]:
                 rss_mb[pid] = max(rss_mb.get(pid, 0.0), rss)
                 fds[pid] = max(fds.get(pid, 0), fd_count(pid))
             total_rss = max(total_rss, now_total)
+            rss_timeline.append((round(time.time(), 2), round(now_total, 1)))
             loads.append(loadavg())
             stop.wait(args.sample)
-            if len(tree) == 1:  # workers may start after the supervisor
+            if len(tree) == 1 and len(loads) % 20 == 0:  # workers may start after their parent
                 tree = process_tree(args.pid)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -161,6 +167,9 @@ def watch(args: argparse.Namespace) -> dict[str, Any]:
         "health_worst_at_s": health.worst_at,
         "health_statuses": dict(health.statuses),
         "health_failures": health.failures[:10],
+        "health_slow": health.slow,
+        "control_slow": control.slow if control else [],
+        "rss_timeline": rss_timeline,
         "control_ms": summary_ms(control.latencies_ms) if control else None,
         "peak_rss_mb_by_process": peaks,  # VmHWM: the true peak of each process
         "sampled_rss_mb_by_process": {p: round(v, 1) for p, v in rss_mb.items()},

@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import resource
 import signal
 import sqlite3
@@ -51,10 +52,11 @@ import textwrap
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -67,6 +69,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEALTH_BOUND_MS_SMALL = 1000 * float(os.environ.get("TIERWISE_HEALTH_BOUND_S", "1.0"))
 MODEL_ID = "claude-haiku-4-5"
 MAX_READ = 8 * 1024 * 1024  # the most of one reply the client keeps (it counts the rest)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class Scale:
     hostile_repeats: int  # each attack × both dialects × this
     hostile_concurrency: int
     budget_burst: int  # concurrent requests per budget attack
+    memory_burst: int  # concurrent gzip bombs, and as many long SSE lines, at once
     idle_sockets: int  # per wave
     idle_waves: int
     slowloris: int
@@ -100,10 +104,11 @@ SCALES = {
         hostile_repeats=4,
         hostile_concurrency=12,
         budget_burst=200,
+        memory_burst=16,
         idle_sockets=12_000,
         idle_waves=3,
         slowloris=200,
-        anonymous=3000,
+        anonymous=10_000,
         upstream_timeout_s=8.0,
         attempt_timeout_s=2.0,
         header_timeout_s=10.0,
@@ -118,6 +123,7 @@ SCALES = {
         hostile_repeats=1,
         hostile_concurrency=8,
         budget_burst=30,
+        memory_burst=2,
         idle_sockets=300,
         idle_waves=1,
         slowloris=20,
@@ -260,6 +266,8 @@ class Record:
     body_bytes: int = 0
     head_bytes: int = 0
     seconds: float = 0.0
+    started_at: float = 0.0  # wall clock, to line up with the monitor's samples
+    marker: str = ""  # the chaos_upstream case a hostile request names
 
 
 def anthropic_body(text: Any, model: str, stream: bool, max_tokens: int = 50) -> dict[str, Any]:
@@ -304,6 +312,7 @@ async def send(
     """One request; whatever happens is written into ``rec`` (transport errors included)."""
     path = "/v1/messages" if rec.dialect == "anthropic" else "/v1/chat/completions"
     started = time.monotonic()
+    rec.started_at = time.time()
     try:
         async with session.post(
             base + path, data=json.dumps(body), headers=key_headers(rec.dialect, key)
@@ -410,6 +419,7 @@ async def run_hostile(
             make = anthropic_body if dialect == "anthropic" else openai_body
             body = make(text, model, attack.stream)
             rec = Record("hostile", attack.label, dialect, attack.stream, "load")
+            rec.marker = attack.case
             records.append(await send(s, base, rec, body, key))
 
     async with session(scale.hostile_concurrency, scale.client_timeout_s) as s:
@@ -444,17 +454,43 @@ def budget_requests(kind: str, n: int) -> list[tuple[Record, dict[str, Any]]]:
 
 
 async def run_budget(
-    base: str, keys: dict[str, str], scale: Scale, progress: Progress
+    base: str, keys: dict[str, str], scale: Scale, progress: Progress, phases: Phases
 ) -> list[Record]:
     records: list[Record] = []
     for fraction, kind in ((0.2, "cjk"), (0.45, "liar"), (0.7, "docs")):
         await progress.reached(fraction)
         async with session(scale.budget_burst, scale.client_timeout_s) as s:
             burst = budget_requests(kind, scale.budget_burst)
-            records += await asyncio.gather(
-                *(send(s, base, rec, body, keys[kind]) for rec, body in burst)
+            records += await phases.timed(
+                f"budget burst {kind}",
+                asyncio.gather(*(send(s, base, rec, body, keys[kind]) for rec, body in burst)),
             )
     return records
+
+
+BURST = ("gzip_bomb", False), ("long_line", True)
+
+
+async def run_memory_burst(
+    base: str, key: str, scale: Scale, progress: Progress, phases: Phases
+) -> list[Record]:
+    """Every reply the gateway reads is bounded (a decoded body, one SSE event); a malicious
+    upstream answers many requests at once. ``memory_burst`` gzip bombs and as many long SSE
+    lines, all at once, half of each per dialect."""
+    await progress.reached(0.6)
+    labels = {(a.case, a.stream): a.label for a in attacks(scale)}
+    plan: list[tuple[Record, dict[str, Any]]] = []
+    for case, stream in BURST:
+        for i in range(scale.memory_burst):
+            dialect = "anthropic" if i % 2 == 0 else "openai"
+            make = anthropic_body if dialect == "anthropic" else openai_body
+            rec = Record("burst", labels[case, stream], dialect, stream, "load")
+            rec.marker = case
+            plan.append((rec, make(f"Say hello. {marker(case)}", MODEL_ID, stream)))
+    async with session(len(plan), scale.client_timeout_s) as s:
+        return await phases.timed(
+            "memory burst", asyncio.gather(*(send(s, base, rec, body, key) for rec, body in plan))
+        )
 
 
 # -- (c) client floods ---------------------------------------------------------------------------
@@ -497,11 +533,13 @@ class IdleFlood:
         self.replies: Counter[str] = Counter()
         self.closing = False
         self.wave_seconds: list[float] = []
+        self.opening_spans: list[tuple[float, float]] = []  # wall clock
 
     async def wave(self, n: int, hold_s: float) -> None:
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(128)
         started = time.monotonic()
+        wall = time.time()
 
         async def one() -> None:
             async with gate:
@@ -513,6 +551,7 @@ class IdleFlood:
 
         await asyncio.gather(*(one() for _ in range(n)))
         self.wave_seconds.append(round(time.monotonic() - started, 1))
+        self.opening_spans.append((wall, time.time()))
         deadline = time.monotonic() + hold_s  # the server closes them at its head deadline
         while self.open and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
@@ -610,10 +649,10 @@ async def run_anonymous(base: str, scale: Scale, until: asyncio.Event) -> dict[s
                         problems.append(f"{response.status}: {problem or raw[:120]!r}")
             except (TimeoutError, aiohttp.ClientError) as exc:
                 transport[type(exc).__name__] += 1
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
 
-    async with session(4, 30) as s:
-        await asyncio.gather(*(worker(s, w) for w in range(4)))
+    async with session(8, 30) as s:
+        await asyncio.gather(*(worker(s, w) for w in range(8)))
     return {
         "sent": sent,
         "statuses": dict(statuses),
@@ -632,19 +671,22 @@ class Proc:
     port: int
 
 
-def start_helper(module: str, *args: str) -> Proc:
-    """A helper process that prints ``port <n>`` when ready and stops when its stdin closes."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
+def start_helper(module: str, *args: str, log: Path) -> Proc:
+    """A helper process that prints ``port <n>`` when ready and stops when its stdin closes;
+    its stderr goes to ``log`` (the fake upstream logs the resets it injects)."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            cwd=ROOT,
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if not line.startswith("port "):
         proc.kill()
-        raise RuntimeError(f"{module} did not start: {line!r}")
+        raise RuntimeError(f"{module} did not start: {line!r} {log.read_text()[-2000:]}")
     return Proc(proc, int(line.split()[1]))
 
 
@@ -753,9 +795,25 @@ async def upstream_stats(port: int) -> dict[str, Any]:
 # -- the run ------------------------------------------------------------------------------------
 
 
+class Phases:
+    """When each part of the attack ran (wall clock), to say what a slow /health or the
+    peak RSS coincided with."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, float, float]] = []
+
+    async def timed(self, name: str, work: Awaitable[T]) -> T:
+        started = time.time()
+        try:
+            return await work
+        finally:
+            self.spans.append((name, started, time.time()))
+
+
 @dataclass
 class Clients:
     records: list[Record] = field(default_factory=list)
+    phases: list[tuple[str, float, float]] = field(default_factory=list)
     anonymous: dict[str, Any] = field(default_factory=dict)
     idle: dict[str, Any] = field(default_factory=dict)
     slowloris: dict[str, Any] = field(default_factory=dict)
@@ -767,6 +825,7 @@ async def drive(
 ) -> Clients:
     base = f"http://127.0.0.1:{port}"
     progress = Progress(scale.mix_requests)
+    phases = Phases()
     idle = IdleFlood(port)
     slow = Slowloris(port, scale.header_timeout_s)
     started = time.monotonic()
@@ -774,14 +833,18 @@ async def drive(
     async def waves() -> None:
         for w in range(scale.idle_waves):
             await progress.reached((w + 0.5) / (scale.idle_waves + 0.5))
-            await idle.wave(scale.idle_sockets, hold_s=scale.header_timeout_s + 5)
+            await phases.timed(
+                f"idle wave {w + 1}",
+                idle.wave(scale.idle_sockets, hold_s=scale.header_timeout_s + 5),
+            )
 
     slow_task = asyncio.create_task(slow.run(scale.slowloris))
     anonymous_task = asyncio.create_task(run_anonymous(base, scale, progress.finished))
-    mix, hostile, budget, _ = await asyncio.gather(
-        run_mix(base, keys["load"], scale, progress),
-        run_hostile(base, keys["load"], scale, seed, skip_known_bugs),
-        run_budget(base, keys, scale, progress),
+    mix, hostile, budget, burst, _ = await asyncio.gather(
+        phases.timed("mix", run_mix(base, keys["load"], scale, progress)),
+        phases.timed("hostile", run_hostile(base, keys["load"], scale, seed, skip_known_bugs)),
+        run_budget(base, keys, scale, progress, phases),
+        run_memory_burst(base, keys["load"], scale, progress, phases),
         waves(),
     )
     seconds = time.monotonic() - started
@@ -789,8 +852,13 @@ async def drive(
     anonymous = await anonymous_task
     await slow_task  # the connections still dripping: until the server closes them
     idle.close()
+    openings = [
+        (f"(opening its {scale.idle_sockets:,} sockets)", a, b)
+        for i, (a, b) in enumerate(idle.opening_spans)
+    ]
     return Clients(
-        records=[*mix, *hostile, *budget],
+        records=[*mix, *hostile, *budget, *burst],
+        phases=phases.spans + openings,
         anonymous=anonymous,
         idle={
             "waves": scale.idle_waves,
@@ -849,6 +917,27 @@ class Row:
 
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def which(records: list[Record]) -> str:
+    """Which attacks (and dialects) ``records`` came from, known bugs named."""
+    found = Counter((r.case, r.marker, r.dialect) for r in records)
+    return ", ".join(
+        f"{case} ({dialect}) ×{n}" + (" [known bug]" if (mark, dialect) in KNOWN_BUGS else "")
+        for (case, mark, dialect), n in found.most_common(4)
+    )
+
+
+def during(t: float, clients: Clients) -> str:
+    """What was running at wall-clock ``t`` besides the mix: phases, hostile attacks."""
+    names = [n for n, a, b in clients.phases if a <= t <= b and n not in ("mix", "hostile")]
+    hostile = Counter(
+        r.case
+        for r in clients.records
+        if r.group == "hostile" and r.started_at <= t <= r.started_at + r.seconds
+    )
+    parts = names + [f"{case} ×{n}" for case, n in hostile.most_common(3)]
+    return ", ".join(parts) or "the mix alone"
 
 
 def evaluate(
@@ -931,6 +1020,26 @@ def evaluate(
         if attack.case == "huge_request_id":
             passed = passed and all(r.head_bytes < 16_384 for r in got)
         rows.append(Row(f"upstream: {attack.label}", attack.bound, measured, passed))
+
+    burst = [r for r in records if r.group == "burst"]
+    burst_wrong = [r for r in burst if r.problem or r.ok]
+    span = next(((a, b) for n, a, b in clients.phases if n == "memory burst"), None)
+    during_burst = [
+        mb for t, mb in monitor.get("rss_timeline", []) if span and span[0] <= t <= span[1] + 1
+    ]
+    rows.append(
+        Row(
+            f"upstream: {scale.memory_burst} gzip bombs and {scale.memory_burst} "
+            f"{_mb(SIZES[scale.name].long_line)} SSE lines at once",
+            "well-formed errors; the gateway's RSS < "
+            f"{scale.rss_bound_mb:.0f} MB (each reply is bounded: 32 MiB decoded, 16 MiB "
+            "per event)",
+            f"{len(burst) - len(burst_wrong)}/{len(burst)} errors as bound "
+            f"({dict(Counter(f'{r.status} {r.error_type}' for r in burst))}); RSS sampled "
+            f"during the burst ≤ {max(during_burst, default=0):.0f} MB",
+            bool(burst) and not burst_wrong and max(during_burst, default=0) < scale.rss_bound_mb,
+        )
+    )
 
     # (c) floods
     anon = clients.anonymous
@@ -1049,7 +1158,8 @@ def evaluate(
             "message_stop / [DONE], or an error event",
             f"{len(streams) - len(stream_bad):,}/{len(streams):,}: "
             f"{sum(r.ok for r in streams):,} complete, "
-            f"{sum(not r.ok and not r.problem for r in streams):,} error events",
+            f"{sum(not r.ok and not r.problem for r in streams):,} error events"
+            + (f"; the others: {which(stream_bad)}" if stream_bad else ""),
             not stream_bad,
         )
     )
@@ -1059,7 +1169,8 @@ def evaluate(
             "none (every request gets an HTTP answer)",
             f"{len(transport)}"
             + (
-                f": {Counter(r.transport_error for r in transport).most_common(3)}"
+                f": {Counter(r.transport_error for r in transport).most_common(2)}, "
+                f"in {which(transport)}"
                 if transport
                 else ""
             ),
@@ -1070,6 +1181,9 @@ def evaluate(
     # the gateway's process
     peaks = monitor.get("peak_rss_mb_by_process", {})
     peak = max(peaks.values(), default=0.0)
+    timeline = monitor.get("rss_timeline", [])
+    top = max(timeline, key=lambda p: p[1], default=None)
+    when = f", highest sample during {during(top[0], clients)}" if top else ""
     rows.append(
         Row(
             "gateway memory" + (f" ({workers} workers)" if workers > 1 else ""),
@@ -1080,13 +1194,21 @@ def evaluate(
                 if workers > 1
                 else ""
             )
-            + f"; peak fds {max(monitor.get('peak_fds_by_process', {}).values(), default=0):,}",
+            + f"{when}; peak fds "
+            + f"{max(monitor.get('peak_fds_by_process', {}).values(), default=0):,}",
             0 < peak < scale.rss_bound_mb,
         )
     )
     health = monitor.get("health_ms", {})
     control = monitor.get("control_ms") or {}
     load = monitor.get("loadavg_1min", {})
+    slowest = sorted(monitor.get("health_slow", []), key=lambda p: -p[1])
+    worst = (
+        f"; over {scale.health_bound_ms:.0f} ms: "
+        + ", ".join(f"{ms:.0f} ms during {during(t, clients)}" for t, ms in slowest[:3])
+        if slowest and slowest[0][1] >= scale.health_bound_ms
+        else ""
+    )
     rows.append(
         Row(
             "/health polled every 50 ms throughout",
@@ -1095,7 +1217,7 @@ def evaluate(
             f"max {health.get('max')} ms ({health.get('over_100ms')} over 100 ms), statuses "
             f"{monitor.get('health_statuses')}; control server p50 {control.get('p50')} / p99 "
             f"{control.get('p99')} / max {control.get('max')} ms; load average "
-            f"{load.get('start')} → max {load.get('max')} (2 cores)",
+            f"{load.get('start')} → max {load.get('max')} ({os.cpu_count()} cores){worst}",
             bool(health.get("n"))
             and (health.get("max") or 1e9) < scale.health_bound_ms
             and not monitor.get("health_failures"),
@@ -1103,12 +1225,19 @@ def evaluate(
     )
     unhandled = [line for line in log.splitlines() if any(u in line for u in UNHANDLED)]
     errors = [line for line in log.splitlines() if line.startswith("ERROR")]
+    raised = Counter(
+        line for line in log.splitlines() if re.match(r"^[A-Za-z_.]+(Error|Exception): ", line)
+    )
+    where = Counter(
+        line.split("unhandled error in ", 1)[1] for line in errors if "unhandled error in " in line
+    )
     rows.append(
         Row(
             "gateway log",
             "no unhandled exception",
-            f"{len(unhandled)} unhandled, {len(errors)} ERROR lines"
-            + (f"; first: {unhandled[0][:160]}" if unhandled else ""),
+            f"{len(unhandled)} unhandled-error lines, {len(errors)} ERROR lines"
+            + (f"; raised: {dict(raised.most_common(3))}" if raised else "")
+            + (f"; in: {dict(where)}" if where else ""),
             not unhandled,
         )
     )
@@ -1152,9 +1281,11 @@ def run(
             str(seed),
             "--slow-s",
             str(scale.attempt_timeout_s + 0.5),
+            log=home / "upstream.log",
         )
-        control = start_helper("tests.chaos_monitor", "control")
-        gateway = None
+        control = start_helper("tests.chaos_monitor", "control", log=home / "control.log")
+        gateway: subprocess.Popen[bytes] | None = None
+        monitor: subprocess.Popen[bytes] | None = None
         try:
             gateway, port, log_path = start_gateway(
                 home, upstream.port, gateway_config(scale, redis_url, prefix), workers
@@ -1194,9 +1325,10 @@ def run(
             log = log_path.read_text(errors="replace")
             ledger = read_ledger(home)
         finally:
-            if gateway is not None and gateway.poll() is None:
-                gateway.kill()
-                gateway.wait()
+            for proc in (monitor, gateway):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
             stop_helper(upstream)
             stop_helper(control)
             if redis_url:
