@@ -130,20 +130,21 @@ def watch(args: argparse.Namespace) -> dict[str, Any]:
     fds: dict[int, int] = {}
     total_rss = 0.0
     loads: list[float] = []
-    rss_timeline: list[tuple[float, float]] = []  # (wall clock, MB of every process together)
+    rss_timeline: list[tuple[float, float]] = []  # (wall clock, MB of the largest process)
 
     def sample() -> None:
         nonlocal total_rss
         tree = process_tree(args.pid)
         while not stop.is_set():
-            now_total = 0.0
+            now_total = now_max = 0.0
             for pid in tree:
                 rss = status_kb(pid, "VmRSS") / 1024
                 now_total += rss
+                now_max = max(now_max, rss)
                 rss_mb[pid] = max(rss_mb.get(pid, 0.0), rss)
                 fds[pid] = max(fds.get(pid, 0), fd_count(pid))
             total_rss = max(total_rss, now_total)
-            rss_timeline.append((round(time.time(), 2), round(now_total, 1)))
+            rss_timeline.append((round(time.time(), 2), round(now_max, 1)))
             loads.append(loadavg())
             stop.wait(args.sample)
             if len(tree) == 1 and len(loads) % 20 == 0:  # workers may start after their parent
