@@ -93,6 +93,7 @@ class Poller(threading.Thread):
         self.failures: list[str] = []
         self.worst_at: float = 0.0  # seconds since start of the slowest answer
         self.slow: list[tuple[float, float]] = []  # (wall-clock start, ms) of answers over 50 ms
+        self.stale_retries = 0  # requests sent again after the server closed a kept-alive one
 
     def run(self) -> None:
         started_all = time.monotonic()
@@ -101,15 +102,28 @@ class Poller(threading.Thread):
         while not self.stop.is_set():
             started = time.perf_counter()
             wall = time.time()
-            try:
-                connection.request("GET", self.path)
-                response = connection.getresponse()
-                response.read()
-                self.statuses[str(response.status)] += 1
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
-                self.statuses["failed"] += 1
-                connection.close()
+            for attempt in (1, 2):
+                try:
+                    connection.request("GET", self.path)
+                    response = connection.getresponse()
+                    response.read()
+                    self.statuses[str(response.status)] += 1
+                    break
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    # The server may close an idle keep-alive connection at any moment (its
+                    # idle timeout; at the connection cap the oldest idle one goes): a client
+                    # sends its request again on a new connection, once, as urllib3 does.
+                    connection.close()
+                    if attempt == 1:
+                        self.stale_retries += 1
+                        continue
+                    self.failures.append("closed twice in a row")
+                    self.statuses["failed"] += 1
+                except (OSError, http.client.HTTPException) as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+                    self.statuses["failed"] += 1
+                    connection.close()
+                    break
             elapsed = (time.perf_counter() - started) * 1000
             if not self.latencies_ms or elapsed > max(self.latencies_ms):
                 self.worst_at = round(time.monotonic() - started_all, 1)
@@ -168,6 +182,7 @@ def watch(args: argparse.Namespace) -> dict[str, Any]:
         "health_worst_at_s": health.worst_at,
         "health_statuses": dict(health.statuses),
         "health_failures": health.failures[:10],
+        "health_stale_retries": health.stale_retries,
         "health_slow": health.slow,
         "control_slow": control.slow if control else [],
         "rss_timeline": rss_timeline,

@@ -29,8 +29,13 @@ clean stop. Prints a table (attack, bound, measured, result) and exits 1 when a 
     python -m tests.hostile_chaos --scale small         # what tests/test_chaos.py runs
 
 The small scale keeps every attack and check but with small counts and sizes, and the gateway's
-connection cap and head deadline set low so that the floods reach them; its /health bound is
+head deadline set low (2 s) so that the floods meet it; the idle flood stays under the
+connection cap there (eviction at the cap is tested on its own, tests/test_client_floods.py,
+and its race with kept-alive clients is an xfail in tests/test_chaos.py). Its /health bound is
 ``TIERWISE_HEALTH_BOUND_S`` (default 1 s), as in tests/test_hostile_upstream.py.
+
+Bugs the suite found that src/ still has are listed in :data:`KNOWN_BUGS` (each with its
+xfail(strict) test); `make chaos` sends those attacks and fails on them.
 """
 
 from __future__ import annotations
@@ -131,7 +136,8 @@ SCALES = {
         upstream_timeout_s=3.0,
         attempt_timeout_s=2.0,
         header_timeout_s=2.0,
-        max_connections=200,
+        # not 200: at the cap, eviction closes kept-alive clients (an xfail in test_chaos.py)
+        max_connections=None,
         health_bound_ms=HEALTH_BOUND_MS_SMALL,
         client_timeout_s=60.0,
     ),
@@ -161,6 +167,7 @@ class Attack:
     expect: str  # "error": never a success; "ok": a complete answer
     label: str
     bound: str
+    max_tokens: int = 50
 
 
 def attacks(scale: Scale) -> list[Attack]:
@@ -190,7 +197,21 @@ def attacks(scale: Scale) -> list[Attack]:
             f"{_mb(s.long_line)} SSE line",
             "an error at upstream_max_event_bytes (16 MiB)",
         ),
-        Attack("endless", True, "error", "endless stream", f"cut at {deadline}"),
+        Attack(
+            "endless",
+            True,
+            "error",
+            "endless stream, max_tokens 50",
+            "cut once the text passes what max_tokens allows",
+        ),
+        Attack(
+            "endless",
+            True,
+            "error",
+            "endless stream, max_tokens 4096",
+            f"cut at {deadline}",
+            max_tokens=4096,
+        ),
         Attack(
             "trickle", True, "error", "trickling stream (a byte every 50 ms)", f"cut at {deadline}"
         ),
@@ -420,7 +441,7 @@ async def run_hostile(
         for attack, dialect, model in plan:
             text = f"Say hello. {marker(attack.case)}"
             make = anthropic_body if dialect == "anthropic" else openai_body
-            body = make(text, model, attack.stream)
+            body = make(text, model, attack.stream, attack.max_tokens)
             rec = Record("hostile", attack.label, dialect, attack.stream, "load")
             rec.marker = attack.case
             records.append(await send(s, base, rec, body, key))
@@ -1366,6 +1387,7 @@ def run(
             "idle": clients.idle,
             "slowloris": clients.slowloris,
         },
+        "problems": [asdict(r) for r in clients.records if r.problem or r.transport_error][:50],
         "monitor": watched,
         "metrics": metrics,
         "upstream": stats,
