@@ -211,15 +211,23 @@ def check(
             return False, None, json.loads(last_data)["error"]["type"]
         return False, f"stream ended with {last_name} (no message_stop, no error)", None
     datas = [d for _, d in events]
-    if datas[-1] == "[DONE]":
-        return True, None, None
-    try:
-        obj = json.loads(datas[-1])
-    except ValueError:
-        return False, "last chunk not JSON", None
-    if "error" in obj:
-        return False, None, obj["error"].get("code")
-    return False, "stream ended without [DONE] or an error chunk", None
+    chunks = []
+    for data in datas[:-1] if datas[-1] == "[DONE]" else datas:
+        try:
+            chunks.append(json.loads(data))
+        except ValueError:
+            return False, "a chunk is not JSON", None
+    errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
+    if errors:  # an error chunk ends the stream (a [DONE] after it changes nothing)
+        if errors[0] is not chunks[-1]:
+            return False, "chunks after an error chunk", None
+        return False, None, errors[0]["error"].get("code")
+    if datas[-1] != "[DONE]":
+        return False, "stream ended without [DONE] or an error chunk", None
+    finished = any(choice.get("finish_reason") for c in chunks for choice in c.get("choices") or [])
+    if not finished:
+        return False, "[DONE] without a finish_reason", None
+    return True, None, None
 
 
 async def one(session: aiohttp.ClientSession, base: str, i: int) -> Outcome:

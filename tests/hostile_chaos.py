@@ -71,6 +71,7 @@ from tests.fakes.anthropic_server import DEFAULT_API_KEY
 
 TIERWISE = str(Path(sys.executable).parent / "tierwise")
 ROOT = Path(__file__).resolve().parent.parent
+GC_PROBE_DIR = Path(__file__).resolve().parent / "gcprobe"
 HEALTH_BOUND_MS_SMALL = 1000 * float(os.environ.get("TIERWISE_HEALTH_BOUND_S", "1.0"))
 MODEL_ID = "claude-haiku-4-5"
 MAX_READ = 8 * 1024 * 1024  # the most of one reply the client keeps (it counts the rest)
@@ -756,7 +757,7 @@ def gateway_config(scale: Scale, redis_url: str | None, redis_prefix: str) -> st
 
 
 def start_gateway(
-    home: Path, upstream_port: int, config: str, workers: int
+    home: Path, upstream_port: int, config: str, workers: int, *, gc_probe: bool = False
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     (home / "config.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TIERWISE_"))}
@@ -765,6 +766,9 @@ def start_gateway(
         "ANTHROPIC_API_KEY": DEFAULT_API_KEY,
         "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{upstream_port}",
     }
+    if gc_probe:  # tests/gcprobe/sitecustomize.py: the gateway's collections, timed
+        path = os.pathsep.join(p for p in (str(GC_PROBE_DIR), env.get("PYTHONPATH")) if p)
+        env |= {"PYTHONPATH": path, "TIERWISE_GC_PROBE": str(home / "gc")}
     port = free_port()
     log = home / "serve.log"
     args = [TIERWISE, "serve", "--port", str(port), "--config", str(home / "config.toml")]
@@ -1237,9 +1241,18 @@ def evaluate(
     control = monitor.get("control_ms") or {}
     load = monitor.get("loadavg_1min", {})
     slowest = sorted(monitor.get("health_slow", []), key=lambda p: -p[1])
+    collections = monitor.get("gc", [])
+
+    def collected(t: float, ms: float) -> str:
+        """A full collection that ended while this /health answer was awaited."""
+        pauses = [p for tt, gen, p in collections if gen == 2 and t <= tt <= t + ms / 1000 + 0.01]
+        return f" (a {max(pauses):.0f} ms gen-2 GC pause in it)" if pauses else ""
+
     worst = (
         f"; over {scale.health_bound_ms:.0f} ms: "
-        + ", ".join(f"{ms:.0f} ms during {during(t, clients)}" for t, ms in slowest[:3])
+        + ", ".join(
+            f"{ms:.0f} ms during {during(t, clients)}{collected(t, ms)}" for t, ms in slowest[:3]
+        )
         if slowest and slowest[0][1] >= scale.health_bound_ms
         else ""
     )
@@ -1251,7 +1264,12 @@ def evaluate(
             f"max {health.get('max')} ms ({health.get('over_100ms')} over 100 ms), statuses "
             f"{monitor.get('health_statuses')}; control server p50 {control.get('p50')} / p99 "
             f"{control.get('p99')} / max {control.get('max')} ms; load average "
-            f"{load.get('start')} → max {load.get('max')} ({os.cpu_count()} cores){worst}",
+            f"{load.get('start')} → max {load.get('max')} ({os.cpu_count()} cores){worst}"
+            + (
+                f"; gen-2 GC pauses: {len(full)}, longest {max(full):.0f} ms"
+                if (full := [p for _, gen, p in collections if gen == 2])
+                else ""
+            ),
             bool(health.get("n"))
             and (health.get("max") or 1e9) < scale.health_bound_ms
             and not monitor.get("health_failures"),
@@ -1296,7 +1314,10 @@ def run(
     redis_url: str | None = None,
     seed: int = 7,
     skip_known_bugs: bool = False,
+    gc_probe: bool = False,
 ) -> dict[str, Any]:
+    """One run of the suite at ``scale``; ``gc_probe``: time the gateway's garbage
+    collections (tests/gcprobe) and line them up with slow /health answers."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = scale.idle_sockets + scale.slowloris + scale.budget_burst + 2048
     if soft < need:
@@ -1322,7 +1343,11 @@ def run(
         monitor: subprocess.Popen[bytes] | None = None
         try:
             gateway, port, log_path = start_gateway(
-                home, upstream.port, gateway_config(scale, redis_url, prefix), workers
+                home,
+                upstream.port,
+                gateway_config(scale, redis_url, prefix),
+                workers,
+                gc_probe=gc_probe,
             )
             monitor = subprocess.Popen(
                 [
@@ -1358,6 +1383,11 @@ def run(
             seconds = time.monotonic() - started
             log = log_path.read_text(errors="replace")
             ledger = read_ledger(home)
+            watched["gc"] = [
+                [float(t), int(gen), float(ms)]
+                for probe in home.glob("gc.*")
+                for t, gen, ms in (line.split() for line in probe.read_text().splitlines())
+            ]
         finally:
             for proc in (monitor, gateway):
                 if proc is not None and proc.poll() is None:
@@ -1443,6 +1473,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-known-bugs", action="store_true", help="leave out the attacks in KNOWN_BUGS"
     )
+    parser.add_argument(
+        "--gc-probe",
+        action="store_true",
+        help="time the gateway's garbage collections (tests/gcprobe/sitecustomize.py)",
+    )
     args = parser.parse_args(argv)
     result = run(
         SCALES[args.scale],
@@ -1450,6 +1485,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_url=args.redis_url,
         seed=args.seed,
         skip_known_bugs=args.skip_known_bugs,
+        gc_probe=args.gc_probe,
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
