@@ -1417,6 +1417,7 @@ def run(
             "idle": clients.idle,
             "slowloris": clients.slowloris,
         },
+        "mix_complete_by_kind": mix_by_kind(clients.records),
         "problems": [asdict(r) for r in clients.records if r.problem or r.transport_error][:50],
         "monitor": watched,
         "metrics": metrics,
@@ -1428,6 +1429,17 @@ def run(
         },
         "log_tail": log.splitlines()[-20:],
     }
+
+
+def mix_by_kind(records: list[Record]) -> dict[str, str]:
+    """Share of complete answers in the mix: ``auto`` or a forced tier, streaming or not."""
+    kinds: dict[str, list[bool]] = {}
+    for r in records:
+        if r.group == "mix":
+            routed = "auto" if r.case == "auto" else "forced"
+            kinds.setdefault(f"{routed}, {'stream' if r.stream else 'json'}", []).append(r.ok)
+    kinds["all"] = [r.ok for r in records if r.group == "mix"]
+    return {k: f"{100 * sum(v) / len(v):.1f}% of {len(v)}" for k, v in sorted(kinds.items())}
 
 
 def table(rows: list[dict[str, Any]], width: int = 160) -> str:
