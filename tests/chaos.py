@@ -1,6 +1,7 @@
 """Fault-injection load: mixed requests through a real `tierwise serve` in front of the fake
-upstream that fails a share of attempts. Used by tests/test_chaos.py (small) and by
-`make chaos` (full: `python -m tests.chaos --requests 5000 --concurrency 64`).
+upstream that fails a share of attempts. Its requests and reply checks are part (a) of the
+hostile suite (tests/hostile_chaos.py, `make chaos`); its load drives the crash tests of
+tests/test_chaos.py; alone: `python -m tests.chaos --requests 5000 --concurrency 64`.
 
 Every client request must end in a complete response or a well-formed error in its dialect;
 every stream must end with message_stop / [DONE] or an error event; the gateway must log no
