@@ -37,8 +37,15 @@ typecheck: setup
 check: lint typecheck test
 
 # Reliability suites at full size (make test runs small configurations); see RELIABILITY.md.
+# chaos: the full hostile suite against one `tierwise serve` (fault-injection mix, malicious
+# upstream, client floods, budgeted keys under attack, all at once); prints the table of
+# RELIABILITY.md "Under faults" and fails on a bound. WORKERS=2 REDIS_URL=redis://... for the
+# multi-worker variant (budgets in Redis); GC_PROBE=1 times the gateway's garbage collections.
 chaos: setup
-	$(BIN)/python -m tests.chaos --requests 5000 --concurrency 64 --rate 0.25
+	@mkdir -p artifacts
+	$(BIN)/python -m tests.hostile_chaos --json artifacts/chaos-full.json \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(REDIS_URL),--redis-url $(REDIS_URL)) \
+		$(if $(GC_PROBE),--gc-probe)
 
 fuzz: setup
 	TIERWISE_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest -q tests/test_gateway_fuzz.py

@@ -3,6 +3,7 @@ peak RSS and ``/health`` latency while each attack runs, and what the client got
 
     python benchmarks/hostile_run.py                    # every attack, full size
     python benchmarks/hostile_run.py --only gzip_bomb   # one of them
+    python benchmarks/hostile_run.py --concurrency 12   # 12 of each attack at once
 
 The malicious upstream is :mod:`tests.fakes.hostile_upstream` (in this process, a thread);
 the gateway is a separate ``tierwise serve`` process (default settings, one worker) pointed at
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,7 @@ def attack(
     behaviour: str,
     params: dict[str, Any],
     stream: bool,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     upstream.set_default(behaviour, **params)
     baseline = status_kb(pid, "VmRSS")
@@ -129,7 +132,9 @@ def attack(
         [sys.executable, "-c", _POLL, str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     time.sleep(0.1)
-    reply = post(port, stream, timeout_s=60)
+    with ThreadPoolExecutor(concurrency) as pool:
+        replies = list(pool.map(lambda _: post(port, stream, timeout_s=60), range(concurrency)))
+    reply = replies[0] if concurrency == 1 else {"replies": replies}
     out, _ = poller.communicate(b"stop\n", timeout=120)
     latencies = json.loads(out)
     ordered = sorted(latencies)
@@ -146,6 +151,9 @@ def attack(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="run only the attacks whose behaviour is this")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="requests at once per attack (default 1)"
+    )
     args = parser.parse_args()
     port = free_port()
     results: dict[str, Any] = {}
@@ -180,7 +188,9 @@ def main() -> None:
             for name, behaviour, params, stream in ATTACKS:
                 if args.only and behaviour != args.only:
                     continue
-                results[name] = attack(upstream, server.pid, port, behaviour, params, stream)
+                results[name] = attack(
+                    upstream, server.pid, port, behaviour, params, stream, args.concurrency
+                )
                 print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
         finally:
             server.terminate()

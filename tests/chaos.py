@@ -1,6 +1,7 @@
 """Fault-injection load: mixed requests through a real `tierwise serve` in front of the fake
-upstream that fails a share of attempts. Used by tests/test_chaos.py (small) and by
-`make chaos` (full: `python -m tests.chaos --requests 5000 --concurrency 64`).
+upstream that fails a share of attempts. Its requests and reply checks are part (a) of the
+hostile suite (tests/hostile_chaos.py, `make chaos`); its load drives the crash tests of
+tests/test_chaos.py; alone: `python -m tests.chaos --requests 5000 --concurrency 64`.
 
 Every client request must end in a complete response or a well-formed error in its dialect;
 every stream must end with message_stop / [DONE] or an error event; the gateway must log no
@@ -144,7 +145,8 @@ def _request(i: int) -> tuple[str, bool, str, dict[str, Any]]:
 
 def _events(raw: bytes) -> list[tuple[str | None, str]]:
     out = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+    # SSE ends lines with CRLF, LF or a lone CR (a CR-only stream relayed as-is is valid)
+    for block in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n"):
         if not block.strip():
             continue
         name, data = None, []
@@ -210,15 +212,23 @@ def check(
             return False, None, json.loads(last_data)["error"]["type"]
         return False, f"stream ended with {last_name} (no message_stop, no error)", None
     datas = [d for _, d in events]
-    if datas[-1] == "[DONE]":
-        return True, None, None
-    try:
-        obj = json.loads(datas[-1])
-    except ValueError:
-        return False, "last chunk not JSON", None
-    if "error" in obj:
-        return False, None, obj["error"].get("code")
-    return False, "stream ended without [DONE] or an error chunk", None
+    chunks = []
+    for data in datas[:-1] if datas[-1] == "[DONE]" else datas:
+        try:
+            chunks.append(json.loads(data))
+        except ValueError:
+            return False, "a chunk is not JSON", None
+    errors = [c for c in chunks if isinstance(c, dict) and "error" in c]
+    if errors:  # an error chunk ends the stream (a [DONE] after it changes nothing)
+        if errors[0] is not chunks[-1]:
+            return False, "chunks after an error chunk", None
+        return False, None, errors[0]["error"].get("code")
+    if datas[-1] != "[DONE]":
+        return False, "stream ended without [DONE] or an error chunk", None
+    finished = any(choice.get("finish_reason") for c in chunks for choice in c.get("choices") or [])
+    if not finished:
+        return False, "[DONE] without a finish_reason", None
+    return True, None, None
 
 
 async def one(session: aiohttp.ClientSession, base: str, i: int) -> Outcome:

@@ -1,35 +1,75 @@
-"""Reliability under faults (the small configuration; `make chaos` runs the full one):
-fault-injection load, kill -9 during load, SIGTERM during load."""
+"""Reliability under faults (the small configuration; `make chaos` runs the full one): the
+hostile suite (fault-injection mix, malicious upstream, client floods and budgeted keys under
+attack, all at once against one `tierwise serve`), kill -9 during load, SIGTERM during load;
+and the bugs the full suite found, pinned down one by one."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import logging
+import select
 import signal
+import socket
 import sqlite3
 import threading
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
-from tests.chaos import LoadReport, integrity, ledger_rows, load, run, start_gateway, stop_gateway
+from tests.chaos import LoadReport, integrity, ledger_rows, load, start_gateway, stop_gateway
+from tests.chaos_monitor import status_kb
+from tests.conftest import ListSink
+from tests.dbs import delete_redis_prefix, redis_url_or_skip
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.hostile_upstream import HostileUpstream, MiB
+from tests.hostile_chaos import SCALES, run, table
+from tests.hostile_chaos import start_gateway as start_serve
+from tests.servers import ServerThread
+from tierwise.config import load as load_settings
+from tierwise.config import revalidate
+from tierwise.gateway import build_app
+from tierwise.gateway.server import make_app
+from tierwise.gateway.upstream import HttpUpstream
+from tierwise.keys import KeyStore
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
-def test_fault_injection_load_loses_nothing_and_truncates_nothing() -> None:
-    result = run(requests=400, concurrency=32, rate=0.25)
+def test_the_hostile_suite_holds_every_bound_in_its_small_configuration() -> None:
+    """tests/hostile_chaos.py at its small scale: every attack of the full suite at once, with
+    small counts and sizes; each row of its table is a bound (the /health one is
+    TIERWISE_HEALTH_BOUND_S, 1 s by default). The bugs in KNOWN_BUGS are left out here: each
+    has its own xfail(strict) test below, and `make chaos` runs them."""
+    result = run(SCALES["small"], skip_known_bugs=True)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "chaos-small.json").write_text(json.dumps(result, indent=2))
-    assert sum(result["injected"].values()) > 50  # faults really happened
-    assert result["malformed"] == 0, result["malformed_examples"]
-    assert result["transport_errors"] == {}
-    assert result["unhandled"] == []
-    assert result["answered"] == result["sent"] == 400
-    assert result["ledger_rows"] == result["ledger_unique"] == 400
-    assert result["success_rate"] >= 0.8, result
+    (ARTIFACTS / "chaos-small.json").write_text(json.dumps(result, indent=2, default=str))
+    failed = [row for row in result["rows"] if not row["passed"]]
+    assert not failed, table(failed)
+    injected = result["upstream"]["injected"]
+    assert sum(injected.values()) > 30  # faults really happened
+    cases = result["upstream"]["cases"]
+    assert cases.get("gzip_bomb") and cases.get("endless") and cases.get("cjk_usage")
+    closed = result["metrics"]['tierwise_client_connections_closed_total{reason="header_timeout"}']
+    assert closed >= result["clients"]["idle"]["opened"]  # the idle flood met the head deadline
+
+
+def test_the_hostile_suite_with_two_workers_and_budgets_in_redis() -> None:
+    """The same small suite against `tierwise serve --workers 2`, budgets shared in Redis."""
+    url = redis_url_or_skip()
+    result = run(SCALES["small"], workers=2, redis_url=url, skip_known_bugs=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "chaos-small-workers2.json").write_text(json.dumps(result, indent=2, default=str))
+    failed = [row for row in result["rows"] if not row["passed"]]
+    assert not failed, table(failed)
+    assert len(result["monitor"]["peak_rss_mb_by_process"]) >= 3  # the supervisor and 2 workers
 
 
 def _background_load(base: str) -> tuple[threading.Thread, list[LoadReport]]:
@@ -100,3 +140,220 @@ def test_sigterm_during_load_finishes_in_flight_and_loses_nothing(
     assert answered <= rows  # every answered request is in the ledger
     assert len(rows) == len(answered)  # and nothing else
     assert "Traceback" not in gw.stderr()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by make chaos (issue 11): the OpenAI dialect serialises the upstream's "
+    "usage unclamped with orjson (openai_api.to_completion via orjson.dumps in "
+    "chat_completions; openai_api._data for stream chunks), and orjson refuses an integer over "
+    "64 bits: an upstream reporting 10**30 tokens gets the client a 500 (non-streaming) or a "
+    "chunked stream cut with no [DONE] and no error chunk (streaming), with 'unhandled error' "
+    "and a TypeError traceback in the log. The ledger row is clamped and flagged correctly. "
+    "When fixed, remove this mark and the KNOWN_BUGS entry in tests/hostile_chaos.py.",
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_openai_dialect_survives_usage_over_64_bits(
+    tmp_path: Path, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    with HostileUpstream("usage") as upstream:
+        upstream.set_default("usage", value=10**30)
+        settings = load_settings(
+            environ={
+                "TIERWISE_HOME": str(tmp_path),
+                "ANTHROPIC_API_KEY": "sk-ant-hostile-test",
+                "ANTHROPIC_BASE_URL": upstream.base_url,
+            }
+        )
+        settings = revalidate(
+            settings, gateway=settings.gateway.model_copy(update={"max_attempts": 1})
+        )
+        sink = ListSink()
+        app = build_app(settings, sink=sink, upstream=HttpUpstream.from_settings(settings, {}))
+        with ServerThread(app) as server, caplog.at_level(logging.ERROR):
+            client = openai.OpenAI(
+                base_url=server.base_url + "/v1", api_key="k", max_retries=0, timeout=30
+            )
+            messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
+            if not stream:
+                outcome: object
+                try:
+                    outcome = client.chat.completions.create(
+                        model="claude-haiku-4-5",
+                        messages=messages,
+                    )
+                except openai.APIStatusError as exc:
+                    outcome = exc
+                if isinstance(outcome, openai.APIStatusError):
+                    assert outcome.status_code == 502, outcome.status_code  # a 500 today
+                else:
+                    assert isinstance(outcome, ChatCompletion)
+                    assert outcome.choices[0].message.content
+                    assert outcome.usage is not None
+                    assert outcome.usage.prompt_tokens < 2**63
+            else:
+                chunks: list[ChatCompletionChunk] = []
+                ended_with_an_error = False
+                try:
+                    for chunk in client.chat.completions.create(
+                        model="claude-haiku-4-5",
+                        messages=messages,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    ):
+                        chunks.append(chunk)
+                except openai.APIConnectionError:
+                    raise
+                except openai.APIError:
+                    ended_with_an_error = True  # an error chunk: a well-formed end
+                assert ended_with_an_error or any(
+                    c.choices and c.choices[0].finish_reason for c in chunks
+                )
+        assert not [r for r in caplog.records if "unhandled" in r.getMessage()]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by make chaos (issue 11, 'RSS < 400 MB under the full hostile suite'): every "
+    "upstream reply is bounded on its own (upstream_max_body_bytes 32 MiB decoded, "
+    "upstream_max_event_bytes 16 MiB per SSE event) but nothing bounds them together, so the "
+    "gateway's memory grows by ~33 MB per concurrent gzip-bomb reply (benchmarks/hostile_run.py "
+    "--only gzip_bomb --concurrency N: 1 → 143 MB, 4 → 241 MB, 12 → 508 MB peak RSS; 12 "
+    "concurrent 50 MB SSE lines → 275 MB). A malicious upstream answering every request with "
+    "a bomb takes a one-worker gateway past 400 MB with 12 requests in flight. Needs a "
+    "process-wide cap on buffered/decoded upstream bytes (requests beyond it wait or fail "
+    "as upstream errors).",
+)
+def test_concurrent_gzip_bombs_keep_the_gateway_under_400_mb(tmp_path: Path) -> None:
+    concurrency = 16
+    with HostileUpstream("gzip_bomb") as upstream:
+        upstream.set_default("gzip_bomb", decoded_bytes=256 * MiB)
+        proc, port, _ = start_serve(tmp_path, upstream.port, "[gateway]\nmax_attempts = 1\n", 1)
+        try:
+            body = {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "Say hello."}],
+            }
+
+            def post(_: int) -> int:
+                reply = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/messages",
+                    json=body,
+                    headers={"anthropic-version": "2023-06-01"},
+                    timeout=120,
+                )
+                return reply.status_code
+
+            with ThreadPoolExecutor(concurrency) as pool:
+                statuses = list(pool.map(post, range(concurrency)))
+            peak_mb = status_kb(proc.pid, "VmHWM") / 1024
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    assert statuses == [502] * concurrency  # every bomb refused, as one at a time is
+    assert peak_mb < 400, f"the gateway's peak RSS was {peak_mb:.0f} MB"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by make chaos WORKERS=2 REDIS_URL=... (issue 11, budgets in Redis): "
+    "RedisBudgets (src/tierwise/budgets.py) uses redis.asyncio.Redis.from_url's default "
+    "ConnectionPool, which holds at most 100 connections and raises MaxConnectionsError at "
+    "once when they are all in use. With more than 100 budgeted requests in flight in one "
+    "process, a healthy Redis is reported as failed: the extra requests get 503 'budget "
+    "counters unavailable (seed): Redis ... failed: MaxConnectionsError; budgeted keys are "
+    "refused until it answers again' (full run: 100 of 200 concurrent CJK requests). Needs a "
+    "pool that waits for a free connection within budgets.redis_timeout_s "
+    "(BlockingConnectionPool) or one sized for the gateway's concurrency.",
+)
+def test_200_concurrent_budgeted_requests_are_not_refused_by_a_healthy_redis(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    url = redis_url_or_skip()
+    prefix = f"tierwise-test-pool-{uuid.uuid4().hex[:8]}:"
+    settings = load_settings(
+        environ={
+            "TIERWISE_HOME": str(tmp_path),
+            "ANTHROPIC_API_KEY": fake_anthropic.api_key,
+            "ANTHROPIC_BASE_URL": fake_anthropic.base_url,
+        }
+    )
+    budgets = settings.budgets.model_copy(update={"redis_url": url, "redis_prefix": prefix})
+    settings = revalidate(settings, budgets=budgets)
+    keys = KeyStore(settings)
+    try:
+        raw, _ = keys.create("pool", budget_usd="5.00", period="day")  # ample: nothing is over
+    finally:
+        keys.close()
+    body = {"model": "haiku", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+
+    async def flood(base: str) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/v1/messages", json=body, headers={"x-api-key": raw})
+                    for _ in range(200)
+                )
+            )
+
+    try:
+        with ServerThread(make_app(settings)) as running:
+            replies = asyncio.run(flood(running.base_url))
+    finally:
+        delete_redis_prefix(url, prefix)
+    refused = [r.json()["error"]["message"] for r in replies if r.status_code == 503]
+    assert not refused, f"{len(refused)} of 200 refused: {refused[0]}"
+    assert [r.status_code for r in replies] == [200] * 200
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the hostile suite (issue 11, client floods): at gateway.max_connections the "
+    "gateway closes the oldest idle connection (connections.GuardedHttpToolsProtocol), and a "
+    "client's kept-alive connection between two requests counts as idle exactly like a flood "
+    "socket that never sent a byte. A flood of never-used sockets therefore closes established "
+    "keep-alive clients first (they went idle before the flood began); a request sent at that "
+    "moment is lost (the client sees a disconnect, no reply: ServerDisconnectedError in 2 of 15 "
+    "small hostile runs with the cap at 200). Connections that never sent a request should be "
+    "evicted before kept-alive ones.",
+)
+def test_an_idle_flood_at_the_cap_leaves_kept_alive_clients_alone(
+    fake_anthropic: FakeAnthropic, tmp_path: Path
+) -> None:
+    config = "[gateway]\nmax_connections = 32\nidle_timeout_s = 60\nheader_timeout_s = 60\n"
+    proc, port, _ = start_serve(tmp_path, fake_anthropic.port, config, 1)
+    flood: list[socket.socket] = []
+    body = json.dumps(
+        {"model": "haiku", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        client.request("POST", "/v1/messages", body, headers)
+        first = client.getresponse()
+        first.read()
+        assert first.status == 200  # the client's connection is now kept alive, idle
+        flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+        # 65 connections for 32 places: at least 32 flood sockets are closed, whatever goes first
+        closed = 0
+        poller = select.poll()
+        for s in flood:
+            poller.register(s, select.POLLIN)
+        guard = time.monotonic() + 30
+        while closed < 32 and time.monotonic() < guard:
+            for fd, _ in poller.poll(200):
+                poller.unregister(fd)
+                closed += 1
+        assert closed >= 32, closed
+        client.request("POST", "/v1/messages", body, headers)  # the same connection, again
+        second = client.getresponse()
+        second.read()
+        assert second.status == 200
+    finally:
+        client.close()
+        for s in flood:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=60)
