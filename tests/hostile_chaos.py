@@ -147,12 +147,7 @@ SCALES = {
 # Bugs this suite found that src/ still has: (attack case, dialect) → the xfail(strict) test
 # that pins each down. `make chaos` sends them (and fails on them); `--skip-known-bugs` leaves
 # them out, which is how `make test` runs the small scale. Remove an entry with its fix.
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    (
-        "usage_huge",
-        "openai",
-    ): "tests/test_chaos.py::test_openai_dialect_survives_usage_over_64_bits",
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 
 BUDGETS = {"cjk": Decimal("0.01"), "liar": Decimal("0.05"), "docs": Decimal("0.05")}
 

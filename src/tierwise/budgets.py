@@ -392,18 +392,25 @@ class RedisBudgets:
         prefix: str = "tierwise:",
         hold_ttl_s: float = 3_600.0,
         timeout_s: float = 2.0,
+        max_connections: int = 256,
         seed: Seed | None = None,
         now: Callable[[], dt.datetime] | None = None,
     ) -> None:
         import redis.asyncio
 
         self.url = url
-        self._redis: Any = redis.asyncio.Redis.from_url(
+        # A blocking pool: a burst of budgeted requests waits (within the deadline) for a free
+        # connection instead of failing at once when the pool is full (redis-py's default
+        # pool raises MaxConnectionsError at 100).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry_on_timeout=False,
         )
+        self._redis: Any = redis.asyncio.Redis(connection_pool=pool)
         self.prefix = prefix
         self.hold_ttl_s = hold_ttl_s
         self.timeout_s = timeout_s

@@ -232,6 +232,11 @@ class RequestLife:
     def closed(self) -> bool:
         return self._outcome is not None
 
+    def recorded_usage(self) -> Usage | None:
+        """The usage as it will be recorded (checked and clamped), once :meth:`ended` ran."""
+        end = self._end
+        return end.measured.usage if end is not None and end.measured is not None else None
+
     @property
     def settlement(self) -> Settlement | None:
         """The settlement made by :meth:`ended` (rebased when a session priced its baseline)."""

@@ -19,6 +19,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tierwise.accounting import usage_to_api
 from tierwise.gateway.anthropic_api import (
     answer,
     check_model,
@@ -364,6 +365,9 @@ async def translated(
         )
     if not stream:
         message_obj, _, cost = await answer(ex, attempt)
+        recorded = ex.life.recorded_usage()
+        if recorded is not None:  # the checked usage, as recorded (and always valid JSON)
+            message_obj = {**message_obj, "usage": usage_to_api(recorded)}
         out_headers["x-tierwise-cost-usd"] = cost
         return Response(
             orjson.dumps(render(message_obj, attempt)),
@@ -454,7 +458,7 @@ class OpenAIRelay(StreamRelay):
     def _message_stop(self, obj: dict[str, Any]) -> bytes:
         out = [self.chunk({}, FINISH.get(self.tracker.stop_reason or "", "stop"))]
         if self.include_usage:
-            out.append(self._envelope([], openai_usage(self.tracker.usage)))
+            out.append(self._envelope([], openai_usage(self.client_usage())))
         out.append(b"data: [DONE]\n\n")
         return b"".join(out)
 

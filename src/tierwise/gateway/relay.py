@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from tierwise.accounting import BadUsage, measure_usage
+from tierwise.accounting import BadUsage, measure_usage, usage_to_api
 from tierwise.adapt import ThinkingOrigins
 from tierwise.gateway.attempts import Attempt
 from tierwise.gateway.sse import EventSplitter, MalformedEvent, SSEEvent, StreamTracker
@@ -170,6 +170,15 @@ class StreamRelay:
             self.outcome = None
             if self.on_complete is not None:
                 await self.on_complete(tracker)
+
+    def client_usage(self) -> dict[str, Any]:
+        """The stream's usage as a translated dialect reports it to its client: checked and
+        clamped to what the request could consume, as the ledger records it (an upstream's
+        10**30 tokens is not passed on, and never breaks the JSON of the reply)."""
+        try:
+            return usage_to_api(measure_usage(self.tracker.usage, self.life.bounds).usage)
+        except BadUsage:
+            return {}
 
     def _usage(self, outcome: str | None) -> dict[str, Any] | None:
         """The usage to bill. Complete: what the stream reported. Bad upstream data (an

@@ -449,7 +449,7 @@ class ResponsesRelay(StreamRelay):
             return b""
         self.failed = True
         error = {"code": kind, "message": message}
-        usage = self.tracker.usage or None
+        usage = self.client_usage() or None
         return self._event("error", {**error, "param": None}) + self._event(
             "response.failed", {"response": self._snapshot("failed", usage=usage, error=error)}
         )
@@ -557,7 +557,7 @@ class ResponsesRelay(StreamRelay):
 
     def _message_stop(self, obj: dict[str, Any]) -> bytes:
         response = self._snapshot(
-            "completed", usage=self.tracker.usage, stop_reason=self.tracker.stop_reason
+            "completed", usage=self.client_usage(), stop_reason=self.tracker.stop_reason
         )
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         return self._event(kind, {"response": response})
