@@ -199,3 +199,18 @@ def test_real_claude_code_through_the_gateway(tmp_path: Path, gateway: RunningGa
     sent = upstream[0].json_body
     assert isinstance(sent, dict)
     assert sent["metadata"]["user_id"].startswith("{")  # Claude Code's own metadata
+
+
+def test_replay_by_labels_routes_each_turn_to_its_label(tmp_path: Path, small_trace: Path) -> None:
+    """--labels: perfect classification (every generated turn's own tier), the yardstick the
+    classifier's routing is compared with in EVALUATION.md."""
+    classified = json.loads(run("replay", str(small_trace), "--json", home=tmp_path).stdout)
+    proc = run("replay", str(small_trace), "--json", "--labels", home=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    session = next(p for p in data["policies"] if p["policy"] == "session")
+    assert session["below_label"] == 0  # nothing served below the tier its task needs
+    assert (
+        session["cost_usd"]
+        != next(p for p in classified["policies"] if p["policy"] == "session")["cost_usd"]
+    )

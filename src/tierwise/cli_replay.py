@@ -64,6 +64,14 @@ def replay(
         float, typer.Option("--gap", min=0.0, help="Seconds between requests without a 't'.")
     ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    labels: Annotated[
+        bool,
+        typer.Option(
+            "--labels",
+            help="Route by the trace's labels (the tier each task needs) instead of the "
+            "classifier: what perfect classification would cost.",
+        ),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Replay sessions under a configuration: cost and tier shares for all-top-tier (with
@@ -93,8 +101,8 @@ def replay(
             source = f"ledger since {since}"
         if not requests:
             raise InputError(f"{source}: no requests to replay")
-        router = Router(settings)
-        report = asyncio.run(Replayer(settings, decide=router.decide).run(requests))
+        decide = label_oracle(settings, requests) if labels else Router(settings).decide
+        report = asyncio.run(Replayer(settings, decide=decide).run(requests))
     except TierwiseError as exc:
         raise _fail(exc) from exc
     data = report.as_json()
@@ -102,6 +110,26 @@ def replay(
         sys.stdout.write(json.dumps({"source": source, **data}, indent=2) + "\n")
         return
     _print_replay(source, data, settings.tier_names, settings.top_tier.name)
+
+
+def label_oracle(settings: Any, requests: list[Any]) -> Any:
+    """A classifier that answers each turn with its trace label (the default tier when a
+    turn has none): the cost of routing every task to exactly the tier it needs."""
+    import dataclasses
+
+    from tierwise.policy import Policy
+
+    policy = Policy(settings, settings.catalogue())
+    by_text = {r.shape.classify_input.prompt: r.label for r in requests if r.label}
+
+    async def decide(view: Any, *args: Any, **kwargs: Any) -> Any:
+        tier = by_text.get(view.prompt, settings.default_tier)
+        if tier not in settings.tier_names:
+            tier = settings.default_tier
+        decision = policy.decide(None, force_tier=tier)
+        return dataclasses.replace(decision, classifier="labels", reason="the trace's label")
+
+    return decide
 
 
 _LABELS = {
