@@ -62,8 +62,11 @@ def test_cache_and_reasoning_usage_mapping(gateway: RunningGateway) -> None:
             "output_tokens_details": {"thinking_tokens": 30},
         }
     )
+    # A prompt long enough to hold 1,210 input tokens: usage beyond what the request could
+    # have held is clamped to its worst-case bound (accounting.measure_usage).
+    prompt = "The quick brown fox jumps over the lazy dog. " * 400
     completion = gateway.openai().chat.completions.create(
-        model="opus", messages=[{"role": "user", "content": "hi"}], max_tokens=500
+        model="opus", messages=[{"role": "user", "content": prompt}], max_tokens=500
     )
     usage = completion.usage
     assert usage is not None
