@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk time per side")
     parser.add_argument("--streams", type=int, default=0, help="also long streams at this C")
+    parser.add_argument("--no-short", action="store_true", help="only the long streams")
     args = parser.parse_args(argv)
     longstream.raise_nofile()
     run.BENCH.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                         "round": i + 1,
                         "load": Path("/proc/loadavg").read_text().split()[0],
                     }
-                    row["short"] = short(wrk, args.seconds, Path(tmp))
+                    if not args.no_short:
+                        row["short"] = short(wrk, args.seconds, Path(tmp))
                     if args.streams:
                         row["streams"] = streams(args.streams, Path(tmp))
                     results[side].append(row)
@@ -144,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             os.environ["PYTHONPATH"] = saved
     summary: dict[str, Any] = {"ref": args.ref, "rounds": args.rounds, "results": results}
-    keys = [("short", "cpu_ms_per_req"), ("short", "rps")]
+    keys: list[tuple[str, str]] = (
+        [] if args.no_short else [("short", "cpu_ms_per_req"), ("short", "rps")]
+    )
     if args.streams:
         keys += [("streams", "cpu_us_per_event"), ("streams", "transit_p99_ms")]
     print(f"\nA/B, {args.rounds} alternated rounds: reference {args.ref} vs the working tree")

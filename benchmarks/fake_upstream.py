@@ -200,6 +200,9 @@ def _delta_template(text: str) -> tuple[bytes, bytes]:
 _DELTAS = [_delta_template(w) for w in _WORDS]
 
 
+_ARMING: Any = object()  # LongStreams.timer while _tick runs
+
+
 class LongStreams:
     """All the long streams of this server, driven by one timer wheel (ticks of 1 ms)."""
 
@@ -274,6 +277,8 @@ class LongStreams:
             self.wheel[tick] = [state]
         else:
             bucket.append(state)
+        if self.timer is _ARMING:
+            return  # inside _tick, which arms the timer when it is done
         if self.timer is None or tick < self.next_tick:
             if self.timer is not None:
                 self.timer.cancel()
@@ -282,7 +287,12 @@ class LongStreams:
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
-        self.timer = None
+        # While the due streams are written, _schedule must not arm the timer: it would arm it
+        # at the first rescheduled stream's tick (one interval ahead) and skip every stream due
+        # in between, which then all leave in one burst per interval (a bug of the first
+        # version: every stream's events bunched into ~10 ms every ~100 ms). The timer is armed
+        # below, at the earliest tick left in the wheel.
+        self.timer = _ARMING
         now_tick = int(loop.time() / _TICK_S)
         due = [t for t in self.wheel if t <= now_tick]
         due.sort()
@@ -300,7 +310,8 @@ class LongStreams:
                 elif sent == self.deltas:  # content_block_stop, message_delta, message_stop
                     transport.write(_chunk(self._end_events()) + b"0\r\n\r\n")
                 # the connection stays open for the next request (keep-alive)
-        if self.wheel and self.timer is None:
+        self.timer = None
+        if self.wheel:
             self.next_tick = min(self.wheel)
             self.timer = loop.call_at(self.next_tick * _TICK_S, self._tick)
 

@@ -1,10 +1,13 @@
 """The long-stream benchmark: C concurrent SSE streams of N events over T seconds each, through
-one ``tierwise serve`` worker, through LiteLLM's proxy (one worker) and directly against the
-upstream, all in the same run (issue 16).
+one ``tierwise serve`` worker, through LiteLLM's proxy (one worker), through a bare relay that
+only copies bytes (``floor_relay.py``: what any Python relay on uvloop costs on this machine)
+and directly against the upstream, all in the same run (issue 16).
 
     make bench-streams                     # full: C = 500, 2,000, 5,000; N=200 over T=20 s; 3 runs
     make bench-streams QUICK=1             # C = 200, N=50 over 5 s, one run (about a minute)
     python benchmarks/longstream.py --streams 1000 --runs 1 --targets direct,tierwise
+    python benchmarks/longstream.py --targets direct,tierwise --ref 5bc09a1 --out X.json
+                                           # the gateway as of a commit, this harness
     python benchmarks/longstream.py client --port 9100 --streams 500   # the client alone
 
 How it measures (see BENCHMARKS.md, "Long streams"):
@@ -500,6 +503,25 @@ def start_upstream(stack: Any, plan: Plan) -> tuple[procs.Server, int]:
     return server, port
 
 
+def start_floor(stack: Any, upstream_port: int) -> tuple[procs.Server, int, float]:
+    """The bare relay (``benchmarks/floor_relay.py``) in front of the upstream."""
+    import run
+
+    port = procs.free_port()
+    argv = [
+        str(run.PY),
+        str(Path(__file__).resolve().parent / "floor_relay.py"),
+        "--port",
+        str(port),
+        "--upstream-port",
+        str(upstream_port),
+    ]
+    server = stack.start("floor-relay", argv, run.clean_env())
+    health = b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    startup = server.wait_ready(port, health, 30)
+    return server, port, startup
+
+
 def warm_up(port: int, count: int = 20) -> None:
     """A few non-streaming requests (the probe body) so that lazy imports and caches are done
     before the idle memory is read."""
@@ -534,6 +556,10 @@ def one_phase(
             assert litellm is not None
             server, port, startup = run.start_litellm(stack, litellm, upstream_port)
             pid, model = server.pid, "auto"
+            out["startup_s"] = startup
+        elif target == "floor":
+            server, port, startup = start_floor(stack, upstream_port)
+            pid, model = server.pid, run.PINNED
             out["startup_s"] = startup
         else:
             raise ValueError(f"unknown target {target!r}")
@@ -671,6 +697,12 @@ def orchestrate(args: argparse.Namespace) -> Path:
             args.runs or plan.runs,
         )
     targets = [t for t in args.targets.split(",") if t]
+    if args.ref:
+        # tierwise phases run another commit's src/ (exported as for make bench-ab), with
+        # this harness: a baseline measured with the same instrument as the results
+        import ab
+
+        os.environ["PYTHONPATH"] = str(ab.export(args.ref))
     limits = raise_nofile()  # inherited by every process started from here
     need = 2 * max(plan.streams) + 200
     if limits[0] < need:
@@ -692,6 +724,15 @@ def orchestrate(args: argparse.Namespace) -> Path:
     partial = run.BENCH / "longstream.partial.json"
     meta = machine(litellm)
     meta["profile"] = "quick" if args.quick else "full"
+    if args.ref:
+        meta["src_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", args.ref],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout.strip()
+        meta["src_dirty"] = False
     result: dict[str, Any] = {
         "machine": meta,
         "plan": plan.__dict__,
@@ -758,7 +799,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--ramp", type=float)
     parser.add_argument("--runs", type=int)
-    parser.add_argument("--targets", default="direct,tierwise,litellm")
+    parser.add_argument("--targets", default="direct,tierwise,litellm,floor")
+    parser.add_argument(
+        "--ref", help="run the tierwise phases with the src/ of this commit (a baseline)"
+    )
     parser.add_argument("--out", help="results JSON (default benchmarks/results/longstream.json)")
     parser.add_argument("--label", help="stored with the results and shown above the table")
     parser.add_argument("--no-report", action="store_true")

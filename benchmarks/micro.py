@@ -383,7 +383,8 @@ def bench_asgi(requests: int, model: str) -> dict[str, Any]:
         settings = config.load(environ=env)
         built = server.make_app(settings)
         gateway = built.state.gateway
-        gateway.upstream = gateway.engine.upstream = Upstream()
+        fake = Upstream()
+        gateway.upstream = gateway.engine.upstream = gateway.engine.caller.upstream = fake
         from starlette.applications import Starlette
 
         def plain(scope: Any, receive: Any, send: Any) -> Any:

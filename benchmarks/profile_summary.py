@@ -69,6 +69,18 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("tierwise/gateway/relay", "tierwise/gateway/sse"),
     ),
     (
+        "session routing (tierwise/sessions, gateway/shape.py: analyse, identify, route, observe)",
+        ("tierwise/sessions/", "tierwise/gateway/shape"),
+    ),
+    (
+        "request life and accounting (tierwise/lifecycle.py, accounting.py, adapt.py, worstcase.py)",
+        ("tierwise/lifecycle", "tierwise/accounting", "tierwise/adapt", "tierwise/worstcase"),
+    ),
+    (
+        "client connection (gateway/connections.py: the writes to the client, the limits)",
+        ("tierwise/gateway/connections",),
+    ),
+    (
         "engine, router, policy, budgets (the rest of the decision and the record)",
         (
             "tierwise/gateway/engine",
@@ -82,7 +94,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
-        "gateway endpoints (gateway/app.py, anthropic_api.py, asgi.py, shape.py, errors.py)",
+        "gateway endpoints (gateway/app.py, anthropic_api.py, access.py, validate.py, asgi.py, …)",
         ("tierwise/gateway/",),
     ),
     ("starlette (Request, Response)", ("starlette/",)),

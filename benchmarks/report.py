@@ -244,6 +244,52 @@ def verdict(ok: bool | None) -> str:
     return "–" if ok is None else ("**met**" if ok else "**missed**")
 
 
+def targets16(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Issue 16's short-request targets (the long-stream ones are in the long-stream section)."""
+    tw = s["tierwise"]
+    rows = []
+    cpu = tw.get("c32_cpu_ms_per_req")
+    rows.append(
+        (
+            "CPU per request, c=32 (server process, ledger writer included)",
+            "≤ 0.20 ms",
+            fmt(cpu, 3, " ms"),
+            verdict(None if cpu is None else cpu <= 0.20)
+            + ("" if cpu is None or cpu <= 0.2 else f" by {cpu - 0.2:.3f} ms ({cpu / 0.2:.2f}×)"),
+        )
+    )
+    r = s["c32_vs_litellm"]
+    rows.append(
+        (
+            "Throughput c=32 vs LiteLLM",
+            "≥ 40×",
+            fmt(r, 1, "×"),
+            verdict(None if r is None else r >= 40)
+            + ("" if r is None or r >= 40 else f" ({r / 40:.0%} of the target)"),
+        )
+    )
+    added = tw["auto_added_p50_ms"]
+    rows.append(
+        (
+            'Added latency, median, c=1, `model="auto"`',
+            "≤ 0.4 ms",
+            fmt(added, 3, " ms"),
+            verdict(None if added is None else added <= 0.4)
+            + ("" if added is None or added <= 0.4 else f" by {added - 0.4:.3f} ms"),
+        )
+    )
+    p99 = s["decide_p99_ms"]
+    rows.append(
+        (
+            f"Decision latency p99 ({s['classifier']} classifier)",
+            "≤ 1 ms",
+            fmt(p99, 3, " ms"),
+            verdict(None if p99 is None else p99 <= 1),
+        )
+    )
+    return rows
+
+
 def targets(s: dict[str, Any], soak: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
     tw = s["tierwise"]
     rows = []
@@ -527,6 +573,15 @@ def render(
         ]
         for row in targets(s, soak):
             out.append("| " + " | ".join(row) + " |")
+        out += [
+            "",
+            "## Targets (issue 16, short requests)",
+            "",
+            "| Target | Goal | Measured | Verdict |",
+            "|---|---|---:|---|",
+        ]
+        for row in targets16(s):
+            out.append("| " + " | ".join(row) + " |")
         out.append("")
         out.append("![benchmarks](benchmarks/benchmarks.png)")
         out.append("")
@@ -561,6 +616,8 @@ def render(
         "make bench-streams    # only the long streams (3 runs, ~25 min) → the long-stream section here",
         "make bench-streams QUICK=1   # C=200, 50 events over 5 s, one run (~1 min) → .bench/quick/",
         "make bench-ab REF=main [STREAMS=1000]   # CPU per request (per event) vs REF, alternated",
+        ".venv/bin/python benchmarks/longstream.py --targets direct,tierwise --ref REF \\",
+        "    --runs 1 --out benchmarks/results/longstream-before.json   # a commit's gateway, this harness",
         "make profile          # py-spy profile of the gateway under wrk load → .bench/profile.*",
         ".venv/bin/python benchmarks/report.py   # re-render this file from benchmarks/results/",
         "```",

@@ -14,8 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TARGETS = ("direct", "tierwise", "litellm")
-NAMES = {"direct": "direct", "tierwise": "tierwise", "litellm": "LiteLLM"}
+TARGETS = ("direct", "tierwise", "litellm", "floor")
+NAMES = {
+    "direct": "direct",
+    "tierwise": "tierwise",
+    "litellm": "LiteLLM",
+    "floor": "floor (bare relay)",
+}
 
 
 def med(values: list[Any]) -> float | None:
@@ -190,7 +195,14 @@ def render(res: dict[str, Any], *, heading: str = "## Long streams", notes: str 
         f"{plan['events'] - 6} text deltas of ~150–190 bytes, `content_block_stop`, "
         f"`message_delta` with usage, `message_stop`), started evenly over {plan['ramp_s']:g} s, "
         f"through one `tierwise serve` worker, LiteLLM {m.get('litellm')}'s proxy "
-        f"(`--num_workers 1`) and directly against the fake upstream (order at each C: "
+        f"(`--num_workers 1`)"
+        + (
+            ", a bare relay that only copies bytes between the sockets (`floor_relay.py`: "
+            "the floor of any Python relay on uvloop here)"
+            if "floor" in targets
+            else ""
+        )
+        + " and directly against the fake upstream (order at each C: "
         f"{', '.join(NAMES[t] for t in targets)}"
         f"{', direct again' if 'direct' in targets and len(targets) > 1 else ''}; a fresh gateway "
         f"process for each phase, one "
@@ -439,19 +451,21 @@ def targets_table(
 
 def section(results_dir: Path, notes: str = "") -> list[str]:
     """The whole "Long streams" section from the results in ``results_dir``: the latest run
-    (``longstream.json``), the frozen baseline (``longstream-baseline.json``) when it is a
-    different run, the small-C sweep (``longstream-small-c-baseline.json``) and the
+    (``longstream.json``), the code before issue 16 measured with the same harness
+    (``longstream-before.json``), the frozen baseline (``longstream-baseline.json``) when it
+    is a different run, the small-C sweep (``longstream-small-c-baseline.json``) and the
     QUICK-size validation run (``longstream-quick-baseline.json``)."""
 
     def load(name: str) -> dict[str, Any] | None:
         path = results_dir / name
         return json.loads(path.read_text()) if path.exists() else None
 
-    latest, base, quick, small = (
+    latest, base, quick, small, before = (
         load("longstream.json"),
         load("longstream-baseline.json"),
         load("longstream-quick-baseline.json"),
         load("longstream-small-c-baseline.json"),
+        load("longstream-before.json"),
     )
     if latest is None and base is None and quick is None and small is None:
         return []
@@ -464,6 +478,14 @@ def section(results_dir: Path, notes: str = "") -> list[str]:
     )
     if latest is not None:
         out.append(render(latest, heading="### Full size" if quick else "### Results"))
+    if before is not None:
+        out.append(
+            render(
+                before,
+                heading="### Before the issue-16 work, measured with the same instrument "
+                "(`longstream.py --ref`)",
+            )
+        )
     if base is not None and not same:
         out.append(render(base, heading="### Baseline before the issue-16 work"))
     if small is not None:

@@ -529,7 +529,7 @@ def longstream(quick: bool, litellm: bool, label: str | None) -> None:
     if quick:
         argv.append("--quick")
     if not litellm:
-        argv += ["--targets", "direct,tierwise"]
+        argv += ["--targets", "direct,tierwise,floor"]
     if label:
         argv += ["--label", label]
     ls.main(argv)

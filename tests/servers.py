@@ -1,4 +1,8 @@
-"""Run an ASGI app under uvicorn on an ephemeral loopback port, in a thread (for tests)."""
+"""Run an ASGI app under uvicorn on an ephemeral loopback port, in a thread (for tests).
+
+By default with the HTTP protocol ``tierwise serve`` runs (uvicorn's httptools protocol with
+the gateway's client limits and direct body writes for stream relays,
+:mod:`tierwise.gateway.connections`); ``http="httptools"`` runs uvicorn's own."""
 
 from __future__ import annotations
 
@@ -11,10 +15,24 @@ from typing import Any, Literal, Self
 import uvicorn
 
 
+def serve_protocol() -> type[Any]:
+    """The protocol class of ``tierwise serve``, with the default client limits."""
+    from tierwise.gateway.connections import ClientLimits, GuardedHttpToolsProtocol
+
+    return GuardedHttpToolsProtocol.with_limits(ClientLimits.defaults())
+
+
 class ServerThread:
-    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "on") -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        lifespan: Literal["auto", "on", "off"] = "on",
+        http: type[Any] | str | None = None,
+    ) -> None:
         self.app = app
         self.lifespan = lifespan
+        self.http = http if http is not None else serve_protocol()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -34,6 +52,7 @@ class ServerThread:
             access_log=False,
             lifespan=self.lifespan,
             timeout_graceful_shutdown=2,
+            http=self.http,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

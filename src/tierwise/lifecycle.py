@@ -208,6 +208,7 @@ class RequestLife:
         self.request_body: Mapping[str, Any] | None = None  # captured (see Books.capture)
         self.answer_text: str | None = None
         self.store_reply = False  # ledger.store_prompts: the answer's text goes in the row
+        self._measured: tuple[Any, UsageBounds, MeasuredUsage] | None = None
 
     # -- admission ----------------------------------------------------------------------
     def admitted(self, decision: Decision | None, mode: str, planned: Target | None) -> None:
@@ -274,7 +275,7 @@ class RequestLife:
         usage_known = True
         if raw_usage is not None:
             try:
-                measured = measure_usage(raw_usage, self.bounds)
+                measured = self.measure(raw_usage)
             except BadUsage as exc:
                 measured = MeasuredUsage(Usage(), (f"usage unknown: {exc}",))
                 usage_known = False
@@ -313,13 +314,27 @@ class RequestLife:
         )
         return settlement
 
+    def measure(self, raw_usage: Any) -> MeasuredUsage:
+        """``raw_usage`` checked and clamped to this request's bounds
+        (:func:`~tierwise.accounting.measure_usage`; raises :class:`BadUsage`), measured once
+        for the same object."""
+        memo = self._measured
+        if memo is not None and memo[0] is raw_usage and memo[1] == self.bounds:
+            return memo[2]
+        measured = measure_usage(raw_usage, self.bounds)
+        self._measured = (raw_usage, self.bounds, measured)
+        return measured
+
     def rebase(self, baseline_usage: Usage) -> None:
         """Price the baseline on ``baseline_usage`` instead of this request's own usage (a
         session's baseline: the baseline model with its own cache history). Applies to the
         settlement already made, or to the one :meth:`ended` makes later."""
         self.baseline_usage = baseline_usage
-        if self._end is not None and self._end.settlement is not None:
-            self._end.settlement = self._rebased(self._end.settlement)
+        end = self._end
+        if end is not None and end.settlement is not None:
+            if end.measured is not None and end.measured.usage == baseline_usage:
+                return  # the baseline was priced on this very usage already
+            end.settlement = self._rebased(end.settlement)
 
     def _rebased(self, s: Settlement) -> Settlement:
         if self.baseline_usage is None:

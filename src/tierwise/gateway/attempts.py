@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from tierwise.gateway.sse import EventSplitter, MalformedEvent, StreamTracker
-from tierwise.gateway.upstream import Upstream, UpstreamError, UpstreamReply
+from tierwise.gateway.upstream import Upstream, UpstreamError, UpstreamReply, UpstreamStream
 from tierwise.lifecycle import Target
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
@@ -125,7 +125,11 @@ async def probe(
                         kind = tracker.error.get("type")
                         return f"error event at the start of the stream: {kind}"
                     if event.name in ("content_block_delta", "message_stop"):
-                        reply.chunks = _chain(seen, source)
+                        if isinstance(source, UpstreamStream):
+                            source.unread(seen)  # and it can still be pushed to the relay
+                            reply.chunks = source
+                        else:
+                            reply.chunks = _chain(seen, source)
                         return None
     except StopAsyncIteration:
         reason = "stream ended before any content"

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 if TYPE_CHECKING:
     from tierwise.lifecycle import Outcome
+    from tierwise.pricing import Settlement
 
 _LATENCY = (
     0.0001,
@@ -115,6 +116,10 @@ class MetricsObserver:
     def __init__(self, known_models: set[str], known_tiers: set[str]) -> None:
         self.known_models = frozenset(known_models)
         self.known_tiers = frozenset(known_tiers)
+        # Children by label values (bounded sets, see above): ``labels()`` validates and locks
+        # on every call, a dict look-up does not.
+        self._requests: dict[tuple[str, str, str, str], Any] = {}
+        self._cost: dict[str, Any] = {}
 
     def on_outcome(self, outcome: Outcome) -> None:
         target = outcome.target
@@ -123,7 +128,11 @@ class MetricsObserver:
         if model != "none" and model not in self.known_models:
             model = "other"
         api = outcome.api if outcome.api in _APIS else "other"
-        REQUESTS.labels(api, tier, model, outcome.status).inc()
+        key = (api, tier, model, outcome.status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = REQUESTS.labels(*key)
+        counter.inc()
         TOTAL.observe(outcome.total_ms / 1000)
         if outcome.upstream_ms:
             UPSTREAM.observe(outcome.upstream_ms / 1000)
@@ -139,16 +148,21 @@ class MetricsObserver:
             DECISION.observe(outcome.decision.decision_ms / 1000)
         if outcome.usage_flags:
             CLAMPED.inc()
-        settlement = outcome.settlement
-        if settlement is not None:
-            if settlement.total_usd is None:
-                UNPRICED.inc()
-            else:
-                COST.labels(tier).inc(float(settlement.total_usd))
-                if settlement.baseline_usd is not None:
-                    BASELINE.inc(float(settlement.baseline_usd))
-                if settlement.saved_usd is not None:
-                    SAVED.inc(float(settlement.saved_usd))
+        if outcome.settlement is not None:
+            self._money(tier, outcome.settlement)
+
+    def _money(self, tier: str, settlement: Settlement) -> None:
+        if settlement.total_usd is None:
+            UNPRICED.inc()
+            return
+        cost = self._cost.get(tier)
+        if cost is None:
+            cost = self._cost[tier] = COST.labels(tier)
+        cost.inc(float(settlement.total_usd))
+        if settlement.baseline_usd is not None:
+            BASELINE.inc(float(settlement.baseline_usd))
+        if settlement.saved_usd is not None:
+            SAVED.inc(float(settlement.saved_usd))
 
 
 def watch_ledger(ledger: Any) -> None:

@@ -254,12 +254,12 @@ class HttpUpstream:
                 response.close()
                 raise _failure(exc, "reply", head_s) from exc
             return UpstreamReply(response.status, response.headers, body=data)
-        return UpstreamReply(
-            200,
-            response.headers,
-            chunks=_stream(response, timeout_s, deadline),
-            _release=response.close,
+        chunks: AsyncIterator[bytes] = (
+            _stream(response, timeout_s, deadline)
+            if response.encoded
+            else UpstreamStream(response, timeout_s, deadline)
         )
+        return UpstreamReply(200, response.headers, chunks=chunks, _release=response.close)
 
     async def aclose(self) -> None:
         if self._pool is not None:
@@ -279,6 +279,87 @@ async def _read_cut(response: Response, deadline: float, limit: int) -> bytes:
                 break
     response.close()
     return b"".join(parts)
+
+
+class StreamSink(Protocol):
+    """Where :meth:`UpstreamStream.push` delivers a stream (see :class:`http1.BodySink`)."""
+
+    def on_data(self, chunk: bytes) -> None: ...
+
+    def on_flush(self) -> None: ...
+
+    def on_end(self, error: UpstreamError | None) -> None: ...
+
+
+class UpstreamStream:
+    """The body of a streamed 200 (uncompressed), as it arrives.
+
+    Pull: iterate it (``async for``); each piece within the stall timeout, the whole body
+    before the deadline, errors as :class:`UpstreamError`. Push: :meth:`push` hands the rest
+    to a sink straight from the connection's reads, without a task wake-up, generator or
+    timer per piece (:meth:`http1.Response.push`). Pieces taken out by a reader that looked at
+    the start (the probe) can be put back with :meth:`unread`; both modes deliver them
+    first."""
+
+    def __init__(self, response: Response, stall_s: float, deadline: float | None) -> None:
+        self.response = response
+        self.stall_s = stall_s
+        self.deadline = deadline
+        self._unread: list[bytes] = []
+        self._sink: StreamSink | None = None
+
+    def __aiter__(self) -> UpstreamStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._unread:
+            return self._unread.pop(0)
+        try:
+            chunk = await self.response.next(self.stall_s, deadline=self.deadline)
+        except (OSError, TimeoutError) as exc:
+            raise _failure(exc, "stream", self.stall_s) from exc
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self.response.close()
+
+    def unread(self, chunks: list[bytes]) -> None:
+        """Put ``chunks`` back in front of what comes next."""
+        self._unread[:0] = chunks
+
+    def push(self, sink: StreamSink) -> None:
+        """Deliver the rest to ``sink`` (the put-back pieces at once, then as they arrive)."""
+        if self._sink is not None:
+            raise RuntimeError("the stream is already pushed")
+        self._sink = sink
+        unread, self._unread = self._unread, []
+        for chunk in unread:
+            sink.on_data(chunk)
+        self.response.push(_Mapped(sink, self.stall_s), self.stall_s, deadline=self.deadline)
+
+    def pause(self) -> None:
+        self.response.pause()
+
+    def resume(self) -> None:
+        self.response.resume()
+
+
+class _Mapped:
+    """A :class:`StreamSink` as the HTTP client's body sink: the same data and flush
+    callables (no extra call per piece), errors given as :class:`UpstreamError`."""
+
+    __slots__ = ("_end", "_stall_s", "on_data", "on_flush")
+
+    def __init__(self, sink: StreamSink, stall_s: float) -> None:
+        self.on_data = sink.on_data
+        self.on_flush = sink.on_flush
+        self._end = sink.on_end
+        self._stall_s = stall_s
+
+    def on_end(self, error: BaseException | None) -> None:
+        self._end(None if error is None else _failure(error, "stream", self._stall_s))
 
 
 async def _stream(

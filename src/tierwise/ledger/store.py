@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from tierwise.ledger.db import Database, connect, to_decimal
 from tierwise.ledger.faults import RowError, StorageFault
 from tierwise.ledger.schema import migrate
@@ -267,14 +269,61 @@ class DecisionRow:
         return None if self.cost_usd is None else self.cost_usd + self.classifier_cost_usd
 
 
+def _finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in ``value`` (JSON-ready data): orjson writes those as
+    ``null`` where the json module writes ``NaN``/``Infinity``."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return all(map(_finite, value.values()))
+    if kind is list or kind is tuple:
+        return all(map(_finite, value))
+    return True
+
+
+def _compact_json(value: Any, *, sort_keys: bool = False) -> str:
+    """``json.dumps(value, separators=(",", ":"), sort_keys=sort_keys)``, ~10× faster: orjson
+    writes the same JSON (numbers parse back to the same values) when the value is plain data
+    with string keys, finite numbers and ASCII text; anything else goes through json as before
+    (its \\u escapes and NaN)."""
+    try:
+        raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+    except TypeError:
+        raw = None
+    if raw is not None and raw.isascii() and _finite(value):
+        return raw.decode("ascii")
+    return json.dumps(value, separators=(",", ":"), sort_keys=sort_keys)
+
+
+def _json_text(value: Any, *, sort_keys: bool = False) -> str:
+    """``json.dumps(value, ensure_ascii=False, sort_keys=sort_keys)`` (the default separators
+    kept: these columns were always written so), without building an encoder for the empty
+    values most rows have."""
+    if not value:
+        if isinstance(value, dict):
+            return "{}"
+        if isinstance(value, list | tuple):
+            return "[]"
+    return json.dumps(value, ensure_ascii=False, sort_keys=sort_keys)
+
+
 def _json_or_none(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    return None if value is None else _compact_json(value)
 
 
 def _features_param(values: Any) -> str | None:
+    """The features as a JSON array of numbers rounded to 4 decimals. Floats are written
+    with ``%.4f`` in one formatting call (a correctly rounded decimal: it reads back as
+    exactly ``round(v, 4)``), 3x faster than ``round`` per value."""
     if values is None:
         return None
-    return json.dumps([round(float(v), 4) for v in values], separators=(",", ":"))
+    floats = tuple(values)
+    if not floats:
+        return "[]"
+    if all(type(v) is float for v in floats) and math.isfinite(sum(floats)):
+        return "[" + ("%.4f," * len(floats) % floats)[:-1] + "]"
+    return json.dumps([round(float(v), 4) for v in floats], separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,14 +407,14 @@ class LedgerStore:
             e.status,
             e.api,
             e.key_name,
-            json.dumps(e.tags, sort_keys=True, ensure_ascii=False),
+            _json_text(e.tags, sort_keys=True),
             e.requested_model,
             e.tier,
             e.model,
             e.classifier,
             e.confidence,
             e.reason,
-            json.dumps(list(e.fallbacks), ensure_ascii=False),
+            _json_text(list(e.fallbacks)),
             e.error_type,
             e.http_status,
             e.usage.input_tokens,
@@ -387,14 +436,12 @@ class LedgerStore:
             int(e.simulated),
             e.prompt,
             e.reply,
-            json.dumps(list(e.usage_flags), ensure_ascii=False),
-            json.dumps(list(e.adapted), ensure_ascii=False),
+            _json_text(list(e.usage_flags)),
+            _json_text(list(e.adapted)),
             e.stop_reason,
             e.session_id,
             e.session_rule,
-            None
-            if e.session_shape is None
-            else json.dumps(e.session_shape, sort_keys=True, separators=(",", ":")),
+            None if e.session_shape is None else _compact_json(e.session_shape, sort_keys=True),
             # the decision's structured data (LedgerEntry fields named as the columns)
             e.decision_score,
             _json_or_none(e.tier_quality),

@@ -143,9 +143,19 @@ class SessionVerdict:
             out["x-tierwise-session"] = _header_value(self.key.session)
         return out
 
-    def ledger_fields(self, observation: Observation | None = None) -> dict[str, Any]:
+    def ledger_fields(
+        self, observation: Observation | None = None, *, base: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """``session_id``, ``session_rule`` and ``session_shape`` for the ledger row (no
-        text: sizes, breakpoints, counts, the rule's numbers)."""
+        text: sizes, breakpoints, counts, the rule's numbers). ``base``: what this method
+        returned for this verdict without an observation, reused (the shape is recorded once)."""
+        if observation is not None and base is not None:
+            before = base.get("session_shape")
+            if isinstance(before, dict) and before.get("rule") == self.rule:
+                shape = dict(before)
+                shape["baseline_method"] = observation.baseline_method
+                shape["stop_reason"] = observation.stop_reason
+                return {**base, "session_shape": shape}
         shape = self.shape.record()
         shape["rule"] = self.rule
         shape["classified_tier"] = self.classified_tier
@@ -166,6 +176,8 @@ class SessionVerdict:
 
 def _header_value(text: str) -> str:
     ascii_text = text.replace("→", "->").encode("ascii", "replace").decode()
+    if ascii_text.isprintable():  # the usual case, without a look at every character
+        return ascii_text[:_HEADER_CHARS]
     clean = "".join(ch if ch.isprintable() else " " for ch in ascii_text)
     return clean[:_HEADER_CHARS]
 
