@@ -202,19 +202,10 @@ def test_openai_dialect_survives_usage_over_64_bits(
         assert not [r for r in caplog.records if "unhandled" in r.getMessage()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by make chaos (issue 11, 'RSS < 400 MB under the full hostile suite'): every "
-    "upstream reply is bounded on its own (upstream_max_body_bytes 32 MiB decoded, "
-    "upstream_max_event_bytes 16 MiB per SSE event) but nothing bounds them together, so the "
-    "gateway's memory grows by ~33 MB per concurrent gzip-bomb reply (benchmarks/hostile_run.py "
-    "--only gzip_bomb --concurrency N: 1 → 143 MB, 4 → 241 MB, 12 → 508 MB peak RSS; 12 "
-    "concurrent 50 MB SSE lines → 275 MB). A malicious upstream answering every request with "
-    "a bomb takes a one-worker gateway past 400 MB with 12 requests in flight. Needs a "
-    "process-wide cap on buffered/decoded upstream bytes (requests beyond it wait or fail "
-    "as upstream errors).",
-)
 def test_concurrent_gzip_bombs_keep_the_gateway_under_400_mb(tmp_path: Path) -> None:
+    """Found by make chaos: each reply was bounded alone (32 MiB decoded) but not together, so
+    16 concurrent bombs took a worker past 1 GB. gateway.upstream_max_buffered_bytes bounds
+    them together (tierwise.gateway.buffers)."""
     concurrency = 16
     with HostileUpstream("gzip_bomb") as upstream:
         upstream.set_default("gzip_bomb", decoded_bytes=256 * MiB)
@@ -286,17 +277,6 @@ def test_200_concurrent_budgeted_requests_are_not_refused_by_a_healthy_redis(
     assert [r.status_code for r in replies] == [200] * 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the hostile suite (issue 11, client floods): at gateway.max_connections the "
-    "gateway closes the oldest idle connection (connections.GuardedHttpToolsProtocol), and a "
-    "client's kept-alive connection between two requests counts as idle exactly like a flood "
-    "socket that never sent a byte. A flood of never-used sockets therefore closes established "
-    "keep-alive clients first (they went idle before the flood began); a request sent at that "
-    "moment is lost (the client sees a disconnect, no reply: ServerDisconnectedError in 2 of 15 "
-    "small hostile runs with the cap at 200). Connections that never sent a request should be "
-    "evicted before kept-alive ones.",
-)
 def test_an_idle_flood_at_the_cap_leaves_kept_alive_clients_alone(
     fake_anthropic: FakeAnthropic, tmp_path: Path
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import select
@@ -32,6 +33,7 @@ from tierwise.gateway.connections import (
     ClientLimits,
     GuardedHttpToolsProtocol,
     default_max_connections,
+    unused_cap,
 )
 
 TIERWISE = str(Path(sys.executable).parent / "tierwise")
@@ -394,6 +396,65 @@ def test_at_the_cap_idle_connections_make_room_and_busy_ones_do_not(
         for t in threads:
             t.join(timeout=30)
         assert results == ["text"] * 3
+
+
+def test_unused_connections_are_held_to_an_eighth_of_the_cap(
+    settings: Settings, sockets: list[socket.socket]
+) -> None:
+    """A flood of sockets that never send a byte is held to unused_cap (here 160 // 8 = 20),
+    oldest closed first, far below the connection cap; kept-alive clients are not touched
+    and new clients that send their request at once are served."""
+    assert unused_cap(160) == 20
+    with GuardedServer(build_app(settings), limits(max_connections=160)) as srv:
+        with httpx.Client(base_url=srv.base_url) as kept:
+            assert kept.post("/v1/messages", json=MSG).status_code == 200
+            for _ in range(60):
+                sockets.append(connect(srv.port))
+            assert closed_by_server(sockets[:40], wait_s=5) == 40  # the oldest 40 of 60
+            assert closed_by_server(sockets[40:], wait_s=0.5) == 0  # the newest 20 stay
+            assert kept.post("/v1/messages", json=MSG).status_code == 200  # the same connection
+        with httpx.Client(base_url=srv.base_url) as fresh:
+            assert fresh.post("/v1/messages", json=MSG).status_code == 200
+
+
+def test_health_is_answered_by_the_protocol_in_order_and_keeps_the_connection(
+    settings: Settings, fake_anthropic: FakeAnthropic
+) -> None:
+    """GET /health is answered by the connection protocol (never behind request tasks); the
+    body is the gateway's own health_reply, HTTP/1.1 order and keep-alive are kept."""
+    app: Any = build_app(settings)
+    real = app.tierwise_health
+    assert real is not None and real()[0] == 200
+    app.tierwise_health = lambda: (200, b'{"answered_by":"protocol"}')  # which path answered
+    with GuardedServer(app, limits()) as srv:
+        sock = connect(srv.port)
+        get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        sock.sendall(get + get)
+        replies = b""
+        while replies.count(b"protocol") < 2:
+            replies += sock.recv(65536)
+        assert replies.count(b"HTTP/1.1 200 OK") == 2 and b"date: " in replies
+        # a request still being answered comes first: /health waits its turn (pipelined, it
+        # takes the application's route, which answers with the real health_reply)
+        fake_anthropic.script(delay_s=0.5)
+        body = json.dumps(MSG).encode()
+        post = (
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b"anthropic-version: 2023-06-01\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        sock.sendall(post + get)
+        replies = b""
+        while b'"status"' not in replies:
+            replies += sock.recv(65536)
+        assert replies.index(b'"type":"message"') < replies.index(b'"status"')
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n")
+        last = read_until_closed(sock)
+        sock.close()
+        assert last.startswith(b"HTTP/1.1 200") and b"connection: close" in last
+        # with a query, /health takes the application's route
+        with httpx.Client(base_url=srv.base_url) as client:
+            routed = client.get("/health?full=1")
+            assert routed.status_code == 200 and "status" in routed.json()
 
 
 # -- worker processes ----------------------------------------------------------------------------

@@ -184,6 +184,9 @@ class GatewayConfig(_Strict):
     upstream_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)  # decoded reply
     upstream_max_stream_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)  # decoded stream
     upstream_max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # one SSE event
+    # All upstream bytes held at once in this process by replies still being read (bodies read
+    # whole, incomplete SSE events): tierwise.gateway.buffers. At least the two limits above.
+    upstream_max_buffered_bytes: int = Field(default=96 * 1024 * 1024, ge=1024)
     # Connections per upstream origin: each concurrent stream holds one for its whole length,
     # and one worker is meant to hold 5,000 streams (issue 16); requests beyond wait in FIFO
     # order within their timeout. Two file descriptors per stream: raise `ulimit -n` to match.
@@ -434,6 +437,20 @@ class Settings(_Strict):
         return PriceCatalogue.default()
 
 
+def _gateway_limit_problems(gw: GatewayConfig) -> list[tuple[str, str]]:
+    """Gateway limits that must agree with each other."""
+    largest = max(gw.upstream_max_body_bytes, gw.upstream_max_event_bytes)
+    if gw.upstream_max_buffered_bytes >= largest:
+        return []
+    return [
+        (
+            "gateway.upstream_max_buffered_bytes",
+            f"{gw.upstream_max_buffered_bytes} is less than one reply may hold ({largest}: "
+            "upstream_max_body_bytes / upstream_max_event_bytes); raise it or lower those",
+        )
+    ]
+
+
 def reference_problems(settings: Settings) -> list[tuple[str, str]]:
     """Settings that name other settings: ``(setting, what is wrong and how to fix it)``.
 
@@ -469,6 +486,7 @@ def reference_problems(settings: Settings) -> list[tuple[str, str]]:
     problem = _router_model_problem(settings.classifier.model, Path(settings.home))
     if problem:
         problems.append(("classifier.model", problem))
+    problems.extend(_gateway_limit_problems(settings.gateway))
     shadow = settings.shadow
     if shadow.enabled and not settings.ledger.enabled:
         problems.append(

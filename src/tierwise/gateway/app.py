@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from tierwise.budgets import Budgets
 from tierwise.config import Settings
-from tierwise.gateway import access, anthropic_api, openai_api, responses_api, telemetry
+from tierwise.gateway import access, anthropic_api, buffers, openai_api, responses_api, telemetry
 from tierwise.gateway.asgi import GatewayApp
 from tierwise.gateway.attempts import Caller, Cooldowns
 from tierwise.gateway.engine import AUTO, Engine
@@ -91,6 +91,7 @@ class Gateway:
         self.upstream = upstream
         self.keys = keys or NoKeys()
         gw = settings.gateway
+        buffers.configure(gw.upstream_max_buffered_bytes)
         caller = Caller(
             upstream,
             Cooldowns(gw.cooldown_after_failures, gw.cooldown_s),
@@ -297,7 +298,14 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         """Liveness plus the state of what requests depend on: ``ok``, ``degraded`` (serving,
         but a dependency is failing: budgets refuse budgeted keys, or the ledger is behind)
-        or ``failing`` (503: requests cannot be recorded)."""
+        or ``failing`` (503: requests cannot be recorded). Under ``tierwise serve`` the
+        connection protocol answers ``GET /health`` itself with :meth:`health_reply`
+        (tierwise.gateway.connections), so a health check never waits behind request tasks."""
+        status, body = self.health_reply()
+        return Response(body, status_code=status, media_type="application/json")
+
+    def health_reply(self) -> tuple[int, bytes]:
+        """``(status, JSON body)`` of ``GET /health``; synchronous and cheap."""
         parts: dict[str, Any] = {}
         budgets = self.books.budgets
         if budgets is not None:
@@ -320,11 +328,7 @@ class Gateway:
             "uptime_s": round(time.time() - self.started, 3),
             **parts,
         }
-        return Response(
-            orjson.dumps(body),
-            status_code=503 if status == "failing" else 200,
-            media_type="application/json",
-        )
+        return (503 if status == "failing" else 200), orjson.dumps(body)
 
     async def not_found(self, request: Request, request_id: str) -> Response:
         allowed = _METHODS.get(request.url.path.rstrip("/") or "/")
@@ -418,4 +422,5 @@ def build_app(
     ]
     app = GatewayApp(routes=routes, lifespan=lifespan)
     app.state.gateway = gw
+    app.tierwise_health = gw.health_reply  # answered by the connection protocol itself
     return app

@@ -26,6 +26,9 @@ class GatewayApp(Starlette):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._direct: dict[tuple[str, str], ASGIApp] = {}
+        # ``GET /health`` answered by the connection protocol (tierwise.gateway.connections):
+        # ``() -> (status, JSON body)``, set by the gateway.
+        self.tierwise_health: Callable[[], tuple[int, bytes]] | None = None
         for route in self.routes:
             if not isinstance(route, Route) or "{" in route.path or not route.methods:
                 continue

@@ -47,9 +47,12 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import httptools
+
+from tierwise.gateway.buffers import HELD, BufferCapExceeded
 
 _IDLE_LIMIT = 256  # idle connections kept for reuse
 _HIGH_WATER = 1 << 20  # buffered body bytes before reading from the socket pauses
@@ -150,6 +153,8 @@ class _Connection(asyncio.Protocol):
         self._until_eof = False
         self._keep_alive = False
         self._error: BaseException | None = None
+        self._pump: _Pump | None = None  # push mode: body pieces go straight to a sink
+        self._feeding = False  # inside parser.feed_data (callbacks may run)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -160,6 +165,7 @@ class _Connection(asyncio.Protocol):
             # Bytes nobody asked for (or after the response): this connection cannot be trusted.
             self.close()
             return
+        self._feeding = True
         try:
             if self._head_done:
                 self.parser.feed_data(data)
@@ -184,6 +190,11 @@ class _Connection(asyncio.Protocol):
             if not self._complete:
                 self._fail(BrokenResponse(f"malformed HTTP response from upstream: {exc}"))
             self.close()
+        finally:
+            self._feeding = False
+        pump = self._pump
+        if pump is not None:
+            pump.flush()  # everything this read brought, to the sink in one go
 
     def _feed_head(self, data: bytes) -> None:
         """Feed bytes while the head is incomplete, never more than the head limit allows
@@ -254,6 +265,10 @@ class _Connection(asyncio.Protocol):
             self._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        pump = self._pump
+        if pump is not None:
+            pump.on_body(body)
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
@@ -266,6 +281,10 @@ class _Connection(asyncio.Protocol):
             self._interim = False
             return
         self._complete = True
+        pump = self._pump
+        if pump is not None:
+            pump.end(None)
+            return
         self._notify()
 
     # -- the request side -----------------------------------------------------------------
@@ -280,6 +299,9 @@ class _Connection(asyncio.Protocol):
             self._head.set_exception(exc)
         if self._wake is not None and not self._wake.done():
             self._wake.set_exception(exc)
+        pump = self._pump
+        if pump is not None:
+            pump.end(self._error)
 
     def usable(self) -> bool:
         return not self.lost and self.transport is not None and not self.transport.is_closing()
@@ -320,8 +342,10 @@ class _Connection(asyncio.Protocol):
                 self.transport.resume_reading()
         return chunk
 
-    async def next_chunk(self) -> bytes | None:
-        """The next piece of the body, or None at its end."""
+    async def next_chunk(self, wait_s: float | None = None) -> bytes | None:
+        """The next piece of the body, or None at its end; :class:`TimeoutError` when nothing
+        came within ``wait_s`` (one timer handle per wait: ``asyncio.timeout`` cost ~10 µs of
+        CPU per read, measured, the largest item of a relayed event)."""
         while True:
             chunk = self.pop_chunk()
             if chunk is not None:
@@ -330,11 +354,15 @@ class _Connection(asyncio.Protocol):
                 return None
             if self._error is not None:
                 raise self._error
-            self._wake = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            wake = self._wake = loop.create_future()
+            timer = None if wait_s is None else loop.call_later(wait_s, _expire, wake)
             try:
-                await self._wake
+                await wake
             finally:
                 self._wake = None
+                if timer is not None:
+                    timer.cancel()
 
     def finished(self) -> bool:
         """True when the response was read to its end and the connection can serve another."""
@@ -347,6 +375,7 @@ class _Connection(asyncio.Protocol):
         )
 
     def reset(self) -> None:
+        self._pump = None
         self._active = False
         self._complete = False
         self._head = None
@@ -360,6 +389,138 @@ class _Connection(asyncio.Protocol):
         self._active = False
         if self.transport is not None:
             self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+class BodySink(Protocol):
+    """Where a pushed body goes (:meth:`Response.push`). Called from the connection's
+    ``data_received``: must be quick, must not raise, and must not close the response."""
+
+    def on_data(self, chunk: bytes) -> None:
+        """A piece of the body (one HTTP chunk, or one socket read)."""
+
+    def on_flush(self) -> None:
+        """The end of one socket read: every piece it brought was given to ``on_data``."""
+
+    def on_end(self, error: BaseException | None) -> None:
+        """The body ended (None) or failed (the error: :class:`ReadStalled`,
+        :class:`DeadlineExceeded`, :class:`ResponseTooLarge`, a broken connection). Called
+        once, after which nothing more arrives."""
+
+
+class _Pump:
+    """Push mode of one response body: pieces go to a sink as the parser produces them, with
+    one watchdog timer per stream for the stall timeout and the deadline (re-armed only when
+    it fires, never per read) and the stream's size limit."""
+
+    __slots__ = (
+        "complete",
+        "conn",
+        "data",
+        "deadline",
+        "ended",
+        "flushed",
+        "last",
+        "limit",
+        "paused",
+        "response",
+        "sink",
+        "stall_s",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        response: Response,
+        conn: _Connection,
+        sink: BodySink,
+        stall_s: float | None,
+        deadline: float | None,
+        limit: int,
+    ) -> None:
+        self.response = response
+        self.conn = conn
+        self.sink = sink
+        self.data = sink.on_data  # bound once: called for every piece
+        self.flushed = sink.on_flush
+        self.stall_s = stall_s
+        self.deadline = deadline
+        self.limit = limit
+        self.last = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        self.ended = False
+        self.complete = False  # the HTTP body ended cleanly (the connection can be reused)
+
+    def arm(self) -> None:
+        """(Re-)schedule the watchdog at the earlier of the stall and the deadline."""
+        at = None if self.stall_s is None else self.last + self.stall_s
+        if self.deadline is not None and (at is None or self.deadline < at):
+            at = self.deadline
+        if at is not None:
+            delay = max(at - time.monotonic(), 0.0)
+            self.timer = asyncio.get_running_loop().call_later(delay, self.check)
+
+    def check(self) -> None:
+        self.timer = None
+        if self.ended:
+            return
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            self.fail(DeadlineExceeded("upstream exchange passed its deadline"))
+            return
+        if self.paused:  # the sink asked for a pause: not the upstream's stall
+            self.last = now
+        elif self.stall_s is not None and now - self.last >= self.stall_s:
+            self.fail(ReadStalled(f"upstream sent nothing for {self.stall_s:g}s"))
+            return
+        self.arm()
+
+    def on_body(self, body: bytes) -> None:
+        if self.ended:
+            return
+        self.last = time.monotonic()
+        response = self.response
+        streamed = response._streamed = response._streamed + len(body)
+        if streamed > self.limit:
+            self.fail(ResponseTooLarge(f"upstream stream is larger than {self.limit} bytes"))
+            return
+        self.data(body)
+
+    def flush(self) -> None:
+        if not self.ended:
+            self.flushed()
+
+    def fail(self, error: BaseException) -> None:
+        """End the stream with ``error`` and close the connection (it cannot be reused)."""
+        if self.ended:
+            return
+        self.conn.close()
+        self.end(error)
+
+    def end(self, error: BaseException | None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.complete = error is None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.flushed()
+        self.sink.on_end(error)
+
+    def stop(self) -> None:
+        """Nothing more to the sink (the response is being closed)."""
+        self.ended = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.conn._pump is self:
+            self.conn._pump = None
 
 
 # -- decoding ------------------------------------------------------------------------------
@@ -436,11 +597,19 @@ class Response:
         for name, value in conn._headers:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
         self.headers = headers
+        self._streamed = 0  # body bytes handed out by next() and push()
+        self._unyielded = 0  # of those, since the last turn given to the event loop
+        self._pump: _Pump | None = None
         try:
             self._decoder = _decoder_for(headers)
         except BrokenResponse:
             self.close()
             raise
+
+    @property
+    def encoded(self) -> bool:
+        """True when the body is compressed (read it with :meth:`iter` or :meth:`read`)."""
+        return self._decoder is not None
 
     async def _raw_chunk(self, stall_s: float | None, deadline: float | None) -> bytes | None:
         conn = self._conn
@@ -452,15 +621,96 @@ class Response:
         if chunk is None and not conn._complete:
             wait_s, by_deadline = _wait_s(stall_s, deadline)
             try:
-                async with asyncio.timeout(wait_s):
-                    chunk = await conn.next_chunk()
+                chunk = await conn.next_chunk(wait_s)
             except TimeoutError as exc:
+                if isinstance(exc, DeadlineExceeded | ReadStalled | PoolTimeout):
+                    raise
                 if by_deadline:
                     raise DeadlineExceeded("upstream exchange passed its deadline") from exc
                 raise ReadStalled(f"upstream sent nothing for {stall_s:g}s") from exc
         if chunk is None:
             self._done()
         return chunk
+
+    async def next(
+        self, stall_s: float | None, *, deadline: float | None = None, max_bytes: int | None = None
+    ) -> bytes | None:
+        """The next piece of an uncompressed body as it arrives (None at its end), with the
+        limits of :meth:`iter`; the connection goes back to the pool at the end. The same
+        body can then be switched to :meth:`push`."""
+        if self._decoder is not None:
+            raise ValueError("a compressed body is read with iter()")
+        limit = self.limits.max_stream_bytes if max_bytes is None else max_bytes
+        try:
+            chunk = await self._raw_chunk(stall_s, deadline)
+        except BaseException:
+            self.close()
+            raise
+        if chunk is None:
+            return None
+        self._streamed += len(chunk)
+        if self._streamed > limit:
+            self.close()
+            raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
+        self._unyielded += len(chunk)
+        if self._unyielded >= _YIELD_EVERY:  # a backlog comes without waits: let others run
+            self._unyielded = 0
+            await asyncio.sleep(0)
+        return chunk
+
+    def push(
+        self,
+        sink: BodySink,
+        stall_s: float | None,
+        *,
+        deadline: float | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Deliver the rest of an uncompressed body to ``sink`` as the connection receives it,
+        with no task, future or timer per piece: what is already buffered at once, then from
+        the connection's ``data_received``. The limits are those of :meth:`iter` (a stall
+        counts only while the sink has not paused reading). End it with :meth:`close`, which
+        returns the connection to the pool if the body ended cleanly."""
+        if self._decoder is not None:
+            raise ValueError("a compressed body is read with iter()")
+        if self._pump is not None:
+            raise RuntimeError("the body is already being pushed")
+        limit = self.limits.max_stream_bytes if max_bytes is None else max_bytes
+        conn = self._conn
+        if conn is None:  # already read to its end
+            sink.on_end(None)
+            return
+        pump = self._pump = _Pump(self, conn, sink, stall_s, deadline, limit)
+        while (chunk := conn.pop_chunk()) is not None:
+            pump.on_body(chunk)
+        if pump.ended:
+            return
+        if conn._error is not None:
+            pump.end(conn._error)
+        elif conn._complete:
+            pump.end(None)
+        elif deadline is not None and time.monotonic() >= deadline:
+            pump.fail(DeadlineExceeded("upstream exchange passed its deadline"))
+        else:
+            conn._pump = pump
+            pump.flush()
+            pump.arm()
+
+    def pause(self) -> None:
+        """Push mode: stop reading from the upstream (the sink's consumer is slow)."""
+        pump, conn = self._pump, self._conn
+        if pump is not None and not pump.paused and conn is not None:
+            pump.paused = True
+            if conn.transport is not None:
+                conn.transport.pause_reading()
+
+    def resume(self) -> None:
+        pump, conn = self._pump, self._conn
+        if pump is not None and pump.paused and conn is not None:
+            pump.paused = False
+            pump.last = time.monotonic()
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
 
     async def iter(
         self,
@@ -498,7 +748,11 @@ class Response:
                             raise ResponseTooLarge(f"upstream stream is larger than {limit} bytes")
                         yield piece
                         if total >= next_yield:
-                            next_yield = total + _YIELD_EVERY
+                            # Decoded bytes come with no wait at all (a bomb's 1 KB is 1 MB):
+                            # the loop gets a turn after every slice, so that the consumer's
+                            # work on it (an SSE relay: ~1,500 events per 256 KiB) is paid in
+                            # small steps and a health check is not kept waiting.
+                            next_yield = total + SLICE
                             await asyncio.sleep(0)
                             if deadline is not None and time.monotonic() >= deadline:
                                 raise DeadlineExceeded("upstream exchange passed its deadline")
@@ -541,23 +795,37 @@ class Response:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def _read_parts(self, limit: int, deadline: float | None) -> list[bytes]:
+        """The decoded parts of the body, counted against the process-wide cap on bytes held
+        (:data:`tierwise.gateway.buffers.HELD`) while they are read."""
         parts: list[bytes] = []
         size = 0
+        held = HELD
+        complete = False
         try:
             if self._decoder is None:
                 while (chunk := await self._raw_chunk(None, deadline)) is not None:
                     size += len(chunk)
                     if size > limit:
                         raise ResponseTooLarge(f"upstream body is larger than {limit} bytes")
+                    held.take(len(chunk))
                     parts.append(chunk)
             else:
                 async for piece in self.iter(None, deadline=deadline, max_bytes=limit):
+                    held.take(len(piece))
                     parts.append(piece)
+            complete = True
         except ResponseTooLarge as exc:
             if self._decoder is not None:  # the same limit, named for a reply read whole
                 raise ResponseTooLarge(f"upstream body is larger than {limit} bytes") from exc
             raise
+        except BufferCapExceeded as exc:
+            raise ResponseTooLarge(str(exc)) from exc
         finally:
+            held.give(sum(len(p) for p in parts))
+            if not complete:
+                # The exception's traceback keeps this frame (and would keep ``parts``, up to
+                # the body limit) alive as long as the request that failed: let the bytes go.
+                parts.clear()
             self.close()
         return parts
 
@@ -567,9 +835,17 @@ class Response:
             self._pool.release(conn)
 
     def close(self) -> None:
-        """Give up on the rest of the body (closes the connection); no-op once read."""
+        """Give up on the rest of the body (closes the connection); no-op once read. A pushed
+        body that ended cleanly returns its connection to the pool instead."""
         conn, self._conn = self._conn, None
-        if conn is not None:
+        pump = self._pump
+        if pump is not None:
+            pump.stop()
+        if conn is None:
+            return
+        if pump is not None and pump.complete and not conn._feeding:
+            self._pool.release(conn)
+        else:
             self._pool.discard(conn)
 
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from tierwise.gateway.buffers import FREE_EVENT_BYTES, HELD, BufferCapExceeded
 from tierwise.gateway.validate import checked_usage, show
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -101,9 +102,13 @@ class EventSplitter:
     ``feed(chunk)`` returns the events completed by ``chunk``. An event (or the bytes pending
     for one) larger than ``max_event_bytes`` raises :class:`MalformedEvent`; the pending
     buffer therefore never exceeds it. Blocks with no ``event``/``data`` field (comments,
-    extra blank lines) are not returned: their bytes start the next event's ``raw``."""
+    extra blank lines) are not returned: their bytes start the next event's ``raw``.
 
-    __slots__ = ("_buf", "_cr", "_scan", "max_event_bytes")
+    Pending bytes beyond :data:`~tierwise.gateway.buffers.FREE_EVENT_BYTES` count against the
+    process-wide cap on upstream bytes held (``gateway.upstream_max_buffered_bytes``); over it,
+    ``feed`` raises :class:`MalformedEvent` too."""
+
+    __slots__ = ("_buf", "_charged", "_cr", "_scan", "max_event_bytes")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         if max_event_bytes < 1:
@@ -112,6 +117,24 @@ class EventSplitter:
         self._buf = bytearray()
         self._scan = 0  # where the next search for an event end starts, in _buf
         self._cr = False  # a CR was seen: line endings need the full search
+        self._charged = 0  # pending bytes counted in buffers.HELD
+
+    def __del__(self) -> None:
+        if self._charged:
+            HELD.give(self._charged)
+
+    def _charge(self, pending: int) -> None:
+        """Count ``pending`` bytes (beyond the free allowance) in the process-wide cap."""
+        want = pending if pending > FREE_EVENT_BYTES else 0
+        have = self._charged
+        if want > have:
+            try:
+                HELD.take(want - have)
+            except BufferCapExceeded as exc:
+                raise MalformedEvent(f"an incomplete SSE event of {pending} bytes: {exc}") from exc
+        elif want < have:
+            HELD.give(have - want)
+        self._charged = want
 
     @property
     def pending(self) -> int:
@@ -257,6 +280,7 @@ class EventSplitter:
         """Keep ``data[start:]`` as pending; the search resumes near its end."""
         left = len(data) - start
         if left > self.max_event_bytes:
+            self._drop()
             raise MalformedEvent(self._too_big(left, pending=True))
         buf = self._buf
         if data is buf:
@@ -264,7 +288,20 @@ class EventSplitter:
                 del buf[:start]
         elif left:
             buf += data[start:]
+        if left > FREE_EVENT_BYTES or self._charged:
+            try:
+                self._charge(left)
+            except MalformedEvent:
+                self._drop()
+                raise
         self._scan = max(len(buf) - _LOOKBACK, searched - start, 0)
+
+    def _drop(self) -> None:
+        """Let the pending bytes go (the stream is failing: an exception's traceback may keep
+        this splitter alive for a while, its buffer need not be)."""
+        self._buf.clear()
+        self._scan = 0
+        self._charge(0)
 
     def _too_big(self, size: int, pending: bool = False) -> str:
         what = "an incomplete SSE event" if pending else "an SSE event"
@@ -276,6 +313,8 @@ class EventSplitter:
         rest = bytes(self._buf)
         self._buf = bytearray()
         self._scan = 0
+        if self._charged:
+            self._charge(0)
         return rest
 
 
