@@ -153,7 +153,13 @@ def machine() -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+    # The long-stream benchmark alone does not use wrk (and does not install it): say so.
+    exe = shutil.which("wrk")
+    wrk = (
+        subprocess.run([exe, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
+        if exe
+        else "not installed"
+    )
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
