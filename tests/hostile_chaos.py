@@ -1377,6 +1377,9 @@ def run(
                 gateway.wait()
             seconds = time.monotonic() - started
             log = log_path.read_text(errors="replace")
+            keep = os.environ.get("CHAOS_KEEP_LOG")  # a path: keep the gateway's log there
+            if keep:
+                Path(keep).write_text(log)
             ledger = read_ledger(home)
             watched["gc"] = [
                 [float(t), int(gen), float(ms)]

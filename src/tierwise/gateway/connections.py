@@ -192,16 +192,15 @@ class _Idle:
         self.health: Callable[[], tuple[int, bytes]] | bool | None = False
 
     def add(self, conn: GuardedHttpToolsProtocol, deadline: float) -> None:
-        (self.kept if conn.served else self.fresh)[conn] = deadline
+        members = self.kept if conn.served else self.fresh
+        members.pop(conn, None)  # a new deadline goes to the end: the order stays by deadline
+        members[conn] = deadline
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
 
     def discard(self, conn: GuardedHttpToolsProtocol) -> None:
         if self.fresh.pop(conn, None) is None:
             self.kept.pop(conn, None)
-
-    def __contains__(self, conn: GuardedHttpToolsProtocol) -> bool:
-        return conn in self.fresh or conn in self.kept
 
     def pop_fresh(self) -> GuardedHttpToolsProtocol | None:
         return self._pop(self.fresh)
