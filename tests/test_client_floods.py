@@ -27,6 +27,7 @@ import pytest
 import uvicorn
 
 from tests.fakes.anthropic_server import FakeAnthropic
+from tests.transports import FakeTransport
 from tierwise.config import Settings, load, revalidate
 from tierwise.gateway import build_app
 from tierwise.gateway.connections import (
@@ -497,24 +498,16 @@ def test_worker_processes_get_the_limits(
         proc.communicate(timeout=30)
 
 
-class _StuckTransport(asyncio.Transport):
+class _StuckTransport(FakeTransport):
     """A transport whose peer reads nothing more: whatever is written stays buffered (the
     kernel's buffers are full), as asyncio's own transport behaves then."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.written = b""
-        self.closing = False
         self.aborted = asyncio.Event()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += bytes(data)
 
     def get_write_buffer_size(self) -> int:
         return len(self.written)
-
-    def is_closing(self) -> bool:
-        return self.closing
 
     def close(self) -> None:
         self.closing = True  # asyncio waits for the buffer to drain before it really closes
@@ -522,17 +515,6 @@ class _StuckTransport(asyncio.Transport):
     def abort(self) -> None:
         self.closing = True
         self.aborted.set()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def test_a_closed_connection_with_an_unsent_tail_is_aborted() -> None:

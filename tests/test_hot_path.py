@@ -15,43 +15,12 @@ from typing import Any
 import pytest
 from starlette.datastructures import Headers
 
+from tests.transports import FakeTransport
 from tierwise.gateway.engine import header_map
 from tierwise.gateway.server import listen_backlog
 from tierwise.ledger import store as store_mod
 
 # -- the response head and its body ----------------------------------------------------------
-
-
-class _Transport(asyncio.Transport):
-    """Records each write separately (one write = one send)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
-            name, default
-        )
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def _served(path: str) -> list[bytes]:
@@ -73,7 +42,7 @@ def _served(path: str) -> list[bytes]:
         config.load()
         protocol_class = GuardedHttpToolsProtocol.with_limits(ClientLimits.defaults())
         protocol = protocol_class(config, ServerState(), {}, asyncio.get_running_loop())
-        transport = _Transport()
+        transport = FakeTransport()
         protocol.connection_made(transport)
         protocol.data_received(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         for _ in range(100):
