@@ -220,12 +220,7 @@ class BudgetConfig(_Strict):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value and not _URL_SHAPE["redis"].match(value):
-            raise ValueError(
-                "not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or "
-                "unix:///PATH (or leave it unset for counters in the gateway process)"
-            )
-        return value or None
+        return _checked_redis_url(value, unset="counters in the gateway process")
 
 
 class KeysConfig(_Strict):
@@ -275,12 +270,7 @@ class SessionsConfig(_Strict):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value and not _URL_SHAPE["redis"].match(value):
-            raise ValueError(
-                "not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or "
-                "unix:///PATH (or leave it unset for session state in the gateway process)"
-            )
-        return value or None
+        return _checked_redis_url(value, unset="session state in the gateway process")
 
 
 class ShadowConfig(_Strict):
@@ -329,6 +319,16 @@ _URL_SHAPE = {
     "database": re.compile(r"^(sqlite:///\S+|postgres(ql)?://\S+)$"),
     "redis": re.compile(r"^(rediss?://\S+|unix://\S+)$"),
 }
+
+
+def _checked_redis_url(value: str | None, *, unset: str) -> str | None:
+    """``value`` if it has a Redis URL's shape (None for empty); ``unset``: what no URL means."""
+    if value and not _URL_SHAPE["redis"].match(value):
+        raise ValueError(
+            "not a Redis URL; use redis://HOST:PORT/DB, rediss://HOST:PORT/DB or "
+            f"unix:///PATH (or leave it unset for {unset})"
+        )
+    return value or None
 
 
 def _path_problem(path: Path, *, want_dir: bool) -> str | None:
