@@ -182,14 +182,15 @@ class _Idle:
     which kept three more objects per idle connection for the garbage collector to walk
     (a flood of 10,000 sockets made its full collections last over 100 ms)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, health: Callable[[], tuple[int, bytes]] | None
+    ) -> None:
         self.loop = loop
+        self.health = health  # the gateway's health_reply for GET /health, if it has one
         self.fresh: OrderedDict[GuardedHttpToolsProtocol, float] = OrderedDict()
         self.kept: OrderedDict[GuardedHttpToolsProtocol, float] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        # the gateway's health_reply for GET /health; False until looked up
-        self.health: Callable[[], tuple[int, bytes]] | bool | None = False
 
     def add(self, conn: GuardedHttpToolsProtocol, deadline: float) -> None:
         members = self.kept if conn.served else self.fresh
@@ -403,7 +404,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._limits = self._current_limits()
         idle = _IDLE.get(server_state)
         if idle is None:
-            idle = _IDLE[server_state] = _Idle(self.loop)
+            idle = _IDLE[server_state] = _Idle(self.loop, _find_health(self.app))
         self._idle = idle
         # httptools' parser holds 8 bound methods: made when the first bytes arrive, so that a
         # connection that never sends any costs the garbage collector less (see _Idle).
@@ -439,7 +440,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     # -- the connection ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self._idle.fresh) >= unused_cap(self._limits.max_connections):
+        max_unused = unused_cap(self._limits.max_connections)
+        if len(self._idle.fresh) >= max_unused:
             # Many connections that never sent a complete request: a flood, most likely. The
             # oldest goes, so floods hold little (every object it keeps is walked by each full
             # garbage collection, which pauses the loop) and real clients find room.
@@ -449,7 +451,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 _warn(
                     "evicted",
                     "%d client connections sent no request yet: closing the oldest of them",
-                    unused_cap(self._limits.max_connections),
+                    max_unused,
                 )
                 oldest.close_now()
         if len(self.connections) >= self._limits.max_connections:
@@ -609,10 +611,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         for a bodiless GET with no earlier request still being answered on the connection;
         anything else takes the usual path."""
         health = self._idle.health
-        if health is False:
-            health = self._idle.health = _find_health(self.app)
         if (
-            not callable(health)
+            health is None
             or self.parser.get_method() != b"GET"
             or (self.cycle is not None and not self.cycle.response_complete)
             or self.pipeline
