@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import gzip
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.loopback import Handler, read_request, run, serve
 from tierwise.gateway.http1 import (
     SLICE,
     BrokenResponse,
@@ -27,27 +28,6 @@ from tierwise.gateway.http1 import (
 )
 from tierwise.gateway.upstream import MAX_ERROR_BODY_BYTES, HttpUpstream, UpstreamError
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _serve(handler: Handler) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return head + await reader.readexactly(length)
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 20))
-
 
 def test_keep_alive_reuses_one_connection_and_sends_the_body_verbatim() -> None:
     connections = 0
@@ -58,7 +38,7 @@ def test_keep_alive_reuses_one_connection_and_sends_the_body_verbatim() -> None:
         connections += 1
         while True:
             try:
-                seen.append(await _read_request(reader))
+                seen.append(await read_request(reader))
             except asyncio.IncompleteReadError:
                 break
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nX-Thing: a\r\n\r\nok")
@@ -66,7 +46,7 @@ def test_keep_alive_reuses_one_connection_and_sends_the_body_verbatim() -> None:
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url + "/base")
         for i in range(5):
             response = await pool.post("/v1/messages", b'{"i":%d}' % i, {"x-api-key": "k"}, 5)
@@ -91,7 +71,7 @@ def test_chunked_stream_arrives_piece_by_piece_then_the_connection_is_reused() -
         nonlocal connections
         connections += 1
         for _ in range(2):
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
             await writer.drain()
             await asyncio.sleep(0.05)
@@ -100,7 +80,7 @@ def test_chunked_stream_arrives_piece_by_piece_then_the_connection_is_reused() -
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url)
         for _ in range(2):
             response = await pool.post("/s", b"{}", {}, 5)
@@ -116,13 +96,13 @@ def test_chunked_stream_arrives_piece_by_piece_then_the_connection_is_reused() -
 
 def test_body_delimited_by_the_end_of_the_connection_and_gzip() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\n\r\n" + gzip.compress(b"zip!"))
         await writer.drain()
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url)
         response = await pool.post("/x", b"{}", {}, 5)
         assert await response.read(5) == b"zip!"
@@ -134,17 +114,17 @@ def test_body_delimited_by_the_end_of_the_connection_and_gzip() -> None:
 
 def test_reset_before_the_head_and_garbage_are_connection_errors() -> None:
     async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.transport.abort()
 
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
         await writer.drain()
 
     async def main() -> None:
         for handler in (reset, garbage):
-            server, url = await _serve(handler)
+            server, url = await serve(handler)
             pool = Pool(url)
             with pytest.raises(ConnectionError):
                 await pool.post("/x", b"{}", {}, 5)
@@ -156,20 +136,20 @@ def test_reset_before_the_head_and_garbage_are_connection_errors() -> None:
 
 def test_stalls_time_out_and_a_closed_port_is_refused() -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
         await writer.drain()
         await asyncio.sleep(5)
 
     async def main() -> None:
-        server, url = await _serve(stall)
+        server, url = await serve(stall)
         pool = Pool(url)
         response = await pool.post("/x", b"{}", {}, 5)
         with pytest.raises(TimeoutError):
             await response.read(0.2)
         await pool.aclose()
         server.close()
-        server2, url2 = await _serve(stall)
+        server2, url2 = await serve(stall)
         server2.close()
         await server2.wait_closed()
         refused = Pool(url2)
@@ -214,7 +194,7 @@ def _bomb(decoded: int) -> bytes:
 
 def _respond_once(response: bytes) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         await _hold(writer, response)
         await asyncio.sleep(0.5)
         writer.close()
@@ -224,7 +204,7 @@ def _respond_once(response: bytes) -> Handler:
 
 async def _one(handler: Handler, pool_kwargs: dict[str, Any] | None = None) -> Any:
     """Serve one request with ``handler``; return (pool, response) or the exception raised."""
-    server, url = await _serve(handler)
+    server, url = await serve(handler)
     pool = Pool(url, **(pool_kwargs or {}))
     try:
         return pool, await pool.post("/x", b"{}", {}, 5)
@@ -238,7 +218,7 @@ def test_200_mb_of_headers_are_refused_after_the_limit_without_being_read() -> N
     written: list[int] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\n")
         line = b"x-junk: " + b"b" * 1000 + b"\r\n"
         sent = 0
@@ -454,14 +434,14 @@ def test_204_and_302_are_plain_replies_and_the_connection_is_reused() -> None:
         nonlocal connections
         connections += 1
         for reply in replies:
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(reply)
             await writer.drain()
         await asyncio.sleep(0.2)
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url)
         seen = []
         for _ in replies:
@@ -483,7 +463,7 @@ def test_bytes_after_a_complete_response_spoil_the_connection_not_the_response()
         connections += 1
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
-                await _read_request(reader)
+                await read_request(reader)
                 if connections == 1:  # a response, then junk on the same connection
                     writer.write(
                         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n"
@@ -494,7 +474,7 @@ def test_bytes_after_a_complete_response_spoil_the_connection_not_the_response()
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url)
         response = await pool.post("/x", b"{}", {}, 5)
         assert await response.read(5) == b"ok"
@@ -517,7 +497,7 @@ async def _drain(pieces: AsyncIterator[bytes], sizes: list[int]) -> None:
 
 def _endless_handler(interval_s: float) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
         with contextlib.suppress(ConnectionError):
             while True:
@@ -543,7 +523,7 @@ def test_a_stream_that_never_ends_is_cut_at_the_deadline_even_while_bytes_keep_c
 
 def test_a_stall_is_a_read_timeout_and_a_read_whole_honours_the_deadline() -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
         await writer.drain()
         await asyncio.sleep(5)
@@ -564,7 +544,7 @@ def test_a_stall_is_a_read_timeout_and_a_read_whole_honours_the_deadline() -> No
 
 def test_upstream_post_cuts_an_endless_stream_at_its_deadline() -> None:
     async def main() -> None:
-        server, url = await _serve(_endless_handler(0.005))
+        server, url = await serve(_endless_handler(0.005))
         upstream = HttpUpstream(url, "k")
         reply = await upstream.post(
             "/v1/messages", b"{}", {}, stream=True, timeout_s=5, deadline=time.monotonic() + 0.3
@@ -591,7 +571,7 @@ def test_upstream_post_returns_a_302_on_a_stream_as_a_reply_with_a_bounded_body(
 
     async def main() -> None:
         for status, data in replies.items():
-            server, url = await _serve(_respond_once(data))
+            server, url = await serve(_respond_once(data))
             upstream = HttpUpstream(url, "k")
             reply = await upstream.post("/v1/messages", b"{}", {}, stream=True, timeout_s=5)
             assert reply.status == int(status)
@@ -613,7 +593,7 @@ def test_upstream_errors_name_the_limit_that_was_broken() -> None:
         head = b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(
             body
         )
-        server, url = await _serve(_respond_once(head + body))
+        server, url = await serve(_respond_once(head + body))
         upstream = HttpUpstream(url, "k", limits=Limits(max_body_bytes=MiB))
         with pytest.raises(UpstreamError) as caught:
             await upstream.post("/v1/messages", b"{}", {}, stream=False, timeout_s=5)
@@ -641,7 +621,7 @@ def test_the_pool_caps_connections_and_serves_waiting_requests_in_order() -> Non
         try:
             while True:
                 try:
-                    request = await _read_request(reader)
+                    request = await read_request(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     break
                 order.append(int(request.rsplit(b"=", 1)[1]))
@@ -653,7 +633,7 @@ def test_the_pool_caps_connections_and_serves_waiting_requests_in_order() -> Non
             writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url, max_connections=2)
 
         async def call(i: int) -> bytes:
@@ -679,7 +659,7 @@ def test_the_pool_caps_connections_and_serves_waiting_requests_in_order() -> Non
 
 def test_a_request_waiting_for_a_connection_times_out_with_a_clear_error() -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         await asyncio.sleep(1)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         await writer.drain()
@@ -687,7 +667,7 @@ def test_a_request_waiting_for_a_connection_times_out_with_a_clear_error() -> No
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(slow)
+        server, url = await serve(slow)
         pool = Pool(url, max_connections=1)
         first = asyncio.create_task(pool.post("/x", b"{}", {}, 10))
         await asyncio.sleep(0.05)
@@ -710,7 +690,7 @@ def test_failed_requests_give_their_slot_back() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal calls
         calls += 1
-        await _read_request(reader)
+        await read_request(reader)
         if calls == 1:
             writer.write(b"GARBAGE\r\n\r\n")
         elif calls == 2:
@@ -723,7 +703,7 @@ def test_failed_requests_give_their_slot_back() -> None:
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url, max_connections=1)
         with pytest.raises(BrokenResponse):
             await pool.post("/x", b"{}", {}, 5)

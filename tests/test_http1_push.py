@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
+from tests.loopback import Handler, read_request, run, serve
 from tierwise.gateway.http1 import (
     DeadlineExceeded,
     Limits,
@@ -20,31 +19,11 @@ from tierwise.gateway.http1 import (
 )
 from tierwise.gateway.upstream import HttpUpstream, UpstreamError, UpstreamStream
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-async def _serve(handler: Handler) -> tuple[asyncio.Server, str]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    return server, f"http://127.0.0.1:{port}"
-
-
-async def _read_request(reader: asyncio.StreamReader) -> None:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 20))
 
 
 class Sink:
@@ -76,7 +55,7 @@ def test_push_delivers_what_was_buffered_then_each_piece_and_reuses_the_connecti
         nonlocal connections
         connections += 1
         for _ in range(2):
-            await _read_request(reader)
+            await read_request(reader)
             writer.write(HEAD + chunk(b"one"))
             await writer.drain()
             await asyncio.sleep(0.05)
@@ -89,7 +68,7 @@ def test_push_delivers_what_was_buffered_then_each_piece_and_reuses_the_connecti
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         pool = Pool(url)
         for _ in range(2):
             response = await pool.post("/v1/messages", b"{}", {}, 5)
@@ -111,7 +90,7 @@ def test_push_delivers_what_was_buffered_then_each_piece_and_reuses_the_connecti
 
 def _trickle(pieces: int, interval_s: float, then_stall: bool = False) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
+        await read_request(reader)
         writer.write(HEAD)
         for i in range(pieces):
             writer.write(chunk(b"piece %d " % i))
@@ -129,7 +108,7 @@ def _trickle(pieces: int, interval_s: float, then_stall: bool = False) -> Handle
 
 def test_a_stall_ends_a_push_with_read_stalled_and_closes_the_connection() -> None:
     async def main() -> None:
-        server, url = await _serve(_trickle(3, 0.05, then_stall=True))
+        server, url = await serve(_trickle(3, 0.05, then_stall=True))
         pool = Pool(url)
         response = await pool.post("/v1/messages", b"{}", {}, 5)
         sink = Sink()
@@ -148,7 +127,7 @@ def test_a_stall_ends_a_push_with_read_stalled_and_closes_the_connection() -> No
 
 def test_the_deadline_cuts_a_push_while_bytes_keep_coming() -> None:
     async def main() -> None:
-        server, url = await _serve(_trickle(1000, 0.02))
+        server, url = await serve(_trickle(1000, 0.02))
         pool = Pool(url)
         response = await pool.post("/v1/messages", b"{}", {}, 5)
         sink = Sink()
@@ -166,7 +145,7 @@ def test_the_deadline_cuts_a_push_while_bytes_keep_coming() -> None:
 
 def test_a_push_stops_at_the_stream_size_limit() -> None:
     async def main() -> None:
-        server, url = await _serve(_trickle(100, 0.001))
+        server, url = await serve(_trickle(100, 0.001))
         pool = Pool(url, limits=Limits(max_stream_bytes=50))
         response = await pool.post("/v1/messages", b"{}", {}, 5)
         sink = Sink()
@@ -183,7 +162,7 @@ def test_a_push_stops_at_the_stream_size_limit() -> None:
 
 def test_a_paused_push_is_not_a_stall_and_resumes_where_it_stopped() -> None:
     async def main() -> None:
-        server, url = await _serve(_trickle(6, 0.05))
+        server, url = await serve(_trickle(6, 0.05))
         pool = Pool(url)
         response = await pool.post("/v1/messages", b"{}", {}, 5)
         sink = Sink()
@@ -210,7 +189,7 @@ def test_upstream_stream_puts_back_what_was_read_and_maps_errors_to_upstream_err
     rest by push: the put-back pieces come first, and a failure is an UpstreamError."""
 
     async def main() -> None:
-        server, url = await _serve(_trickle(4, 0.02, then_stall=True))
+        server, url = await serve(_trickle(4, 0.02, then_stall=True))
         upstream = HttpUpstream(url, "key")
         reply = await upstream.post("/v1/messages", b"{}", {}, stream=True, timeout_s=0.3)
         stream = reply.chunks
@@ -238,7 +217,7 @@ def test_a_compressed_stream_is_never_pushed() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         import gzip
 
-        await _read_request(reader)
+        await read_request(reader)
         body = gzip.compress(b"event: ping\ndata: {}\n\n")
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -249,7 +228,7 @@ def test_a_compressed_stream_is_never_pushed() -> None:
         writer.close()
 
     async def main() -> None:
-        server, url = await _serve(handler)
+        server, url = await serve(handler)
         upstream = HttpUpstream(url, "key")
         reply = await upstream.post("/v1/messages", b"{}", {}, stream=True, timeout_s=5)
         assert not isinstance(reply.chunks, UpstreamStream)
