@@ -394,11 +394,9 @@ def shape_floor(request: ClassifyInput) -> tuple[int, str]:
     Without a measured context (a library call), the prompt and system prompt's own size at
     about 4 characters per token stands for it.
     """
-    tokens = request.context_tokens
-    if tokens is None:
-        tokens = (len(request.prompt) + len(request.system)) // 4
-    if tokens > LARGE_CONTEXT_TOKENS:
-        return 3, f"~{tokens} input tokens"
+    floor, why = context_floor(request)
+    if floor > 1:
+        return floor, why
     reasons = []
     if request.tools:
         reasons.append(f"{request.tools} tool{'s' if request.tools > 1 else ''}")
@@ -407,6 +405,18 @@ def shape_floor(request: ClassifyInput) -> tuple[int, str]:
     if request.turns > LONG_CONVERSATION_TURNS:
         reasons.append(f"{request.turns} turns")
     return (2, ", ".join(reasons)) if reasons else (1, "")
+
+
+def context_floor(request: ClassifyInput) -> tuple[int, str]:
+    """The part of :func:`shape_floor` that the input's size alone sets: level 3 above
+    :data:`LARGE_CONTEXT_TOKENS`, else ``(1, "")``. A tool loop's context grows request by
+    request, so the session router watches this line inside a turn (rule ``context-floor``)."""
+    tokens = request.context_tokens
+    if tokens is None:
+        tokens = (len(request.prompt) + len(request.system)) // 4
+    if tokens > LARGE_CONTEXT_TOKENS:
+        return 3, f"~{tokens} input tokens"
+    return 1, ""
 
 
 def floor_for(level: int, request: ClassifyInput) -> tuple[int, str]:
