@@ -471,6 +471,33 @@ def test_the_baseline_is_priced_on_its_own_cache_history() -> None:
     assert honest.saved_usd == honest.baseline_usd - catalogue.cost(u2, v2.model).usd
 
 
+def test_the_baseline_history_is_not_the_served_models_cache() -> None:
+    """Served on sonnet, the thread's simulated opus cache stays cold: the baseline's own
+    history is kept apart, so an escalation's break-even sees the real (cold) opus cache."""
+    s = settings()
+    router, classify, up = (
+        SessionRouter(s, store=MemoryStore()),
+        Classifier(s, "sonnet"),
+        Upstream(),
+    )
+    send = flow(router, classify, up)
+    body = step(claude_code_body("Fix the failing test"), "code " * 8000)
+    run(send(body, 0.0))
+    body = step(body, "more code " * 300)
+    v = run(send(body, 10.0))
+    assert v.tier == "sonnet"
+    key = router.identify(body)
+    assert key is not None
+    state = run(router.store.get(key.storage_key))
+    opus, sonnet = s.tier("opus").model, s.tier("sonnet").model
+    profile = v.shape.cache
+    assert state.cache(sonnet).request(profile, 20.0, commit=False).read > 10_000
+    assert state.cache(opus).request(profile, 20.0, commit=False).read == 0
+    assert state.baseline is not None and state.baseline.model == s.baseline_model()
+    assert state.baseline.request(profile, 20.0, commit=False).read > 10_000
+    assert ThreadState.from_json(state.to_json()).to_json() == state.to_json()
+
+
 def test_readme_worked_example() -> None:
     """The numbers of README's "Honest savings in a session" example, computed here."""
     catalogue = PriceCatalogue.default()
@@ -554,7 +581,8 @@ def test_thread_state_round_trips_and_refuses_garbage() -> None:
     state.cache("claude-opus-4-6")
     back = ThreadState.from_json(state.to_json())
     assert back.to_json() == state.to_json()
-    for raw in (b"x", b"[]", b'{"v": 9}', b'{"v": 1, "turns": "many"}', b'{"v":1,"caches":3}'):
+    bad = (b"x", b"[]", b'{"v": 9}', b'{"v": 1, "turns": "many"}', b'{"v":1,"caches":3}')
+    for raw in (*bad, b'{"v": 1, "baseline": "opus"}'):
         with pytest.raises(StoreError):
             ThreadState.from_json(raw)
     with pytest.raises(StoreError, match="bytes"):

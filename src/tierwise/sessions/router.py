@@ -624,7 +624,7 @@ class SessionRouter:
         baseline, method = self._baseline_for(state, verdict, outcome, usage, now)
         self._learn(state, verdict, outcome, usage, now)
         ttl = self.cfg.ttl_s
-        for cache in state.caches.values():
+        for cache in [*state.caches.values(), *([state.baseline] if state.baseline else [])]:
             for entry in cache.entries.values():
                 ttl = max(ttl, entry.expires - now + 300)
         try:
@@ -660,9 +660,12 @@ class SessionRouter:
         served = state.cache(outcome.model)
         served.reconcile(CacheUse.of(usage))
         served.request(profile, now, commit=True)
+        baseline = state.baseline_cache(self._baseline)
         if self._same_model(outcome.model, self._baseline):
+            baseline.reconcile(CacheUse.of(usage))
+            baseline.request(profile, now, commit=True)
             return usage, "actual"
-        use = state.cache(self._baseline).request(profile, now, commit=True)
+        use = baseline.request(profile, now, commit=True)
         return use.usage(usage.output_tokens, usage.thinking_tokens), "session-cache"
 
     def _learn(

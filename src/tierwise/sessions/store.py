@@ -58,13 +58,21 @@ class ThreadState:
     token_scale: float = 1.0  # real tokens / estimated tokens, from the upstream's usage
     last_seen: float = 0.0
     created: float = 0.0
-    caches: dict[str, ModelCache] = field(default_factory=dict)
+    caches: dict[str, ModelCache] = field(default_factory=dict)  # what the served models hold
+    baseline: ModelCache | None = None  # the baseline model's own simulated history
 
     def cache(self, model: str) -> ModelCache:
         cache = self.caches.get(model)
         if cache is None:
             cache = self.caches[model] = ModelCache(model)
         return cache
+
+    def baseline_cache(self, model: str) -> ModelCache:
+        """The cache the baseline model would hold had it served every request of the thread
+        (kept apart from :meth:`cache`: the served models' caches decide switches)."""
+        if self.baseline is None or self.baseline.model != model:
+            self.baseline = ModelCache(model)
+        return self.baseline
 
     def requests_per_turn(self, prior: float, weight: float = 1.0) -> float:
         """Mean requests per completed turn, pulled toward ``prior`` with ``weight`` turns."""
@@ -92,6 +100,9 @@ class ThreadState:
             "last_seen": round(self.last_seen, 3),
             "created": round(self.created, 3),
             "caches": {m: c.as_json() for m, c in self.caches.items()},
+            "baseline": None
+            if self.baseline is None
+            else [self.baseline.model, self.baseline.as_json()],
         }
         return orjson.dumps(data)
 
@@ -109,6 +120,11 @@ class ThreadState:
         caches = data.get("caches") or {}
         if not isinstance(caches, dict):
             raise StoreError("stored session state is malformed: caches is not an object")
+        baseline = data.get("baseline")
+        if baseline is not None and not (
+            isinstance(baseline, list) and len(baseline) == 2 and isinstance(baseline[0], str)
+        ):
+            raise StoreError("stored session state is malformed: baseline is not [model, cache]")
         try:
             return cls(
                 tier=_opt_str(data.get("tier")),
@@ -131,6 +147,9 @@ class ThreadState:
                 caches={
                     str(m): ModelCache.from_json(str(m), c) for m, c in list(caches.items())[:8]
                 },
+                baseline=None
+                if baseline is None
+                else ModelCache.from_json(baseline[0], baseline[1]),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"stored session state is malformed: {exc}") from exc
