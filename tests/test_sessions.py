@@ -323,6 +323,82 @@ def test_tool_errors_escalate_after_a_streak_of_the_models_own_mistakes() -> Non
     assert (last.rule, last.tier) == ("tool-errors", "opus")
 
 
+def test_context_floor_escalates_a_loop_that_crosses_the_large_context_line() -> None:
+    """Inside a tool loop the task context crosses the classifier's 50,000-token line: the
+    classifier (asked once, at the crossing) now wants opus. The loop moves to opus at that
+    point when it costs no extra cache write: here sonnet's cache expired during a long tool
+    run, so the prefix is written on either tier."""
+    s = settings()
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s), Upstream()
+    send = flow(router, classify, up)
+    body = claude_code_body("Fix the failing test in tests/test_api.py")
+    assert run(send(body, 0.0)).tier == "sonnet"  # the real classifier, below the line
+    body = step(body, "small result")
+    assert run(send(body, 5.0)).rule == "continuation"
+    assert len(classify.calls) == 1
+    body = step(body, "context " * 30_000)  # ~60k tokens of task context, after 10 minutes
+    v = run(send(body, 600.0))
+    assert (v.rule, v.tier, v.mid_loop_change, v.classified) == (
+        "context-floor",
+        "opus",
+        True,
+        True,
+    )
+    assert v.classified_tier == "opus"
+    assert "context-floor" in v.headers()["x-tierwise-reason"]
+    assert "expired" in v.reason
+    assert len(classify.calls) == 2
+    body = step(body, "more")
+    v = run(send(body, 605.0))
+    assert (v.rule, v.tier, v.classified) == ("continuation", "opus", False)
+    assert len(classify.calls) == 2  # one check per crossing
+
+
+def test_context_floor_waits_for_the_turn_when_switching_would_rewrite_a_warm_cache() -> None:
+    s = settings()
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s), Upstream()
+    send = flow(router, classify, up)
+    body = claude_code_body("Fix the failing test in tests/test_api.py")
+    run(send(body, 0.0))
+    body = step(body, "context " * 30_000)  # crosses the line 10 s later: sonnet is warm
+    v = run(send(body, 10.0))
+    assert (v.rule, v.tier, v.classified_tier) == ("continuation", "sonnet", "opus")
+    assert "next turn decides" in v.reason
+    assert len(classify.calls) == 2
+    body = step(body, "more")
+    assert run(send(body, 15.0)).tier == "sonnet"
+    assert len(classify.calls) == 2  # not asked again in this turn
+    nxt = run(send(turn(body, "Now fix the other failing test"), 30.0))
+    assert (nxt.rule, nxt.tier) == ("turn-escalate", "opus")
+    # a turn that starts above the line was classified with it: no check on its loop
+    body = turn(body, "And the third one")
+    run(send(body, 40.0))
+    assert run(send(step(body, "more"), 45.0)).rule == "continuation"
+    assert len(classify.calls) == 4
+
+
+def test_context_floor_returns_to_a_warm_tier_inside_the_loop() -> None:
+    """A turn switched down from opus just below the line; the loop crosses it while opus's
+    cache still holds the prefix: going back now writes almost nothing on opus."""
+    s = settings(agent_requests_per_turn=1000)  # long loops expected: the switch pays
+    router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()
+    send = flow(router, classify, up)
+    body = step(claude_code_body("Design the plugin architecture"), "context " * 24_000)
+    run(send(body, 0.0))
+    body = step(body, "more")
+    assert run(send(body, 5.0)).tier == "opus"
+    classify.tier = "sonnet"
+    body = turn(step(body, "more"), "Now rename the helper")
+    switched = run(send(body, 10.0))
+    assert (switched.rule, switched.tier) == ("turn-switch", "sonnet")
+    classify.tier = "opus"  # what the classifier says once the context is above the line
+    body = step(body, "context " * 2_000)
+    v = run(send(body, 15.0))
+    assert (v.rule, v.tier, v.mid_loop_change) == ("context-floor", "opus", True)
+    assert "opus's cache holds" in v.reason
+    assert len(classify.calls) == 3  # two turns and the crossing
+
+
 def test_override_and_utility_requests() -> None:
     s = settings()
     router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()

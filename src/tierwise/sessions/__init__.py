@@ -26,9 +26,10 @@ The interface the gateway calls, per request (one :class:`SessionRouter` per pro
     fields = verdict.ledger_fields(obs)   # session_id, session_rule, session_shape (no text)
 
 ``route`` awaits ``classify`` (normally ``Router.decide``) only where a human decides: a new
-turn, a new thread, or a request without usable session state. It does no I/O with the
-memory store. With Redis it does one GET, and ``observe`` one SET, each bounded by
-``sessions.redis_timeout_s``.
+turn, a new thread, or a request without usable session state; and once more in a tool loop
+whose context crosses the classifier's large-context line (rule ``context-floor``). It does no
+I/O with the memory store. With Redis it does one GET, and ``observe`` one SET, each bounded
+by ``sessions.redis_timeout_s``.
 
 The rules a verdict names (:data:`~tierwise.sessions.router.RULES`):
 
@@ -46,14 +47,20 @@ The rules a verdict names (:data:`~tierwise.sessions.router.RULES`):
 ``tool-errors``          escalated one tier: ``sessions.tool_error_streak`` tool uses in a row
                          the model got wrong (Claude Code's ``<tool_use_error>`` results; a
                          failing command is the environment answering, not counted)
+``context-floor``        escalated: inside a tool loop the task context crossed the
+                         classifier's large-context line (``taxonomy.context_floor``); the
+                         classifier, asked once at the crossing, chose a more capable tier,
+                         and switching now costs no extra cache write (that tier's cache holds
+                         the prefix, or the current one's has expired). Otherwise the tier is
+                         kept and the next turn decides
 ``override``             the client named a tier (or a model ``model_map`` maps to one)
 ``utility``              title / summary / classification side request: cheapest, no thinking
 ``per-request``          no usable session (none, disabled, store down): classified as before
 ======================  ==================================================================
 
-A continuation never changes tier except by ``context-window``, ``max-tokens`` or
-``tool-errors``. Those are escalations, flagged ``mid_loop_change``: the body's thinking
-blocks must be forwarded unchanged.
+A continuation never changes tier except by ``context-window``, ``max-tokens``,
+``tool-errors`` or ``context-floor``. Those are escalations, flagged ``mid_loop_change``: the
+body's thinking blocks must be forwarded unchanged.
 
 Modules: :mod:`~tierwise.gateway.shape` (task vs envelope), :mod:`.identity` (session and
 thread keys), :mod:`.store` (memory / Redis state), :mod:`.cachesim` (per-model prompt cache

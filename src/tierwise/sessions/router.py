@@ -28,6 +28,7 @@ from tierwise.sessions.store import (
 )
 from tierwise.sessions.switching import BreakEven, break_even
 from tierwise.sessions.utility import utility_kind
+from tierwise.taxonomy import context_floor, floor_tier_index
 from tierwise.types import ClassifyInput, Decision, Usage
 
 Classify = Callable[[ClassifyInput], Awaitable[Decision]]
@@ -45,11 +46,16 @@ RULES: dict[str, str] = {
     "max-tokens": "escalated: the previous reply stopped at the tier's own output limit, "
     "below the max_tokens asked for",
     "tool-errors": "escalated: the model used tools wrongly several times in a row",
+    "context-floor": "escalated: inside a tool loop the task context crossed the classifier's "
+    "large-context line, the classifier, asked again, chose a more capable tier, and switching "
+    "now costs no extra cache write",
     "override": "the client named a tier (or a model that model_map maps to one)",
     "utility": "a title / summary / classification side request: cheapest tier, no thinking",
     "per-request": "no session state: classified like any single request",
 }
-ESCALATIONS = frozenset({"context-window", "max-tokens", "tool-errors", "turn-escalate"})
+ESCALATIONS = frozenset(
+    {"context-window", "max-tokens", "tool-errors", "context-floor", "turn-escalate"}
+)
 SCALE_BOUNDS = (0.25, 4.0)
 OUTPUT_PRIOR = 600.0  # output tokens per agent request (thinking included) before observed
 GROWTH_PRIOR = 1_500.0  # new input tokens per tool-loop request before observed
@@ -249,7 +255,8 @@ class SessionRouter:
         at: float | None = None,
     ) -> SessionVerdict:
         """Choose the tier. ``classify`` is the per-request classifier (``Router.decide``);
-        it is awaited only where a human decides (a new turn, a new thread, no session)."""
+        it is awaited only where a human decides (a new turn, a new thread, no session), and
+        once in a tool loop whose context crosses the classifier's large-context line."""
         start = time.perf_counter()
         now = self._clock() if at is None else at
         if shape is None:
@@ -284,7 +291,7 @@ class SessionRouter:
         if degraded is not None or state is None or state.tier is None:
             return await self._fresh(state, degraded, shape, classify, base, start)
         if shape.kind == "continuation":
-            return self._continuation(state, state.tier, shape, base, start)
+            return await self._continuation(state, state.tier, shape, classify, base, start)
         return await self._turn(state, state.tier, shape, classify, base, start)
 
     async def _load(self, key: SessionKey | None) -> tuple[ThreadState | None, str | None]:
@@ -352,16 +359,18 @@ class SessionRouter:
             classified_tier=cls.tier,
         )
 
-    def _continuation(
+    async def _continuation(
         self,
         state: ThreadState,
         current: str,
         shape: RequestShape,
+        classify: Classify,
         base: dict[str, Any],
         start: float,
     ) -> SessionVerdict:
         position = f"request {state.turn_requests + 1} of turn {max(state.turns, 1)}"
         tier, note = self._fit(current, shape, state)
+        cls: Decision | None = None
         if note:
             rule, reason = "context-window", f"session context-window: {note}"
         elif (
@@ -386,21 +395,82 @@ class SessionRouter:
                 f"session tool-errors: {shape.tool_errors} failed tool results in a row on "
                 f"{current}; escalated to {tier} ({position})"
             )
+        elif (floor := self._context_floor(state, current, shape)) is not None:
+            # The classifier would lift this request now (per request it would): ask it.
+            cls = await classify(shape.classify_input)
+            wanted = self._fit(cls.tier, shape, state)[0]
+            if self._order[wanted] <= self._order[current]:
+                rule = "continuation"
+                reason = _join(
+                    f"session continuation: kept {current} ({position}); the task context "
+                    f"crossed the classifier's large-context line ({floor}), the classifier "
+                    f"still chooses {cls.tier}",
+                    f"classifier: {cls.reason}",
+                )
+            elif (free := self._free_switch(state, shape, current, wanted, base["at"])) is not None:
+                tier, rule = wanted, "context-floor"
+                reason = _join(
+                    f"session context-floor: the task context crossed the classifier's "
+                    f"large-context line ({floor}); the classifier now chooses {cls.tier}, "
+                    f"above {current}; escalated to {tier} now, at no extra cache write "
+                    f"({free}) ({position})",
+                    f"classifier: {cls.reason}",
+                )
+            else:
+                rule = "continuation"
+                reason = _join(
+                    f"session continuation: kept {current} ({position}); the task context "
+                    f"crossed the classifier's large-context line ({floor}) and the classifier "
+                    f"chooses {cls.tier}, but switching now would re-write the prefix that "
+                    f"{current}'s cache holds: the next turn decides",
+                    f"classifier: {cls.reason}",
+                )
         else:
             rule = "continuation"
             reason = f"session continuation: kept {current} from the turn's start ({position})"
-        decision = self._decision(tier, None, reason, start, confidence=state.confidence)
+        decision = self._decision(tier, cls, reason, start, confidence=state.confidence)
         return self._verdict(
             tier,
             rule,
             reason,
             decision,
-            False,
+            cls is not None,
             base,
             state=state,
             previous=current,
             mid_loop=tier != current,
+            classified_tier=cls.tier if cls is not None else None,
         )
+
+    def _context_floor(self, state: ThreadState, current: str, shape: RequestShape) -> str | None:
+        """Why the classifier's context-size floor (:func:`~tierwise.taxonomy.context_floor`)
+        now demands a tier above ``current`` when the classifier has not seen this context
+        level in this turn yet (None otherwise: the check costs one comparison)."""
+        level, why = context_floor(shape.classify_input)
+        if level <= state.floor_level:
+            return None
+        if floor_tier_index(level, len(self._order)) <= self._order[current]:
+            return None
+        return why
+
+    def _free_switch(
+        self, state: ThreadState, shape: RequestShape, current: str, wanted: str, now: float
+    ) -> str | None:
+        """Why moving from ``current`` to ``wanted`` now costs no extra cache write (None when
+        it would): ``wanted``'s cache still holds most of the prefix (it reads more than it
+        writes), or ``current``'s holds none of it (expired), so the prefix is written on either
+        tier. Simulated on the thread's caches of the served models (not the baseline's)."""
+        profile = shape.cache.scaled(state.token_scale)
+        cur = state.cache(self.settings.tier(current).model).request(profile, now, commit=False)
+        new = state.cache(self.settings.tier(wanted).model).request(profile, now, commit=False)
+        if new.read >= new.written:
+            return f"{wanted}'s cache holds {new.read} prefix tokens, {new.written} to write"
+        if cur.read == 0:
+            return (
+                f"{current}'s cache holds none of the prefix (expired): {cur.written} tokens "
+                f"to write on either tier"
+            )
+        return None
 
     async def _turn(
         self,
@@ -684,6 +754,8 @@ class SessionRouter:
             state.turns += 1
             state.turn_requests = 0
             state.escalated = None
+            # what the classifier saw of the context at the turn's start (nothing: check again)
+            state.floor_level = context_floor(shape.classify_input)[0] if verdict.classified else 1
             if verdict.classified_tier is not None:
                 state.turn_tier = verdict.classified_tier
                 state.confidence = verdict.decision.confidence
@@ -694,6 +766,8 @@ class SessionRouter:
                 if not state.growth_tokens
                 else (1 - _EMA) * state.growth_tokens + _EMA * growth
             )
+        if shape.kind != "turn" and verdict.classified:  # the context-floor check asked
+            state.floor_level = max(state.floor_level, context_floor(shape.classify_input)[0])
         state.turn_requests += 1
         state.requests += 1
         state.tier = verdict.tier

@@ -53,6 +53,7 @@ class ThreadState:
     last_input_tokens: int = 0
     escalated: str | None = None  # escalation rule already applied in this turn
     errors_seen: int = 0  # tool-error streak length that last triggered an escalation
+    floor_level: int = 1  # the context-size floor level the classifier last saw in this turn
     growth_tokens: float = 0.0  # moving average of input growth per request
     output_tokens: float = 0.0  # moving average of output tokens per request
     token_scale: float = 1.0  # real tokens / estimated tokens, from the upstream's usage
@@ -94,6 +95,7 @@ class ThreadState:
             "last_input_tokens": self.last_input_tokens,
             "escalated": self.escalated,
             "errors_seen": self.errors_seen,
+            "floor_level": self.floor_level,
             "growth_tokens": round(self.growth_tokens, 1),
             "output_tokens": round(self.output_tokens, 1),
             "token_scale": round(self.token_scale, 4),
@@ -139,6 +141,7 @@ class ThreadState:
                 last_input_tokens=int(data.get("last_input_tokens", 0)),
                 escalated=_opt_str(data.get("escalated")),
                 errors_seen=int(data.get("errors_seen", 0)),
+                floor_level=int(data.get("floor_level", 1)),
                 growth_tokens=float(data.get("growth_tokens", 0.0)),
                 output_tokens=float(data.get("output_tokens", 0.0)),
                 token_scale=float(data.get("token_scale", 1.0)),
