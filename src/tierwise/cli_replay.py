@@ -187,7 +187,12 @@ def _print_replay(source: str, data: dict[str, Any], tiers: list[str], top: str)
     )
     for w in worse[:10]:
         extra = Decimal(w["session_usd"]) - Decimal(w["per_request_usd"])
-        out.print(f"  {w['session']}: +${extra:.4f}", highlight=False, markup=False)
+        why = ", ".join(f"{k} {v}" for k, v in (w.get("loop_escalations") or {}).items())
+        out.print(
+            f"  {w['session']}: +${extra:.4f}" + (f" (escalated in a loop: {why})" if why else ""),
+            highlight=False,
+            markup=False,
+        )
     session = next(p for p in data["policies"] if p["policy"] == "session")
     rules = ", ".join(f"{k} {v}" for k, v in session["rules"].items())
     out.print(f"session rules: {rules}", highlight=False, markup=False)

@@ -469,6 +469,8 @@ class ReplayReport:
     sessions: dict[str, dict[str, Decimal]]  # session → policy → cost
     requests: int
     seconds: float
+    # session → escalation rules session routing applied inside tool loops, with counts
+    loop_escalations: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
     def top_cost(self) -> Decimal:
@@ -489,7 +491,12 @@ class ReplayReport:
             "sessions": len(self.sessions),
             "policies": [p.as_json(self.top_cost) for p in self.policies.values()],
             "sessions_session_costlier_than_per_request": [
-                {"session": s, "session_usd": str(a), "per_request_usd": str(b)}
+                {
+                    "session": s,
+                    "session_usd": str(a),
+                    "per_request_usd": str(b),
+                    "loop_escalations": dict(sorted(self.loop_escalations.get(s, {}).items())),
+                }
                 for s, a, b in worse
             ],
             "session_costs": {
@@ -513,6 +520,7 @@ class _Accounts:
             lambda: dict.fromkeys(POLICIES, Decimal(0))
         )
         self.last_tier: dict[tuple[str, str], str] = {}
+        self.loop_escalations: dict[str, Counter[str]] = defaultdict(Counter)
         self._order = {t.name: i for i, t in enumerate(settings.tiers)}
 
     def charge(self, policy: str, req: TraceRequest, tier: str, model: str) -> Usage:
@@ -542,6 +550,8 @@ class _Accounts:
         result.continuation_changes += 1
         if rule not in ESCALATIONS:
             result.unexplained_changes += 1
+        elif policy == "session":
+            self.loop_escalations[req.session][rule] += 1
 
 
 class Replayer:
@@ -598,6 +608,7 @@ class Replayer:
             sessions=dict(accounts.sessions),
             requests=len(ordered),
             seconds=time.perf_counter() - start,
+            loop_escalations=dict(accounts.loop_escalations),
         )
 
     async def _per_request(
