@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import gzip
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -241,9 +242,9 @@ def test_target_session_routing_never_costlier_than_per_request(full: ReplayRepo
     cannot value (the trace is the same on every tier; EVALUATION.md)."""
     worse = full.session_worse()
     unexplained = [
-        (name, str(ses - per), dict(full.loop_escalations.get(name, {})))
+        (name, str(ses - per), dict(full.loop_escalations.get(name) or {}))
         for name, ses, per in worse
-        if not full.loop_escalations.get(name, {}).get("tool-errors")
+        if (full.loop_escalations.get(name) or Counter())["tool-errors"] == 0
     ]
     assert unexplained == []
     assert len(worse) <= sum(1 for c in full.loop_escalations.values() if c.get("tool-errors"))
