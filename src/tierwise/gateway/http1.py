@@ -58,6 +58,10 @@ _IDLE_LIMIT = 256  # idle connections kept for reuse
 _HIGH_WATER = 1 << 20  # buffered body bytes before reading from the socket pauses
 SLICE = 64 * 1024  # most decoded bytes produced by one decompression step
 _YIELD_EVERY = 256 * 1024  # body bytes handed out between two turns of the event loop
+# A read this large means the socket had a backlog: the connection reads no more in this turn
+# of the event loop (libuv would read up to 32 times in a row, 8 MiB, and a 50 MB SSE line or
+# a JSON reply read whole then holds the loop for tens of milliseconds per connection).
+_TURN_READ = 64 * 1024
 # Pool default: each concurrent stream holds one upstream connection for its whole duration
 # (10-60 s), and issue 16 asks one worker to hold 5,000 of them; 8,192 is above that with
 # room, and still a bound (two file descriptors per stream: raise ``ulimit -n`` accordingly).
@@ -155,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self._error: BaseException | None = None
         self._pump: _Pump | None = None  # push mode: body pieces go straight to a sink
         self._feeding = False  # inside parser.feed_data (callbacks may run)
+        self._turn_paused = False  # reading paused until the next turn of the loop (_TURN_READ)
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -192,9 +197,29 @@ class _Connection(asyncio.Protocol):
             self.close()
         finally:
             self._feeding = False
+        self._after_read(len(data))
+
+    def _after_read(self, size: int) -> None:
         pump = self._pump
         if pump is not None:
             pump.flush()  # everything this read brought, to the sink in one go
+        transport = self.transport
+        if size < _TURN_READ or self._turn_paused or transport is None:
+            return
+        if not transport.is_closing():  # no more reads in this turn of the loop (_TURN_READ)
+            self._turn_paused = True
+            transport.pause_reading()
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        """Read again after a turn of the loop (:data:`_TURN_READ`), unless a pause of its
+        own (a full buffer, a slow consumer) holds the connection."""
+        self._turn_paused = False
+        transport, pump = self.transport, self._pump
+        if self._paused or (pump is not None and pump.paused) or transport is None:
+            return
+        if not transport.is_closing():
+            transport.resume_reading()
 
     def _feed_head(self, data: bytes) -> None:
         """Feed bytes while the head is incomplete, never more than the head limit allows
