@@ -185,7 +185,10 @@ class Gateway:
         """Wrap a handler: errors become the dialect's error shape. (Model requests record
         themselves: their :class:`~tierwise.gateway.engine.Exchange` closes on every path.)"""
 
+        slices = self.engine.slices
+
         async def run(request: Request) -> Response:
+            await slices.turn()  # a burst of arrivals: started turn by turn (slices.py)
             request_id = new_request_id()
             try:
                 return await handler(request, request_id)

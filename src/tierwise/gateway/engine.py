@@ -33,6 +33,7 @@ from tierwise.errors import BudgetExceeded, BudgetUnavailable
 from tierwise.gateway.attempts import Attempt, Caller, Cooldowns, Exhausted
 from tierwise.gateway.errors import GatewayError
 from tierwise.gateway.shape import conversation_input
+from tierwise.gateway.slices import LoopSlices
 from tierwise.gateway.sse import StreamTracker
 from tierwise.gateway.upstream import Upstream
 from tierwise.keys import KeyInfo
@@ -81,6 +82,7 @@ class Engine:
         # Which model wrote the thinking blocks relayed so far (adapt drops another model's).
         self.origins = ThinkingOrigins()
         self.sessions = sessions
+        self.slices = LoopSlices()  # request work per turn of the event loop (slices.py)
 
     @property
     def budgets(self) -> budgets_mod.Budgets | None:
@@ -478,7 +480,7 @@ class Exchange:
         504) when no upstream ever answered; the exchange then records that error."""
         deadline = self.life.t0 + self.engine.settings.gateway.upstream_timeout_s
         try:
-            return await self.engine.caller.call(
+            attempt = await self.engine.caller.call(
                 self.targets, self.payload, headers, path=path, stream=stream, deadline=deadline
             )
         except Exhausted as exc:
@@ -496,6 +498,8 @@ class Exchange:
                 str(exc),
                 error_type="timeout_error" if timeout else "api_error",
             ) from exc
+        await self.engine.slices.turn()  # replies arriving together: validated turn by turn
+        return attempt
 
     async def on_stream_complete(self, tracker: StreamTracker) -> None:
         await self.observe_session(tracker.model, tracker.usage or None, tracker.stop_reason)
