@@ -751,6 +751,24 @@ def gateway_config(scale: Scale, redis_url: str | None, redis_prefix: str) -> st
     return "\n".join(lines) + "\n"
 
 
+def _stalls(stalls: list[dict[str, Any]] | None) -> str:
+    """The event-loop stalls the probe saw (``--gc-probe``): how many, the longest, and where
+    the loop was then (its innermost frame, or "in C" when only the loop's own frames show)."""
+    if stalls is None:
+        return ""
+    if not stalls:
+        return "; loop stalls over 50 ms: 0"
+    worst = max(stalls, key=lambda s: s["ms"])
+    own = ("uvicorn/_compat.py", "asyncio/runners.py", "asyncio/base_events.py")
+    inner = [stack[-1] for stack in worst["stacks"] if stack and not stack[-1].startswith(own)]
+    where = inner[0] if inner else "in C (libuv, uvloop) or the kernel"
+    return (
+        f"; loop stalls over 50 ms: {len(stalls)}, longest {worst['ms']:.0f} ms "
+        f"({worst['on_cpu_ms']:.0f} ms on the CPU, {worst['runqueue_ms']:.0f} ms waiting "
+        f"for it; at {where})"
+    )
+
+
 def start_gateway(
     home: Path, upstream_port: int, config: str, workers: int, *, gc_probe: bool = False
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
@@ -1264,7 +1282,8 @@ def evaluate(
                 f"; gen-2 GC pauses: {len(full)}, longest {max(full):.0f} ms"
                 if (full := [p for _, gen, p in collections if gen == 2])
                 else ""
-            ),
+            )
+            + _stalls(monitor.get("loop_stalls")),
             bool(health.get("n"))
             and (health.get("max") or 1e9) < scale.health_bound_ms
             and not monitor.get("health_failures"),
@@ -1385,6 +1404,11 @@ def run(
                 [float(t), int(gen), float(ms)]
                 for probe in home.glob("gc.*")
                 for t, gen, ms in (line.split() for line in probe.read_text().splitlines())
+            ]
+            watched["loop_stalls"] = [  # tests/gcprobe: turns of the loop over 50 ms
+                json.loads(line)
+                for probe in home.glob("gc-loop.*")
+                for line in probe.read_text().splitlines()
             ]
         finally:
             for proc in (monitor, gateway):
