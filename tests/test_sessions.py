@@ -108,6 +108,13 @@ class Upstream:
 Flow = Callable[..., Awaitable[SessionVerdict]]
 
 
+def rig(s: config.Settings, tier: str) -> tuple[SessionRouter, Classifier, Flow]:
+    """A session router with an in-memory store, a classifier answering ``tier``, and the
+    flow that sends requests through both to a fake upstream."""
+    router, classify = SessionRouter(s, store=MemoryStore()), Classifier(s, tier)
+    return router, classify, flow(router, classify, Upstream())
+
+
 def flow(router: SessionRouter, classify: Classifier, upstream: Upstream) -> Flow:
     async def send(
         body: dict[str, Any],
@@ -188,12 +195,7 @@ def test_sub_agents_share_the_session_but_not_the_thread() -> None:
 # -- the rules --------------------------------------------------------------------------------
 def test_a_tool_loop_keeps_its_turns_tier_and_classifies_only_turns() -> None:
     s = settings()
-    router, classify, up = (
-        SessionRouter(s, store=MemoryStore()),
-        Classifier(s, "sonnet"),
-        Upstream(),
-    )
-    send = flow(router, classify, up)
+    _router, classify, send = rig(s, "sonnet")
     body = claude_code_body("Fix the failing test in tests/test_api.py")
     first = run(send(body, 0.0))
     assert (first.rule, first.tier, first.classified) == ("new-session", "sonnet", True)
@@ -551,12 +553,7 @@ def test_the_baseline_history_is_not_the_served_models_cache() -> None:
     """Served on sonnet, the thread's simulated opus cache stays cold: the baseline's own
     history is kept apart, so an escalation's break-even sees the real (cold) opus cache."""
     s = settings()
-    router, classify, up = (
-        SessionRouter(s, store=MemoryStore()),
-        Classifier(s, "sonnet"),
-        Upstream(),
-    )
-    send = flow(router, classify, up)
+    router, _classify, send = rig(s, "sonnet")
     body = step(claude_code_body("Fix the failing test"), "code " * 8000)
     run(send(body, 0.0))
     body = step(body, "more code " * 300)
