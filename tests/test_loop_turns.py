@@ -132,3 +132,23 @@ def test_an_upstream_connection_reads_once_per_turn_after_a_large_read() -> None
     for (t1, n1), (t2, _) in itertools.pairwise(reads):
         if n1 >= http1._TURN_READ:
             assert t2 > t1, f"a read in the same turn after a {n1}-byte read: {reads}"
+
+
+def test_a_slice_left_open_by_a_stopped_loop_does_not_hold_the_next_loop() -> None:
+    """A loop that stops right after a checkpoint never runs the callback that closes its
+    slice; the next loop's requests must not wait for it (they would wait forever)."""
+    slices = LoopSlices(0.005)
+
+    async def checkpoint_then_stop() -> None:
+        await slices.turn()
+        asyncio.get_running_loop().stop()  # before the next turn, where the slice closes
+
+    first = asyncio.new_event_loop()
+    task = first.create_task(checkpoint_then_stop())
+    first.run_forever()
+    first.close()
+    assert task.done()
+    assert slices.open
+    time.sleep(0.01)  # past the slice: on the same loop the next checkpoint would wait
+    asyncio.run(asyncio.wait_for(slices.turn(), 2))  # returns at once on the new loop
+    assert slices.deferred == 0

@@ -27,12 +27,15 @@ SLICE_S = 0.005
 class LoopSlices:
     """A budget of CPU time per turn of the event loop for request work (module docs)."""
 
-    __slots__ = ("began", "deferred", "open", "slice_s")
+    __slots__ = ("began", "deferred", "loop", "open", "slice_s")
 
     def __init__(self, slice_s: float = SLICE_S) -> None:
         self.slice_s = slice_s
         self.began = 0.0  # time.perf_counter() when this turn's first checkpoint passed
         self.open = False  # a slice is running in this turn (closed by a callback next turn)
+        # the loop of that slice: a loop that stopped before its closing callback ran must
+        # not leave the slice open for the next loop (tests run one gateway on several loops)
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.deferred = 0  # checkpoints that waited for a later turn (metrics, tests)
 
     def _close(self) -> None:
@@ -40,12 +43,14 @@ class LoopSlices:
 
     async def turn(self) -> None:
         """Return at once while this turn's slice lasts; otherwise wait for a later turn."""
+        loop = asyncio.get_running_loop()
         while True:
             now = time.perf_counter()
-            if not self.open:  # the first checkpoint of a turn starts its slice
+            if not self.open or self.loop is not loop:  # the turn's first checkpoint
                 self.open = True
+                self.loop = loop
                 self.began = now
-                asyncio.get_running_loop().call_soon(self._close)
+                loop.call_soon(self._close)
                 return
             if now - self.began <= self.slice_s:
                 return
