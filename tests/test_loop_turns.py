@@ -6,9 +6,11 @@ before the loop polled its sockets again."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import socket
 import time
+import weakref
 
 import uvloop
 
@@ -152,3 +154,42 @@ def test_a_slice_left_open_by_a_stopped_loop_does_not_hold_the_next_loop() -> No
     time.sleep(0.01)  # past the slice: on the same loop the next checkpoint would wait
     asyncio.run(asyncio.wait_for(slices.turn(), 2))  # returns at once on the new loop
     assert slices.deferred == 0
+
+
+def test_a_closed_upstream_connection_is_freed_without_the_garbage_collector() -> None:
+    """Its parser held it (the parser's callbacks), a reference cycle per connection that
+    only a garbage collection freed; full collections under load paused the loop."""
+    alive: list[weakref.ref[http1._Connection]] = []
+    original = http1._Connection.connection_made
+
+    def made(self: http1._Connection, transport: asyncio.BaseTransport) -> None:
+        alive.append(weakref.ref(self))
+        original(self, transport)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        pool = Pool(url)
+        for _ in range(3):
+            response = await pool.post("/v1/messages", b"{}", {}, 10)
+            assert await response.read(10) == b"ok"
+        await pool.aclose()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # every connection_lost delivered
+
+    http1._Connection.connection_made = made  # type: ignore[method-assign]
+    gc.collect()
+    gc.disable()
+    try:
+        _uvloop(main)
+        assert len(alive) == 3
+        assert [ref() for ref in alive] == [None, None, None]
+    finally:
+        gc.enable()
+        http1._Connection.connection_made = original  # type: ignore[method-assign]

@@ -132,6 +132,13 @@ class _Violation(Exception):
         self.error = error
 
 
+class _NoCallbacks:
+    """A parser's protocol that wants nothing (for :data:`_SPENT_PARSER`)."""
+
+
+_SPENT_PARSER = httptools.HttpResponseParser(_NoCallbacks())  # a lost connection's parser
+
+
 class _Connection(asyncio.Protocol):
     """One connection, one response at a time. httptools calls the ``on_*`` methods."""
 
@@ -251,6 +258,9 @@ class _Connection(asyncio.Protocol):
                 if self._head_done:
                     message += " before the end of the body"
                 self._fail(exc or BrokenResponse(message, "connection_error"))
+        # The parser holds this protocol (its callbacks): a reference cycle per connection,
+        # left to the garbage collector unless it is broken here. Nothing is parsed any more.
+        self.parser = _SPENT_PARSER
 
     # -- httptools callbacks --------------------------------------------------------------
     def on_message_begin(self) -> None:
