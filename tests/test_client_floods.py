@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
@@ -541,3 +543,48 @@ def test_a_closed_connection_with_an_unsent_tail_is_aborted() -> None:
 
     transport = asyncio.run(run())
     assert transport.written.startswith(b"HTTP/1.1 200") and transport.aborted.is_set()
+
+
+def test_a_finished_connection_is_freed_without_the_garbage_collector() -> None:
+    """The protocol keeps its last request's cycle and scope (uvicorn), and both lead back to
+    it: the cycle through ``on_response``, the scope through the extensions offered in it
+    (the direct-body writer, which also held the cycle, and ``on_disconnect``). Reference
+    cycles per request and per connection, freed only by full garbage collections, which then
+    paused the loop for tens of milliseconds under load."""
+    alive: list[weakref.ref[Any]] = []
+    original = GuardedHttpToolsProtocol.connection_made
+
+    def made(self: GuardedHttpToolsProtocol, transport: asyncio.Transport) -> None:
+        original(self, transport)
+        alive.append(weakref.ref(self))
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                kind = (await receive())["type"]  # lifespan.startup, then lifespan.shutdown
+                await send({"type": f"{kind}.complete"})
+                if kind == "lifespan.shutdown":
+                    return
+        assert "tierwise.direct_body" in scope["extensions"]  # offered, and in the scope
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    GuardedHttpToolsProtocol.connection_made = made  # type: ignore[method-assign]
+    gc.collect()
+    gc.disable()
+    try:
+        with GuardedServer(app, limits()) as srv:
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+                    sock.sendall(b"GET /x HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    assert read_until_closed(sock).endswith(b"2\r\nok\r\n0\r\n\r\n")
+            deadline = time.monotonic() + 5
+            while any(ref() is not None for ref in alive) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            # The protocol is freed only when no cycle holds it: the protocol keeps the
+            # last request's cycle and scope, both of which lead back to it.
+            assert len(alive) == 3
+            assert [ref() for ref in alive] == [None] * 3
+    finally:
+        gc.enable()
+        GuardedHttpToolsProtocol.connection_made = original  # type: ignore[method-assign]

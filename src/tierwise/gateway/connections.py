@@ -206,8 +206,21 @@ class _Idle:
     def pop_fresh(self) -> GuardedHttpToolsProtocol | None:
         return self._pop(self.fresh)
 
-    def pop_oldest(self) -> GuardedHttpToolsProtocol | None:
-        return self._pop(self.fresh) or self._pop(self.kept)
+    def pop_oldest(self, settled_by: float) -> GuardedHttpToolsProtocol | None:
+        """The connection to evict at the cap: the oldest that never sent a request and had
+        time to (its deadline at or before ``settled_by``), else the oldest kept-alive one,
+        else the oldest of those that just connected (a client that connected a moment ago
+        is most likely about to send its request: evicting it first lost real requests when
+        several clients connected at once at the cap)."""
+        fresh = self.fresh
+        while fresh:
+            conn, deadline = next(iter(fresh.items()))
+            if deadline > settled_by:
+                break
+            del fresh[conn]
+            if conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return self._pop(self.kept) or self._pop(fresh)
 
     @staticmethod
     def _pop(
@@ -241,6 +254,7 @@ class _Idle:
             self._arm(nearest)
 
 
+_FRESH_S = 0.1  # a connection this young that sent nothing yet is not evicted before idle ones
 _HEALTH_HEAD = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
 _NOT_YET: Any = object()  # the parser of a connection that has not sent a byte yet
 _IDLE: weakref.WeakKeyDictionary[ServerState, _Idle] = weakref.WeakKeyDictionary()
@@ -346,15 +360,20 @@ class DirectBody:
 
     def __init__(self, protocol: GuardedHttpToolsProtocol, cycle: Any) -> None:
         self._protocol = protocol
-        self._cycle = cycle
+        # Weak: the cycle's scope holds this object, and a strong reference back would make
+        # every request a reference cycle, freed only by the garbage collector (whose full
+        # collections then paused the loop for tens of milliseconds under load). The
+        # request's task keeps the cycle alive while its response is written.
+        self._cycle = weakref.ref(cycle)
         self.listener: BodyListener | None = None
 
     def start(self, listener: BodyListener) -> bool:
         """Take over the body writes; False when this response cannot be written directly
         (not started, not chunked, a HEAD, already complete, or the client is gone)."""
-        cycle = self._cycle
+        cycle = self._cycle()
         if (
-            not cycle.response_started
+            cycle is None
+            or not cycle.response_started
             or cycle.response_complete
             or not cycle.chunked_encoding
             or cycle.disconnected
@@ -368,8 +387,8 @@ class DirectBody:
 
     def write(self, data: bytes) -> bool:
         """Write one piece of the body (never empty); False when the client is gone."""
-        cycle = self._cycle
-        if cycle.disconnected or cycle.response_complete:
+        cycle = self._cycle()
+        if cycle is None or cycle.disconnected or cycle.response_complete:
             return False
         cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         return True
@@ -377,7 +396,8 @@ class DirectBody:
     @property
     def paused(self) -> bool:
         """The client's transport buffer is full: stop producing until ``client_resumed``."""
-        return bool(self._cycle.flow.write_paused)
+        cycle = self._cycle()
+        return cycle is not None and bool(cycle.flow.write_paused)
 
     def stop(self) -> None:
         """Writes end here (the response goes on through ASGI ``send``)."""
@@ -455,7 +475,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 )
                 oldest.close_now()
         if len(self.connections) >= self._limits.max_connections:
-            victim = self._idle.pop_oldest()
+            limits = self._limits
+            victim = self._idle.pop_oldest(self.loop.time() + limits.header_timeout_s - _FRESH_S)
             if victim is None:
                 self._refused = True
                 self.transport = transport
@@ -492,6 +513,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             OPEN.dec()
         super().connection_lost(exc)
         self._lost = True
+        # uvicorn keeps the last request's cycle and scope, and both lead back here (the
+        # cycle's ``on_response``, the scope's extensions): reference cycles per connection,
+        # left to the garbage collector unless broken now. Nothing is parsed any more, and
+        # the app reads the extensions with ``.get`` (gone: the client is gone too).
+        self.cycle = None  # type: ignore[assignment]
+        extensions = self.scope.get("extensions") if self.scope is not None else None
+        if extensions:
+            extensions.pop(DIRECT_BODY, None)
+            extensions.pop(ON_DISCONNECT, None)
         direct = self._direct
         if direct is not None and direct.listener is not None:
             direct.listener.client_gone()
