@@ -20,7 +20,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anthropic
 import httpx2 as httpx
@@ -35,6 +35,7 @@ from tierwise.gateway import build_app
 from tierwise.gateway.connections import (
     ClientLimits,
     GuardedHttpToolsProtocol,
+    _Idle,
     default_max_connections,
     unused_cap,
 )
@@ -588,3 +589,27 @@ def test_a_finished_connection_is_freed_without_the_garbage_collector() -> None:
     finally:
         gc.enable()
         GuardedHttpToolsProtocol.connection_made = original  # type: ignore[method-assign]
+
+
+def test_at_the_cap_a_connection_that_just_connected_goes_after_idle_ones() -> None:
+    """Eviction order at the cap: connections that never sent a request and had time to,
+    then kept-alive idle ones, then those that connected a moment ago (clients about to send
+    their request: evicting them first lost requests when several connected at once)."""
+
+    class Conn:
+        def __init__(self, served: bool) -> None:
+            self.served = served
+            self.transport = FakeTransport()
+
+    loop = asyncio.new_event_loop()
+    try:
+        idle = _Idle(loop, None)
+        old, kept, young = (cast(GuardedHttpToolsProtocol, Conn(s)) for s in (False, True, False))
+        for conn, deadline in ((old, 100.0), (kept, 105.0), (young, 110.0)):
+            idle.add(conn, deadline)
+        assert idle.pop_oldest(settled_by=108.0) is old
+        assert idle.pop_oldest(settled_by=108.0) is kept
+        assert idle.pop_oldest(settled_by=108.0) is young
+        assert idle.pop_oldest(settled_by=108.0) is None
+    finally:
+        loop.close()
