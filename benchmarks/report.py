@@ -244,130 +244,131 @@ def verdict(ok: bool | None) -> str:
     return "–" if ok is None else ("**met**" if ok else "**missed**")
 
 
-def targets16(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+Row = tuple[str, str, str, str]
+
+
+def target(
+    label: str,
+    goal: str,
+    shown: str,
+    value: float | None,
+    met: Callable[[float], bool],
+    short: Callable[[float], str] | None = None,
+) -> Row:
+    """One row of a targets table: the verdict on ``value`` (– when it was not measured), and
+    by how much it fell short (``short``) when it did."""
+    if value is None:
+        return (label, goal, shown, verdict(None))
+    ok = met(value)
+    return (label, goal, shown, verdict(ok) + ("" if ok or short is None else short(value)))
+
+
+def targets16(s: dict[str, Any]) -> list[Row]:
     """Issue 16's short-request targets (the long-stream ones are in the long-stream section)."""
     tw = s["tierwise"]
-    rows = []
-    cpu = tw.get("c32_cpu_ms_per_req")
-    rows.append(
-        (
+    cpu, r, added, p99 = (
+        tw.get("c32_cpu_ms_per_req"),
+        s["c32_vs_litellm"],
+        tw["auto_added_p50_ms"],
+        s["decide_p99_ms"],
+    )
+    return [
+        target(
             "CPU per request, c=32 (server process, ledger writer included)",
             "≤ 0.20 ms",
             fmt(cpu, 3, " ms"),
-            verdict(None if cpu is None else cpu <= 0.20)
-            + ("" if cpu is None or cpu <= 0.2 else f" by {cpu - 0.2:.3f} ms ({cpu / 0.2:.2f}×)"),
-        )
-    )
-    r = s["c32_vs_litellm"]
-    rows.append(
-        (
+            cpu,
+            lambda v: v <= 0.20,
+            lambda v: f" by {v - 0.2:.3f} ms ({v / 0.2:.2f}×)",
+        ),
+        target(
             "Throughput c=32 vs LiteLLM",
             "≥ 40×",
             fmt(r, 1, "×"),
-            verdict(None if r is None else r >= 40)
-            + ("" if r is None or r >= 40 else f" ({r / 40:.0%} of the target)"),
-        )
-    )
-    added = tw["auto_added_p50_ms"]
-    rows.append(
-        (
+            r,
+            lambda v: v >= 40,
+            lambda v: f" ({v / 40:.0%} of the target)",
+        ),
+        target(
             'Added latency, median, c=1, `model="auto"`',
             "≤ 0.4 ms",
             fmt(added, 3, " ms"),
-            verdict(None if added is None else added <= 0.4)
-            + ("" if added is None or added <= 0.4 else f" by {added - 0.4:.3f} ms"),
-        )
-    )
-    p99 = s["decide_p99_ms"]
-    rows.append(
-        (
+            added,
+            lambda v: v <= 0.4,
+            lambda v: f" by {v - 0.4:.3f} ms",
+        ),
+        target(
             f"Decision latency p99 ({s['classifier']} classifier)",
             "≤ 1 ms",
             fmt(p99, 3, " ms"),
-            verdict(None if p99 is None else p99 <= 1),
-        )
-    )
-    return rows
+            p99,
+            lambda v: v <= 1,
+        ),
+    ]
 
 
-def targets(s: dict[str, Any], soak: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+def targets(s: dict[str, Any], soak: dict[str, Any] | None) -> list[Row]:
     tw = s["tierwise"]
-    rows = []
-    added = tw["auto_added_p50_ms"]
-    rows.append(
-        (
+    added, direct, litellm = tw["auto_added_p50_ms"], s["c32_vs_direct"], s["c32_vs_litellm"]
+    rss, st, p99, led = tw["rss_mb"], tw["startup_s"], s["decide_p99_ms"], s["ledger_sqlite"]
+    rows = [
+        target(
             'Added latency, median, c=1, `model="auto"`',
             "≤ 1 ms",
             fmt(added, 3, " ms"),
-            verdict(None if added is None else added <= 1.0)
-            + ("" if added is None or added <= 1 else f" by {added - 1:.3f} ms"),
-        )
-    )
-    r = s["c32_vs_direct"]
-    rows.append(
-        (
+            added,
+            lambda v: v <= 1.0,
+            lambda v: f" by {v - 1:.3f} ms",
+        ),
+        target(
             "Throughput c=32 vs direct",
             "≥ 30 %",
-            fmt(None if r is None else 100 * r, 1, " %"),
-            verdict(None if r is None else r >= 0.30)
-            + ("" if r is None or r >= 0.3 else f" by {100 * (0.30 - r):.1f} points"),
-        )
-    )
-    r = s["c32_vs_litellm"]
-    rows.append(
-        (
+            fmt(None if direct is None else 100 * direct, 1, " %"),
+            direct,
+            lambda v: v >= 0.30,
+            lambda v: f" by {100 * (0.30 - v):.1f} points",
+        ),
+        target(
             "Throughput c=32 vs LiteLLM",
             "≥ 30×",
-            fmt(r, 1, "×"),
-            verdict(None if r is None else r >= 30)
-            + ("" if r is None or r >= 30 else f" ({r / 30:.0%} of the target)"),
-        )
-    )
-    rss = tw["rss_mb"]
-    rows.append(
-        (
+            fmt(litellm, 1, "×"),
+            litellm,
+            lambda v: v >= 30,
+            lambda v: f" ({v / 30:.0%} of the target)",
+        ),
+        target(
             f"Resident memory after {fmt(tw['rss_after_requests'], 0)} requests",
             "≤ 150 MB",
             fmt(rss, 1, " MiB"),
-            verdict(None if rss is None else rss <= 150),
-        )
-    )
-    st = tw["startup_s"]
-    rows.append(
-        (
-            "Start-up to the first 200",
-            "≤ 2 s",
-            fmt(st, 2, " s"),
-            verdict(None if st is None else st <= 2),
-        )
-    )
-    p99 = s["decide_p99_ms"]
-    rows.append(
-        (
+            rss,
+            lambda v: v <= 150,
+        ),
+        target("Start-up to the first 200", "≤ 2 s", fmt(st, 2, " s"), st, lambda v: v <= 2),
+        target(
             f"Decision latency p99 ({s['classifier']} classifier)",
             "≤ 1 ms",
             fmt(p99, 3, " ms"),
-            verdict(None if p99 is None else p99 <= 1)
-            + ("" if p99 is None or p99 <= 1 else f" by {p99 - 1:.2f} ms ({p99:.1f}×)"),
-        )
-    )
-    led = s["ledger_sqlite"]
-    rows.append(
-        (
+            p99,
+            lambda v: v <= 1,
+            lambda v: f" by {v - 1:.2f} ms ({v:.1f}×)",
+        ),
+        target(
             "SQLite ledger",
             "≥ 20,000 rows/s",
             fmt(led, 0, " rows/s"),
-            verdict(None if led is None else led >= 20_000),
-        )
-    )
+            led,
+            lambda v: v >= 20_000,
+        ),
+    ]
     if soak:
         g = soak["growth"]
         rows.append(
-            (
+            target(
                 f"Soak: RSS growth after warm-up ({soak['requests']:,} requests)",
                 "≤ 10 %",
                 fmt(None if g is None else 100 * g, 1, " %"),
-                verdict(None if g is None else g <= 0.10),
+                g,
+                lambda v: v <= 0.10,
             )
         )
     return rows
