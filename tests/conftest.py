@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from anthropic import Anthropic, AsyncAnthropic
+from anthropic import Anthropic, APIStatusError, AsyncAnthropic
 from openai import OpenAI
 
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -100,6 +100,17 @@ class RunningGateway:
         while len(self.sink.entries) < count and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.sink.entries
+
+    def stream_error(self, **create: Any) -> APIStatusError:
+        """Stream ``messages.stream(**create)`` to its end, which must be an error (the SDK
+        raises on an ``error`` event or a stream without ``message_stop``); the error."""
+        with (
+            pytest.raises(APIStatusError) as info,
+            self.anthropic(max_retries=0).messages.stream(**create) as stream,
+        ):
+            for _ in stream:
+                pass
+        return info.value
 
 
 GatewayFactory = Callable[..., RunningGateway]

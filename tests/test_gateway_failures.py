@@ -156,18 +156,12 @@ def test_stream_cut_without_any_event_gets_an_error_not_a_clean_end(
     gateway: RunningGateway,
 ) -> None:
     gateway.fake.script(stream_cut=True)
-    client = gateway.anthropic(max_retries=0)
-    with (
-        pytest.raises(anthropic.APIStatusError) as info,
-        client.messages.stream(
-            model="haiku",
-            max_tokens=200,
-            messages=[{"role": "user", "content": "Tell me a long story"}],
-        ) as stream,
-    ):
-        for _ in stream:
-            pass
-    assert "ended before message_stop" in str(info.value)
+    error = gateway.stream_error(
+        model="haiku",
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Tell me a long story"}],
+    )
+    assert "ended before message_stop" in str(error)
     entry = gateway.wait_for_entries(1)[-1]
     assert (entry.status, entry.error_type) == ("error", "incomplete_stream")
 

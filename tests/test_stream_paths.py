@@ -99,15 +99,10 @@ def test_a_stream_cut_by_the_upstream_ends_with_an_error_event(
     gateway: RunningGateway, writes: dict[str, int]
 ) -> None:
     gateway.fake.script(stream_cut=True)
-    with (
-        pytest.raises(anthropic.APIStatusError) as info,
-        gateway.anthropic(max_retries=0).messages.stream(
-            model="haiku", max_tokens=500, messages=[{"role": "user", "content": "hi"}]
-        ) as stream,
-    ):
-        for _ in stream:
-            pass
-    assert "ended before message_stop" in str(info.value)
+    error = gateway.stream_error(
+        model="haiku", max_tokens=500, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert "ended before message_stop" in str(error)
     entry = gateway.wait_for_entries(1)[-1]
     assert (entry.status, entry.error_type) == ("error", "incomplete_stream")
 
