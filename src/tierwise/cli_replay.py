@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,23 +73,48 @@ def replay(
             "classifier: what perfect classification would cost.",
         ),
     ] = False,
+    auto: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--auto",
+            metavar="GLOB",
+            help="Replay the requests for these models (id globs, repeatable) as if sent "
+            "with model 'auto'. Default, for a trace recorded without tierwise: each "
+            "session's main model.",
+        ),
+    ] = None,
+    as_recorded: Annotated[
+        bool,
+        typer.Option("--as-recorded", help="Keep every request's recorded model (no --auto)."),
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Replay sessions under a configuration: cost and tier shares for all-top-tier (with
     prompt caching), per-request routing and session routing."""
     from tierwise import config as config_mod
     from tierwise.router import Router
-    from tierwise.sessions.replay import Replayer, load_requests, requests_from_ledger
+    from tierwise.sessions.replay import (
+        Replayer,
+        load_requests,
+        replay_as_auto,
+        requests_from_ledger,
+    )
 
+    skipped: Counter[str] = Counter()
+    routed: Counter[str] = Counter()
     try:
         if (path is None) == (not from_ledger):
             raise InputError("give either a FILE or --from-ledger (not both)")
+        if auto and as_recorded:
+            raise InputError("give --auto or --as-recorded, not both")
         settings = config_mod.load(config)
         provider = settings.provider.model_copy(update={"kind": "simulated"})
         settings = config_mod.revalidate(settings, provider=provider)
         if path is not None:
-            requests = load_requests(path, gap_s=gap)
+            requests = load_requests(path, gap_s=gap, skipped=skipped)
             source = str(path)
+            if not as_recorded:
+                routed = replay_as_auto(requests, settings, auto, settings.catalogue())
         else:
             from tierwise.ledger import open_store
             from tierwise.reports import parse_since
@@ -105,11 +131,22 @@ def replay(
         report = asyncio.run(Replayer(settings, decide=decide).run(requests))
     except TierwiseError as exc:
         raise _fail(exc) from exc
-    data = report.as_json()
+    data = {**report.as_json(), "replayed_as_auto": dict(routed), "skipped": dict(skipped)}
     if as_json:
         sys.stdout.write(json.dumps({"source": source, **data}, indent=2) + "\n")
         return
     _print_replay(source, data, settings.tier_names, settings.top_tier.name)
+    if routed:
+        models = ", ".join(f"{m} ({n} requests)" for m, n in routed.most_common())
+        how = "--auto" if auto else "each session's main model, as `tierwise code` sends it"
+        out.print(
+            f"replayed as 'auto': {models} ({how}; --as-recorded keeps the recorded models)",
+            highlight=False,
+            markup=False,
+        )
+    if skipped:
+        left = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
+        out.print(f"left out of the trace: {left}", highlight=False, markup=False)
 
 
 def label_oracle(settings: Any, requests: list[Any]) -> Any:

@@ -18,11 +18,14 @@ Policies compared on the same requests, each with its own per-model prompt-cache
     chose.
 
 Requests naming a tier (or a model ``model_map`` maps to one) go to that tier in
-``per-request`` and ``session``, and models passed through stay on that model. Every request
+``per-request`` and ``session``, and models passed through stay on that model. A trace
+recorded without tierwise names real models: :func:`replay_as_auto` picks the requests to
+replay as ``auto`` (each session's main model, or given globs). Every request
 keeps the output length it was recorded with, on every tier (an assumption: tiers differ in
 verbosity and thinking).
 
-Inputs (:func:`load_requests`), one JSON object per line, optionally gzip-compressed:
+Inputs (:func:`load_requests`; files, JSON documents and directories are read by
+:mod:`~tierwise.sessions.traces`), one JSON object per record, optionally gzip-compressed:
 
 * **requests**: a Messages request body (``{"model", "messages", …}``), or
   ``{"body": {…}, "headers"?: {…}, "t"?: seconds, "session"?: label,
@@ -30,6 +33,11 @@ Inputs (:func:`load_requests`), one JSON object per line, optionally gzip-compre
   ``usage`` calibrates the token estimate of that request. Without ``t``, requests are taken
   ``--gap`` seconds apart. Without ``session``, the session comes from
   :func:`~tierwise.sessions.identity.identify`.
+* **captured exchanges**: ``{"request": {"body", "headers"?, "url"?, "timestamp"?},
+  "response"?: {"status_code"?, "body"? | "body_raw"?}}`` as claude-trace and tierwise's
+  recorder write them (:func:`~tierwise.sessions.traces.exchange`): the reply's usage and
+  stop reason are read from the JSON reply or the recorded event stream; calls that are not
+  Messages requests and attempts the upstream refused are skipped and counted.
 * **compact traces** (what tests/sessions_corpus.py writes): ``{"type": "envelope", "id",
   "system", "tools"}`` lines define shared envelopes, and ``{"type": "request", "session",
   "t", "thread", "envelope", "params", "keep", "append", "headers", "response"}`` lines give
@@ -50,16 +58,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import gzip
+import fnmatch
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from tierwise.config import Settings
 from tierwise.errors import InputError
@@ -67,7 +73,7 @@ from tierwise.gateway.shape import RequestShape, analyse, system_text
 from tierwise.policy import Policy
 from tierwise.pricing import PriceCatalogue
 from tierwise.providers.base import usage_from_api
-from tierwise.sessions import modelmap
+from tierwise.sessions import modelmap, traces
 from tierwise.sessions.cachesim import ModelCache
 from tierwise.sessions.identity import identify
 from tierwise.sessions.router import ESCALATIONS, Outcome, SessionRouter
@@ -75,7 +81,6 @@ from tierwise.sessions.store import MemoryStore
 from tierwise.types import ClassifyInput, Decision, Usage
 
 POLICIES = ("top", "envelope", "per-request", "session")
-MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_FILL = 4 * 1024 * 1024
 
 Decide = Callable[[ClassifyInput], Awaitable[Decision]]
@@ -217,6 +222,12 @@ class TraceRequest:
     recorded_tier: str | None = None  # ledger: the classifier's tier at this request
     label: str | None = None  # a corpus label (the tier the generator meant), if any
     thread: str = ""
+    as_auto: bool = False  # replay as if the client had asked for ``auto`` (see replay_as_auto)
+
+    @property
+    def routed_model(self) -> str:
+        """The model id the replay resolves: ``auto`` for a request replayed as routed."""
+        return modelmap.AUTO if self.as_auto else self.model
 
     @property
     def token_scale(self) -> float:
@@ -227,36 +238,19 @@ class TraceRequest:
         return real / self.shape.input_tokens if real > 0 else 1.0
 
 
-def _open_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: not a valid gzip file: {exc}") from exc
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if line.strip():
-            if len(line) > MAX_LINE_BYTES:
-                raise InputError(f"{path}:{number}: line longer than {MAX_LINE_BYTES} bytes")
-            yield number, line
-
-
-def load_requests(path: Path, *, gap_s: float = 10.0) -> list[TraceRequest]:
-    """Read a requests file or a compact trace (see the module docstring)."""
+def load_requests(
+    path: Path, *, gap_s: float = 10.0, skipped: Counter[str] | None = None
+) -> list[TraceRequest]:
+    """Read a trace: a requests file, a compact trace, captured exchanges, or a directory of
+    them (see the module docstring and :mod:`~tierwise.sessions.traces`). Captured exchanges
+    that are not billed Messages calls are left out; ``skipped`` counts them by reason."""
     envelopes: dict[str, dict[str, Any]] = {}
     threads: dict[tuple[str, str], list[Any]] = {}
     out: list[TraceRequest] = []
-    for number, line in _open_lines(path):
-        where = f"{path}:{number}"
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc})") from exc
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for where, record in traces.records(path):
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        obj: dict[str, Any] = record
         try:
             kind = obj.get("type")
             if kind == "envelope":
@@ -271,12 +265,66 @@ def load_requests(path: Path, *, gap_s: float = 10.0) -> list[TraceRequest]:
                 body = obj["body"]
             elif "messages" in obj:
                 body, obj = obj, {}
+            elif traces.is_exchange(obj):
+                line = traces.exchange(obj)
+                if isinstance(line, str):
+                    if skipped is not None:
+                        skipped[line] += 1
+                    continue
+                body, obj = line["body"], line
             else:
-                raise ValueError('expected a request body, {"body": …} or a compact trace line')
+                raise ValueError(
+                    'expected a request body, {"body": …}, a captured exchange '
+                    '({"request": {"body": …}, "response": …}) or a compact trace line'
+                )
             out.append(_request(obj, body, where, len(out) * gap_s))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: {exc}") from exc
     return out
+
+
+def replay_as_auto(
+    requests: list[TraceRequest],
+    settings: Settings,
+    patterns: list[str] | None = None,
+    catalogue: PriceCatalogue | None = None,
+) -> Counter[str]:
+    """Choose the requests to replay as if their client had asked for ``auto``; returns how
+    many per recorded model.
+
+    With ``patterns`` (model id globs): the requests whose model matches one. Without: a trace
+    recorded before tierwise (no request resolves to ``auto``, e.g. Claude Code talking to the
+    API directly on its default model) is replayed as ``tierwise code`` would send it
+    (``ANTHROPIC_MODEL=auto``): in each session, the requests for the session's main model
+    are routed. The main model is the one most of the session's tool-carrying requests asked
+    for (else most of its requests; for requests without a session, the whole trace's). The
+    others (the small fast model's side requests, a sub-agent pinned to Haiku) keep their
+    model. A trace with ``auto`` requests is replayed as recorded."""
+    counts: Counter[str] = Counter()
+    if patterns:
+        chosen = [r for r in requests if any(fnmatch.fnmatchcase(r.model, p) for p in patterns)]
+    else:
+        if any(modelmap.resolve(settings, r.model, catalogue).mode == "auto" for r in requests):
+            return counts
+        by_session: dict[str, list[TraceRequest]] = defaultdict(list)
+        for req in requests:
+            by_session[req.session].append(req)
+        overall = _main_model(requests)
+        chosen = []
+        for session, reqs in by_session.items():
+            main = overall if session.startswith("lone:") else _main_model(reqs)
+            chosen.extend(r for r in reqs if r.model == main)
+    for req in chosen:
+        req.as_auto = True
+        counts[req.model] += 1
+    return counts
+
+
+def _main_model(requests: list[TraceRequest]) -> str | None:
+    """The model most tool-carrying requests asked for (else most requests)."""
+    agentic = [r for r in requests if r.shape.tools or r.shape.agent_tools]
+    counts = Counter(r.model for r in (agentic or requests))
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def _compact_body(
@@ -618,7 +666,7 @@ class Replayer:
         accounts: _Accounts,
         policy: str = "per-request",
     ) -> None:
-        route = modelmap.resolve(self.settings, req.model, self.catalogue)
+        route = modelmap.resolve(self.settings, req.routed_model, self.catalogue)
         if route.mode == "passthrough":
             accounts.charge(policy, req, route.tier or req.model, req.model)
             return
@@ -640,7 +688,7 @@ class Replayer:
     async def _session(
         self, req: TraceRequest, decide: Decide, router: SessionRouter, accounts: _Accounts
     ) -> None:
-        route = modelmap.resolve(self.settings, req.model, self.catalogue)
+        route = modelmap.resolve(self.settings, req.routed_model, self.catalogue)
         if route.mode == "passthrough":
             accounts.charge("session", req, route.tier or req.model, req.model)
             return

@@ -1,0 +1,215 @@
+"""Reading recorded traffic for ``tierwise replay``: files, directories, captured exchanges.
+
+A trace is JSON lines (optionally gzip-compressed), a JSON document (one object or an array of
+objects, e.g. a ``.json`` file), or a directory of such files (read in name order). Each
+record is one of:
+
+* a Messages request body, ``{"body": …}`` line or compact-trace line (see
+  :mod:`tierwise.sessions.replay`);
+* a **captured HTTP exchange**, ``{"request": {…}, "response": {…}}``, as capture tools write
+  them: claude-trace's ``.claude-trace/log-*.jsonl`` (``request.url``, ``request.timestamp``
+  in seconds, ``request.headers`` and parsed ``request.body``; ``response.status_code`` and
+  either a JSON ``response.body`` or the raw event stream in ``response.body_raw``) and
+  tierwise's own recorder (``tests/clients/record_claude_code.py``: ``request.target``,
+  headers as ``[name, value]`` pairs). :func:`exchange` turns one into a request line: the
+  body, its headers, its time, and the usage and stop reason the upstream reported (read from
+  the JSON reply, or from the stream's ``message_start`` and final ``message_delta``).
+
+A captured exchange is skipped, and counted with the reason, when it is not a Messages call
+(``count_tokens``, telemetry, a ``GET``) or when the upstream refused it (an HTTP error, an
+error reply or a stream that ended in an error event): such an attempt was not billed, and
+the client's retry is in the trace as its own exchange. An exchange with no reply recorded
+(cut off) is replayed with estimated usage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from tierwise.errors import InputError
+
+MAX_LINE_BYTES = 64 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+TRACE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a valid gzip file: {exc}") from exc
+    return raw
+
+
+def trace_files(path: Path) -> list[Path]:
+    """``path`` itself, or the trace files in a directory (name order)."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(TRACE_SUFFIXES))
+    if not files:
+        raise InputError(f"{path}: a directory with no trace files ({', '.join(TRACE_SUFFIXES)})")
+    return files
+
+
+def records(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, parsed JSON value)`` for every record of a trace file or directory."""
+    for file in trace_files(path):
+        yield from _file_records(file)
+
+
+def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
+    raw = _read(path)
+    stripped = raw.lstrip()
+    if stripped[:1] == b"[" or (stripped[:1] == b"{" and b"\n" in raw.strip()):
+        # A JSON document (an array, or one pretty-printed object), unless it is JSON lines.
+        document = path.name.endswith((".json", ".json.gz"))
+        if document and len(raw) > MAX_DOCUMENT_BYTES:
+            raise InputError(f"{path}: a JSON document larger than {MAX_DOCUMENT_BYTES} bytes")
+        try:
+            whole = orjson.loads(raw) if len(raw) <= MAX_DOCUMENT_BYTES else None
+        except orjson.JSONDecodeError as exc:
+            if document:
+                raise InputError(f"{path}: not valid JSON ({exc})") from exc
+            whole = None
+        if isinstance(whole, list):
+            for index, item in enumerate(whole):
+                yield f"{path}[{index}]", item
+            return
+        if isinstance(whole, dict):
+            yield str(path), whole
+            return
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        if len(line) > MAX_LINE_BYTES:
+            raise InputError(f"{where}: line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            yield where, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc})") from exc
+
+
+# -- captured exchanges --------------------------------------------------------------------
+def is_exchange(obj: dict[str, Any]) -> bool:
+    """A captured exchange: a ``request`` object holding the body, no top-level body."""
+    request = obj.get("request")
+    return isinstance(request, dict) and "body" in request and "messages" not in obj
+
+
+def exchange(obj: dict[str, Any]) -> dict[str, Any] | str:
+    """The request line for a captured exchange, or why it is skipped (a short reason)."""
+    request = obj["request"]
+    method = request.get("method")
+    if isinstance(method, str) and method.upper() != "POST":
+        return "not a Messages call"
+    target = request.get("url") or request.get("target") or request.get("path")
+    if isinstance(target, str) and not urlsplit(target).path.rstrip("/").endswith("/v1/messages"):
+        return "not a Messages call"
+    body = request.get("body")
+    if isinstance(body, str | bytes):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"request.body is not JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise ValueError("request.body is not a JSON object")
+    line: dict[str, Any] = {"body": body, "headers": _headers(request.get("headers"))}
+    t = _seconds(request.get("timestamp"))
+    if t is None:
+        t = _seconds(obj.get("t") if "t" in obj else obj.get("logged_at"))
+    if t is not None:
+        line["t"] = t
+    if obj.get("session") is not None:
+        line["session"] = obj["session"]
+    response = obj.get("response")
+    if response is None:
+        return line  # no reply recorded: replayed with estimated usage
+    if not isinstance(response, dict):
+        raise ValueError("response is not a JSON object")
+    outcome = _outcome(response)
+    if isinstance(outcome, str):
+        return outcome
+    if outcome:
+        line["response"] = outcome
+    return line
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return {
+            str(pair[0]): str(pair[1])
+            for pair in value
+            if isinstance(pair, list | tuple) and len(pair) == 2
+        }
+    return {}
+
+
+def _seconds(value: Any) -> float | None:
+    """Seconds since the epoch from a number (seconds, or milliseconds when that large) or
+    an ISO 8601 string; None when absent or unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000.0 if value > 1e11 else float(value)
+    if isinstance(value, str) and value:
+        try:
+            when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.timestamp()
+    return None
+
+
+def _outcome(response: dict[str, Any]) -> dict[str, Any] | str:
+    """``{"usage", "stop_reason"}`` from a recorded reply, or why the attempt is skipped."""
+    status = response.get("status_code", response.get("status"))
+    if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+        return f"refused by the upstream (HTTP {status})"
+    body = response.get("body")
+    if isinstance(body, dict):
+        if body.get("type") == "error":
+            return "refused by the upstream (error reply)"
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            return {"usage": usage, "stop_reason": body.get("stop_reason")}
+        return {}
+    raw = response.get("body_raw")
+    if isinstance(raw, str) and "event:" in raw:
+        return _stream_outcome(raw.encode("utf-8", "replace"))
+    return {}
+
+
+def _stream_outcome(raw: bytes) -> dict[str, Any] | str:
+    """Usage and stop reason of a recorded Messages event stream, read with the gateway's
+    strict stream reader. A stream that ended in an error event was not a reply."""
+    from tierwise.gateway.sse import EventSplitter, MalformedEvent, StreamTracker
+
+    tracker = StreamTracker()
+    splitter = EventSplitter(max_event_bytes=max(len(raw) + 1, 1))
+    try:
+        for event in [*splitter.feed(raw), *splitter.feed(b"\n\n")]:
+            tracker.observe(event.name, event.data)
+            if tracker.error is not None:
+                return "refused by the upstream (stream error event)"
+    except MalformedEvent as exc:
+        raise ValueError(f"response.body_raw is not a valid Messages stream: {exc}") from exc
+    if not tracker.started:
+        return {}
+    return {"usage": tracker.usage, "stop_reason": tracker.stop_reason}
