@@ -4,6 +4,8 @@ recorder, pretty-printed JSON files and directories, and requests naming real mo
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
@@ -82,6 +84,7 @@ def session_log(tmp_path: Path) -> Path:
     side = {
         "model": SMALL,
         "max_tokens": 512,
+        "metadata": first["metadata"],  # Claude Code sends it on every request
         "messages": [{"role": "user", "content": "Is this a new topic? foo.py rename"}],
     }
     first_usage = {
@@ -149,7 +152,7 @@ def session_log(tmp_path: Path) -> Path:
         pair(second, T0 + 20, None),  # cut off: no reply recorded
     ]
     path = tmp_path / ".claude-trace" / "log-2026-09-21-12-00-00.jsonl"
-    path.parent.mkdir()
+    path.parent.mkdir(parents=True)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 
@@ -197,11 +200,11 @@ def test_a_trace_recorded_without_tierwise_replays_its_main_model_as_auto(
 
 def test_as_recorded_and_explicit_globs(tmp_path: Path) -> None:
     s = settings()
-    (tmp_path / "again").mkdir()
-    requests = load_requests(session_log(tmp_path))
+    log = session_log(tmp_path)
+    requests = load_requests(log)
     assert replay_as_auto(requests, s, ["claude-haiku-*"]) == {SMALL: 1}
     assert [r.as_auto for r in requests] == [False, True, False, False]
-    recorded = load_requests(session_log(tmp_path / "again"))
+    recorded = load_requests(log)  # --as-recorded: replay_as_auto is not called
     report = asyncio.run(Replayer(s, decide=Router(s).decide).run(recorded))
     # nothing asked for auto: every request stays on the model it named, nothing classified
     assert report.policies["session"].classifier_runs == 0
@@ -289,3 +292,45 @@ def test_a_broken_json_document_is_named(tmp_path: Path) -> None:
     path.write_text('{\n  "request": {\n')
     with pytest.raises(InputError, match=r"one\.json: not valid JSON"):
         load_requests(path)
+
+
+def test_a_har_capture_reads_like_a_claude_trace_log(tmp_path: Path) -> None:
+    """mitmproxy / browser devtools export HAR: bodies as text, headers as name/value
+    objects, ISO start times, replies as text (base64 for the binary-safe exporters)."""
+    log = load_requests(session_log(tmp_path))
+    entries = []
+    for line in session_log(tmp_path / "har").read_text().splitlines():
+        ex = json.loads(line)
+        req, resp = ex["request"], ex["response"]
+        t = req["timestamp"] / (1000 if req["timestamp"] > 1e11 else 1)
+        entry: dict[str, Any] = {
+            "startedDateTime": dt.datetime.fromtimestamp(t, dt.UTC).isoformat(),
+            "request": {
+                "method": req["method"],
+                "url": req["url"],
+                "headers": [{"name": k, "value": v} for k, v in req["headers"].items()],
+                "postData": {"mimeType": "application/json", "text": json.dumps(req["body"])},
+            },
+        }
+        if resp is not None:
+            text = resp.get("body_raw") or json.dumps(resp["body"])
+            content = {"mimeType": "text/event-stream", "text": text}
+            if "body" in resp:  # the JSON replies base64-encoded, as some exporters write
+                content = {
+                    "mimeType": "application/json",
+                    "text": base64.b64encode(text.encode()).decode(),
+                    "encoding": "base64",
+                }
+            entry["response"] = {"status": resp["status_code"], "content": content}
+        entries.append(entry)
+    har = tmp_path / "session.har"
+    har.write_text(json.dumps({"log": {"version": "1.2", "entries": entries}}, indent=1))
+    skipped: Counter[str] = Counter()
+    requests = load_requests(har, skipped=skipped)
+    assert skipped == {"not a Messages call": 2, "refused by the upstream (HTTP 529)": 1}
+    assert [(r.model, r.output_tokens, r.stop_reason) for r in requests] == [
+        (r.model, r.output_tokens, r.stop_reason) for r in log
+    ]
+    assert [r.t for r in requests] == pytest.approx([r.t for r in log], abs=1e-3)
+    assert [r.session for r in requests] == [r.session for r in log]
+    assert requests[0].headers["user-agent"] == "claude-cli/2.1.332"

@@ -11,7 +11,9 @@ record is one of:
   in seconds, ``request.headers`` and parsed ``request.body``; ``response.status_code`` and
   either a JSON ``response.body`` or the raw event stream in ``response.body_raw``) and
   tierwise's own recorder (``tests/clients/record_claude_code.py``: ``request.target``,
-  headers as ``[name, value]`` pairs). :func:`exchange` turns one into a request line: the
+  headers as ``[name, value]`` pairs), and the entries of a HAR file (browser devtools,
+  mitmproxy, Charles: ``log.entries[].request.postData.text``, ``startedDateTime``,
+  ``response.content.text``, base64 or not). :func:`exchange` turns one into a request line: the
   body, its headers, its time, and the usage and stop reason the upstream reported (read from
   the JSON reply, or from the stream's ``message_start`` and final ``message_delta``).
 
@@ -24,6 +26,8 @@ the client's retry is in the trace as its own exchange. An exchange with no repl
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import datetime as dt
 import gzip
 from collections.abc import Iterator
@@ -37,7 +41,7 @@ from tierwise.errors import InputError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
-TRACE_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
+TRACE_SUFFIXES = (".jsonl", ".json", ".har", ".jsonl.gz", ".json.gz", ".har.gz", ".gz")
 
 
 def _read(path: Path) -> bytes:
@@ -73,22 +77,11 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
     raw = _read(path)
     stripped = raw.lstrip()
     if stripped[:1] == b"[" or (stripped[:1] == b"{" and b"\n" in raw.strip()):
-        # A JSON document (an array, or one pretty-printed object), unless it is JSON lines.
-        document = path.name.endswith((".json", ".json.gz"))
-        if document and len(raw) > MAX_DOCUMENT_BYTES:
-            raise InputError(f"{path}: a JSON document larger than {MAX_DOCUMENT_BYTES} bytes")
-        try:
-            whole = orjson.loads(raw) if len(raw) <= MAX_DOCUMENT_BYTES else None
-        except orjson.JSONDecodeError as exc:
-            if document:
-                raise InputError(f"{path}: not valid JSON ({exc})") from exc
-            whole = None
-        if isinstance(whole, list):
-            for index, item in enumerate(whole):
-                yield f"{path}[{index}]", item
-            return
-        if isinstance(whole, dict):
-            yield str(path), whole
+        # A JSON document (an array, one pretty-printed object, a HAR file) unless it turns
+        # out to be JSON lines.
+        document = _document(path, raw)
+        if document is not None:
+            yield from document
             return
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
@@ -100,6 +93,74 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
             yield where, orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"{where}: not valid JSON ({exc})") from exc
+
+
+def _document(path: Path, raw: bytes) -> list[tuple[str, Any]] | None:
+    """The records of a whole-file JSON document, or None when the file is not one (then
+    it is read as JSON lines). A ``.json`` or ``.har`` file must be one."""
+    document = path.name.endswith((".json", ".json.gz", ".har", ".har.gz"))
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        if document:
+            raise InputError(f"{path}: a JSON document larger than {MAX_DOCUMENT_BYTES} bytes")
+        return None
+    try:
+        whole = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if document:
+            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        return None
+    if isinstance(whole, list):
+        return [(f"{path}[{index}]", item) for index, item in enumerate(whole)]
+    if not isinstance(whole, dict):
+        return None
+    entries = _har_entries(whole)
+    if entries is None:
+        return [(str(path), whole)]
+    return [(f"{path}: log.entries[{index}]", entry) for index, entry in enumerate(entries)]
+
+
+def _har_entries(doc: dict[str, Any]) -> list[Any] | None:
+    """A HAR file's entries (browser devtools, mitmproxy, Charles), as captured exchanges;
+    None when ``doc`` is not a HAR document."""
+    log = doc.get("log")
+    if not isinstance(log, dict) or not isinstance(log.get("entries"), list):
+        return None
+    return [_har_exchange(e) if isinstance(e, dict) else e for e in log["entries"]]
+
+
+def _har_exchange(entry: dict[str, Any]) -> dict[str, Any]:
+    request = _object(entry.get("request"))
+    post = _object(request.get("postData"))
+    out: dict[str, Any] = {
+        "request": {
+            "method": request.get("method"),
+            "url": request.get("url"),
+            "headers": request.get("headers"),
+            "body": post.get("text"),
+            "timestamp": entry.get("startedDateTime"),
+        }
+    }
+    response = entry.get("response")
+    if isinstance(response, dict):
+        content = _object(response.get("content"))
+        text = content.get("text")
+        if isinstance(text, str) and content.get("encoding") == "base64":
+            try:
+                text = base64.b64decode(text, validate=True).decode("utf-8", "replace")
+            except ValueError:
+                text = None
+        reply: dict[str, Any] = {"status_code": response.get("status")}
+        if isinstance(text, str) and "event:" in text[:4096]:
+            reply["body_raw"] = text
+        elif isinstance(text, str) and text.strip():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                reply["body"] = orjson.loads(text)
+        out["response"] = reply
+    return out
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 # -- captured exchanges --------------------------------------------------------------------
@@ -150,13 +211,13 @@ def exchange(obj: dict[str, Any]) -> dict[str, Any] | str:
 def _headers(value: Any) -> dict[str, str]:
     if isinstance(value, dict):
         return {str(k): str(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return {
-            str(pair[0]): str(pair[1])
-            for pair in value
-            if isinstance(pair, list | tuple) and len(pair) == 2
-        }
-    return {}
+    out: dict[str, str] = {}
+    for item in value if isinstance(value, list) else ():
+        if isinstance(item, list | tuple) and len(item) == 2:
+            out[str(item[0])] = str(item[1])
+        elif isinstance(item, dict) and "name" in item:  # HAR: {"name", "value"}
+            out[str(item["name"])] = str(item.get("value", ""))
+    return out
 
 
 def _seconds(value: Any) -> float | None:
