@@ -164,8 +164,26 @@ def test_session_id_sources_in_order() -> None:
     assert identify(lone, {}, analyse(lone)) is None
 
 
+def test_claude_codes_earlier_user_id_form_names_the_session() -> None:
+    """Claude Code 1.x and early 2.x: user_<sha256>_account_<uuid or empty>_session_<uuid>."""
+    session = "4d0b1e3c-7a52-4c8e-9b1f-2f6a8e0d5c11"
+    for account in ("6f1d2b9e-0c3a-4e57-8d21-9a7b3c4e5f60", ""):
+        user_id = f"user_{'ab' * 32}_account_{account}_session_{session}"
+        body = {"messages": [{"role": "user", "content": "a"}], "metadata": {"user_id": user_id}}
+        key = identify(body, {}, analyse(body))
+        assert key is not None
+        assert (key.session, key.source) == (session, "metadata")
+
+
 def test_metadata_user_id_that_is_not_claude_codes_json_is_not_a_session() -> None:
-    for user_id in ("user-42", "{not json", json.dumps({"device_id": "x"}), "{" + "x" * 5000):
+    for user_id in (
+        "user-42",
+        "user_42_session_",
+        "{not json",
+        json.dumps({"device_id": "x"}),
+        "{" + "x" * 5000,
+        "user_" + "a" * 5000 + "_session_4d0b1e3c-7a52-4c8e-9b1f-2f6a8e0d5c11",
+    ):
         body = {"messages": [{"role": "user", "content": "a"}], "metadata": {"user_id": user_id}}
         key = identify(body, {}, analyse(body))
         assert key is None

@@ -4,7 +4,8 @@ Sources of the session id, first match wins:
 
 1. the ``x-tierwise-session`` request header (any client can set it);
 2. ``metadata.user_id`` when it is a JSON object string holding ``session_id`` (Claude Code
-   sends ``{"device_id": …, "account_uuid": …, "session_id": …}``);
+   sends ``{"device_id": …, "account_uuid": …, "session_id": …}``; its earlier versions sent
+   ``user_<hash>_account_<uuid>_session_<uuid>``, read too);
 3. the ``x-claude-code-session-id`` header (Claude Code sends it too);
 4. a fingerprint of the conversation's stable prefix: system prompt, tool names and the first
    user turn's own words. This applies only to requests worth remembering: with a system
@@ -23,6 +24,7 @@ than 128 characters, or with characters outside printable ASCII, is replaced by 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,16 +74,22 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+# Claude Code 1.x and early 2.x: "user_<hash>_account_<uuid or empty>_session_<uuid>".
+_LEGACY_USER_ID = re.compile(r"_session_([0-9A-Za-z][0-9A-Za-z-]{7,63})$")
+
+
 def metadata_session(body: Mapping[str, Any]) -> str | None:
-    """The ``session_id`` inside a JSON ``metadata.user_id``, if there is one."""
+    """The ``session_id`` inside a JSON ``metadata.user_id`` (or at the end of Claude Code's
+    earlier ``user_…_account_…_session_<id>`` form), if there is one."""
     metadata = body.get("metadata")
     if not isinstance(metadata, dict):
         return None
     user_id = metadata.get("user_id")
-    if not isinstance(user_id, str) or not user_id.startswith("{"):
+    if not isinstance(user_id, str) or len(user_id) > MAX_USER_ID_CHARS:
         return None
-    if len(user_id) > MAX_USER_ID_CHARS:
-        return None
+    if not user_id.startswith("{"):
+        legacy = _LEGACY_USER_ID.search(user_id)
+        return legacy.group(1) if legacy else None
     try:
         parsed = orjson.loads(user_id)
     except orjson.JSONDecodeError:
