@@ -419,6 +419,89 @@ def test_context_floor_returns_to_a_warm_tier_inside_the_loop() -> None:
     assert len(classify.calls) == 3  # two turns and the crossing
 
 
+COMPACT = (
+    "CRITICAL: Respond with TEXT ONLY. Do NOT call any tools.\n\n"
+    "Your task is to create a detailed summary of the conversation so far, paying close "
+    "attention to the user's explicit requests and your previous actions.\nThis summary should "
+    "be thorough in capturing technical details, code patterns, and architectural decisions "
+    "that would be essential for continuing development work without losing context."
+)
+RESUME = (
+    "This session is being continued from a previous conversation that ran out of context. "
+    "The conversation is summarized below:\nAnalysis: the user asked for a flag; I refactored "
+    "the parser architecture and made the design concurrency-safe. "
+)
+CONTINUE = (
+    "Please continue the conversation from where we left it off without asking the user any "
+    "further questions. Continue with the last task that you were asked to work on."
+)
+
+
+def compacted(body: dict[str, Any], summary: str) -> dict[str, Any]:
+    """Claude Code's first request after compacting: same envelope, one user message holding
+    the summary (and, when compaction was automatic, its own "please continue")."""
+    out = copy.deepcopy(body)
+    out["messages"] = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": summary}, {"type": "text", "text": CONTINUE}],
+        }
+    ]
+    _move_breakpoint(out)
+    return out
+
+
+def test_compaction_keeps_the_tier_and_the_compacted_conversation_resumes_on_it() -> None:
+    """Claude Code compacts a long session: it asks the model to summarise the conversation,
+    then starts over from the summary. Neither is the user deciding anything: the summary is
+    written where the conversation is cached, and the work goes on on the same tier (read
+    from the classifier, both texts would look like architecture work: opus)."""
+    s = settings()
+    _router, classify, send = rig(s, "sonnet")
+    body = claude_code_body("Add a --verbose flag to cli.py")
+    assert run(send(body, 0.0)).tier == "sonnet"
+    for i in range(4):
+        body = step(body, "def f():\n    return 1\n" * 400)
+        run(send(body, 10.0 * (i + 1)))
+    classify.tier = "opus"
+    asked = turn(body, COMPACT)
+    shape = analyse(asked)
+    assert (shape.kind, shape.client_turn) == ("continuation", "compact")
+    assert shape.classify_input.prompt == "Add a --verbose flag to cli.py"  # still the user's
+    summary = run(send(asked, 60.0, stop="end_turn"))
+    assert (summary.rule, summary.tier, summary.classified) == ("continuation", "sonnet", False)
+    resumed_body = compacted(body, RESUME * 20)
+    shape = analyse(resumed_body)
+    assert (shape.kind, shape.client_turn) == ("continuation", "resume")
+    assert shape.classify_input.prompt == ""  # no words of the user's
+    resumed = run(send(resumed_body, 75.0))
+    assert (resumed.rule, resumed.tier, resumed.classified) == ("resume", "sonnet", False)
+    assert "compacted" in resumed.headers()["x-tierwise-reason"]
+    calls = len(classify.calls)
+    # the resumed conversation is one thread: its loop continues on sonnet …
+    loop = step(resumed_body, "ok " * 300)
+    assert (run(send(loop, 85.0)).rule, len(classify.calls)) == ("continuation", calls)
+    # … and the user's next words are a turn like any other, in the same thread
+    nxt = run(send(turn(loop, "Now add tests for the flag"), 120.0))
+    assert (nxt.rule, nxt.tier) == ("turn-escalate", "opus")
+    assert analyse(turn(loop, "x")).thread_fp == analyse(resumed_body).thread_fp
+
+
+def test_a_resumed_conversation_without_the_compaction_is_classified() -> None:
+    """No compaction seen (another replica's memory, a store that lost it): a new thread."""
+    s = settings()
+    _router, _classify, send = rig(s, "haiku")
+    v = run(send(compacted(claude_code_body("Fix it"), RESUME), 0.0))
+    assert (v.rule, v.tier, v.classified) == ("new-session", "haiku", True)
+
+
+def test_compaction_texts_are_the_users_words_outside_a_known_agent() -> None:
+    bare = {"model": "auto", "messages": [{"role": "user", "content": COMPACT}]}
+    shape = analyse(bare)
+    assert (shape.kind, shape.client_turn) == ("turn", None)
+    assert shape.classify_input.prompt == COMPACT
+
+
 def test_override_and_utility_requests() -> None:
     s = settings()
     router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()

@@ -94,6 +94,45 @@ def test_two_routers_share_a_session_through_redis() -> None:
     asyncio.run(scenario())
 
 
+@needs_redis
+@pytest.mark.network
+def test_a_conversation_compacted_on_one_replica_resumes_on_another() -> None:
+    """The compaction's state waits in Redis for the conversation that resumes from it."""
+    from tests.test_sessions import COMPACT, RESUME, compacted, turn
+
+    assert REDIS_URL is not None
+    settings = config.load(
+        environ={},
+        provider={"kind": "simulated"},
+        sessions={"redis_url": REDIS_URL, "redis_prefix": _prefix(), "redis_timeout_s": 1.0},
+    )
+    tiers = iter(["haiku", "opus"])  # the session's turn, then whatever comes next
+
+    async def classify(request: ClassifyInput) -> Decision:
+        from tierwise.policy import Policy
+
+        return Policy(settings, settings.catalogue()).decide(None, force_tier=next(tiers))
+
+    async def scenario() -> None:
+        a, b = SessionRouter(settings), SessionRouter(settings)
+        try:
+            body = claude_code_body("Rename x to count in foo.py", session_id=_prefix())
+            first = await a.route(a.identify(body), body, classify)
+            await a.observe(first, Outcome(first.model, Usage(cache_write_5m_tokens=18_000)))
+            asked = turn(body, COMPACT)
+            summary = await a.route(a.identify(asked), asked, classify)
+            assert (summary.rule, summary.tier) == ("continuation", "haiku")
+            await a.observe(summary, Outcome(summary.model, Usage(cache_read_tokens=18_000)))
+            resumed_body = compacted(body, RESUME)
+            resumed = await b.route(b.identify(resumed_body), resumed_body, classify)
+            assert (resumed.rule, resumed.tier, resumed.classified) == ("resume", "haiku", False)
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    asyncio.run(scenario())
+
+
 @pytest.fixture
 def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
     """A TCP server that accepts connections and never answers (a hung Redis)."""

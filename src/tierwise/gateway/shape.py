@@ -40,6 +40,11 @@ Turn kinds (:attr:`RequestShape.kind`):
     injected text in an ongoing conversation (a client's own "continue" note), or the
     conversation ends with the assistant's paused turn (``pause_turn``: an assistant message
     holding server-tool or thinking blocks). The tier already chosen for the turn is kept.
+    A recognised agent's own texts in a user turn count as its, not the user's: Claude
+    Code's instruction to summarise the conversation when it compacts it
+    (:attr:`RequestShape.client_turn` ``"compact"``), and the summary and "please continue"
+    the compacted conversation starts from (``"resume"``). The compacted conversation is a
+    new thread, known by that summary.
 
 Prefix fingerprints, for the prompt-cache simulation: blocks are counted in the API's prefix
 order (tools → system → messages; the tool list is one block unless a breakpoint sits inside
@@ -71,6 +76,13 @@ _ATTACHMENTS = frozenset({"image", "document"})
 LOOKBACK_BLOCKS = 20  # the API looks for cache hits up to ~20 blocks before a breakpoint
 DEFAULT_TTL_S = 300
 _TTLS = {"5m": 300, "1h": 3600}
+
+ClientTurn = Literal["compact", "resume"]
+
+
+def _client_turn(value: Any) -> ClientTurn | None:
+    return "compact" if value == "compact" else "resume" if value == "resume" else None
+
 
 # Blocks a client injects into user turns; never the user's own words. Claude Code's: its
 # reminders; a slash command's header (the command's expanded prompt that follows it is the
@@ -118,6 +130,18 @@ class Agent:
     user_agents: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
     betas: tuple[str, ...] = ()
+    compact_prompts: tuple[str, ...] = ()
+    resume_prompts: tuple[str, ...] = ()
+
+    def client_text(self, text: str) -> ClientTurn | None:
+        """Whether ``text`` (injected blocks removed) is the agent's own instruction to
+        summarise the conversation (``"compact"``) or its own first message after it did
+        (``"resume"``), not the user's words."""
+        if text.startswith(self.compact_prompts):
+            return "compact"
+        if text.startswith(self.resume_prompts):
+            return "resume"
+        return None
 
 
 AGENTS: tuple[Agent, ...] = (
@@ -134,6 +158,19 @@ AGENTS: tuple[Agent, ...] = (
         user_agents=("claude-cli/",),
         headers=("x-claude-code-session-id",),
         betas=("claude-code-20250219",),
+        # Compaction (/compact, or automatic near the context limit): the whole conversation
+        # plus an instruction to summarise it, with a text-only guard in newer versions.
+        compact_prompts=(
+            "CRITICAL: Respond with TEXT ONLY. Do NOT call any tools.",
+            "Your task is to create a detailed summary of the conversation so far",
+        ),
+        # The conversation that follows starts from the summary (and, when compaction was
+        # automatic, the CLI's own "please continue").
+        resume_prompts=(
+            "This session is being continued from a previous conversation that ran out of context.",
+            "Please continue the conversation from where we left it off without asking the "
+            "user any further questions.",
+        ),
     ),
 )
 
@@ -237,6 +274,9 @@ class RequestShape:
     cache: CacheProfile
     stable_fp: str  # fingerprint of the stable prefix: system + tool names + first user turn
     thread_fp: str  # fingerprint of the conversation's start (first user turn + system head)
+    # The newest user message is the agent's own: its instruction to summarise the
+    # conversation ("compact"), or the first message after it did ("resume").
+    client_turn: ClientTurn | None = None
 
     def record(self) -> dict[str, Any]:
         """The text-free facts, as JSON-ready values (the ledger's ``session_shape``)."""
@@ -272,6 +312,7 @@ class RequestShape:
             "instruction_chars": self.instruction_chars,
             "cache": self.cache.as_json(),
             "thread": self.thread_fp,
+            "client_turn": self.client_turn,
         }
 
     @classmethod
@@ -321,6 +362,7 @@ class RequestShape:
                 cache=CacheProfile.from_json(data["cache"]),
                 stable_fp=str(data.get("thread", "")),
                 thread_fp=str(data.get("thread", "")),
+                client_turn=_client_turn(data.get("client_turn")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"session shape is malformed: {exc!r}") from exc
@@ -354,21 +396,38 @@ def strip_injected(text: str) -> str:
     return text.strip()
 
 
-def own_text(content: Any) -> str:
-    """The user's own words in one message's content (text blocks only, injected removed)."""
+def own_text(content: Any, agent: Agent | None = None) -> str:
+    """The user's own words in one message's content (text blocks only, injected removed;
+    with a recognised ``agent``, its own compaction and resume texts removed too)."""
+    return _words(content, agent)[0]
+
+
+def _words(content: Any, agent: Agent | None) -> tuple[str, ClientTurn | None, str]:
+    """(the user's own words, the agent's own text it holds if any, and that text)."""
     if isinstance(content, str):
-        return strip_injected(content)
-    if not isinstance(content, list):
-        return ""
-    parts = []
-    for block in content:
-        if isinstance(block, dict) and block.get("type") == "text":
-            text = block.get("text")
-            if isinstance(text, str):
-                stripped = strip_injected(text)
-                if stripped:
-                    parts.append(stripped)
-    return "\n".join(parts)
+        texts = [content]
+    elif isinstance(content, list):
+        texts = [
+            b["text"]
+            for b in content
+            if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        ]
+    else:
+        return "", None, ""
+    own: list[str] = []
+    client: ClientTurn | None = None
+    said: list[str] = []
+    for text in texts:
+        stripped = strip_injected(text)
+        if not stripped:
+            continue
+        kind = agent.client_text(stripped) if agent is not None else None
+        if kind is None:
+            own.append(stripped)
+        else:
+            client = "compact" if "compact" in (client, kind) else kind
+            said.append(stripped)
+    return "\n".join(own), client, "\n".join(said)
 
 
 def _is_injected_block(text: str) -> bool:
@@ -593,7 +652,9 @@ class _Walk:
         self.turns = 0
         self.human_turns = 0
         self.first_own = ""
+        self.first_key: str | None = None  # the thread's first user text (see message())
         self.last_own = ""
+        self.last_client: ClientTurn | None = None
         self.kept_system: list[str] = []
         self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
         self.message_ends: list[int] = []  # index of each message's last block
@@ -687,7 +748,12 @@ class _Walk:
             return
         self.conversation.append((str(role), content))
         if role == "user":
-            words = own_text(content) if "text" in kinds else ""
+            words, client, said = _words(content, self.agent) if "text" in kinds else ("", None, "")
+            self.last_client = client
+            if self.first_key is None and (words or said):
+                # A thread is known by its first user text: the user's words, or the agent's
+                # own (the summary a compacted conversation starts from).
+                self.first_key = words or said
             if words:
                 self.human_turns += 1
                 self.last_own = words
@@ -730,7 +796,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         if isinstance(message, dict):
             walk.message(message)
 
-    kind, tool_errors, last_thinking = _turn_kind(walk.conversation, agent is not None)
+    kind, tool_errors, last_thinking = _turn_kind(walk.conversation, agent)
     system_kept = "\n".join(walk.kept_system)
     total = walk.tokens
     classify = ClassifyInput(
@@ -743,7 +809,8 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         agent=None if agent is None else agent.name,
     )
     latest = walk.conversation[-1] if walk.conversation else ("", None)
-    own_latest = own_text(latest[1]) if latest[0] == "user" else ""
+    own_latest = own_text(latest[1], agent) if latest[0] == "user" else ""
+    first_key = (walk.first_key or "").encode(errors="replace")
     instruction = _instruction_chars(own_latest or walk.last_own) + len(system_kept)
     tool_names = [str(t.get("name") or "") if isinstance(t, dict) else "" for t in tools]
     stable = _digest(
@@ -751,10 +818,10 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         + b"\x01"
         + "\x00".join(tool_names).encode(errors="replace")
         + b"\x01"
-        + walk.first_own.encode(errors="replace")
+        + first_key
     ).hex()
     head = next((s for s in system_strs if not s.startswith("x-anthropic-billing-header")), "")
-    thread = _digest(_ends(head) + b"\x01" + walk.first_own.encode(errors="replace")).hex()
+    thread = _digest(_ends(head) + b"\x01" + first_key).hex()
     return RequestShape(
         kind=kind,
         agent=agent.name if agent else None,
@@ -779,6 +846,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         cache=_profile(walk),
         stable_fp=stable,
         thread_fp=thread,
+        client_turn=walk.last_client if latest[0] == "user" else None,
     )
 
 
@@ -846,13 +914,19 @@ def _tool_errors(conversation: list[tuple[str, Any]], agent: bool) -> int:
 
 
 def _turn_kind(
-    conversation: list[tuple[str, Any]], agent: bool = False
+    conversation: list[tuple[str, Any]], agent: Agent | None = None
 ) -> tuple[Literal["turn", "continuation"], int, bool]:
     """(kind, consecutive failed tool uses at the end, latest assistant has thinking)."""
-    return _kind(conversation), _tool_errors(conversation, agent), _last_thinking(conversation)
+    return (
+        _kind(conversation, agent),
+        _tool_errors(conversation, agent is not None),
+        _last_thinking(conversation),
+    )
 
 
-def _kind(conversation: list[tuple[str, Any]]) -> Literal["turn", "continuation"]:
+def _kind(
+    conversation: list[tuple[str, Any]], agent: Agent | None = None
+) -> Literal["turn", "continuation"]:
     if not conversation:
         return "turn"
     role, content = conversation[-1]
@@ -864,10 +938,14 @@ def _kind(conversation: list[tuple[str, Any]]) -> Literal["turn", "continuation"
         content = next((c for r, c in reversed(conversation[:-1]) if r == "user"), None)
         if content is None:
             return "turn"
-    if own_text(content):
+    words, client, _ = _words(content, agent)
+    if words:
         return "turn"
     blocks = content if isinstance(content, list) else [content]
-    if any(isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks):
+    # The agent's own compaction or resume text, or tool results: no human decided.
+    if client is not None or any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in blocks
+    ):
         return "continuation"
     # Only injected text (e.g. a "resume after max_tokens" reminder) inside an ongoing
     # conversation: the client speaks, not the user.

@@ -40,7 +40,11 @@ The rules a verdict names (:data:`~tierwise.sessions.router.RULES`):
 ``turn-switch``          new turn classified cheaper, and the saving over the expected
                          remaining requests exceeds the cache thrown away (break-even)
 ``cache-hold``           new turn classified cheaper, but switching would cost more: stay
-``continuation``         tool-loop continuation (or ``pause_turn``): the turn's tier is kept
+``continuation``         tool-loop continuation (or ``pause_turn``, or the agent's own request
+                         to summarise the conversation when it compacts it): the turn's tier
+                         is kept
+``resume``               the first request of a compacted conversation (it starts from the
+                         agent's summary): the tier and history of the thread it compacted
 ``context-window``       escalated: the input does not fit the tier's window
 ``max-tokens``           escalated: the previous reply stopped at the tier's own output limit
                          (below the request's ``max_tokens``), to a tier with a higher one

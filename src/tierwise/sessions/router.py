@@ -41,7 +41,10 @@ RULES: dict[str, str] = {
     "turn-switch": "a new turn classified to a cheaper tier, and the switch pays for the cache",
     "cache-hold": "a new turn classified to a cheaper tier, but the switch would cost more "
     "than it saves (the cache it throws away)",
-    "continuation": "a tool-loop continuation keeps the turn's tier",
+    "continuation": "a tool-loop continuation keeps the turn's tier (so does the agent's own "
+    "request to summarise the conversation when it compacts it)",
+    "resume": "the first request of a compacted conversation (it starts from the summary) keeps "
+    "the tier the compaction ran on, with that thread's history and caches",
     "context-window": "escalated: the input does not fit the tier's context window",
     "max-tokens": "escalated: the previous reply stopped at the tier's own output limit, "
     "below the max_tokens asked for",
@@ -273,6 +276,10 @@ class SessionRouter:
             if utility is not None:
                 return self._utility(utility, base, start)
         state, degraded = await self._load(key)
+        if state is None and degraded is None and key is not None and shape.client_turn:
+            carried = await self._compacted(key) if shape.client_turn == "resume" else None
+            if carried is not None and carried.tier is not None and requested_tier is None:
+                return self._resume(carried, carried.tier, shape, base, start)
         previous = state.tier if state is not None else None
         if requested_tier is not None:
             reason = f"session override: the client asked for {requested_tier}"
@@ -293,6 +300,48 @@ class SessionRouter:
         if shape.kind == "continuation":
             return await self._continuation(state, state.tier, shape, classify, base, start)
         return await self._turn(state, state.tier, shape, classify, base, start)
+
+    @staticmethod
+    def _compacted_key(key: SessionKey) -> str:
+        """Where a compacted thread's state waits for the conversation that resumes it (one
+        per session: the summary that names the new thread is the compaction's reply)."""
+        return dataclasses.replace(key, thread="~compacted").storage_key
+
+    async def _compacted(self, key: SessionKey) -> ThreadState | None:
+        try:
+            return await self.store.get(self._compacted_key(key))
+        except StoreError:
+            return None  # then the resumed conversation is a new thread, classified
+
+    def _resume(
+        self,
+        carried: ThreadState,
+        current: str,
+        shape: RequestShape,
+        base: dict[str, Any],
+        start: float,
+    ) -> SessionVerdict:
+        """The agent compacted the conversation and continues from the summary: a new thread
+        by its start, the same work. It keeps the tier the compaction ran on (no human decided
+        anything), and the compacted thread's history: its turns and request counts (the
+        break-even's expectations), its caches (the system prompt and tools are still cached
+        there). The growing context is measured afresh."""
+        state = carried.copy()
+        state.last_input_tokens = 0
+        state.errors_seen = 0
+        state.last_stop = None
+        state.floor_level = context_floor(shape.classify_input)[0]
+        tier, note = self._fit(current, shape, state)
+        rule = "context-window" if note else "resume"
+        reason = _join(
+            f"session resume: the conversation continues from the summary the agent wrote when "
+            f"it compacted it on {current}; kept {tier}",
+            note,
+        )
+        decision = self._decision(tier, None, reason, start, confidence=state.confidence)
+        return self._verdict(
+            tier, rule, reason, decision, False, base, state=state, previous=current
+        )
 
     async def _load(self, key: SessionKey | None) -> tuple[ThreadState | None, str | None]:
         """The thread's state (None: a new thread) and why there is none to use, if so."""
@@ -699,6 +748,8 @@ class SessionRouter:
                 ttl = max(ttl, entry.expires - now + 300)
         try:
             await self.store.put(verdict.key.storage_key, state, ttl)
+            if verdict.shape.client_turn == "compact":
+                await self.store.put(self._compacted_key(verdict.key), state, ttl)
         except StoreError as exc:
             return Observation(
                 self._baseline, baseline, method, stored=False, error=str(exc), stop_reason=stop
