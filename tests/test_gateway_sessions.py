@@ -97,3 +97,33 @@ def test_claude_codes_title_request_goes_to_the_cheapest_tier_without_thinking(
     assert "thinking" not in sent or sent["thinking"] == {"type": "disabled"}
     assert "effort" not in (sent.get("output_config") or {})
     assert sent["output_config"]["format"]["type"] == "json_schema"  # the schema is kept
+
+
+def test_claude_codes_compaction_stays_on_the_sessions_tier_through_the_gateway(
+    gateway: RunningGateway,
+) -> None:
+    """Compaction (the summary request) and the conversation resumed from the summary keep
+    the session's tier, as the strict upstream serves them; the ledger names both rules."""
+    from tests.test_sessions import COMPACT, RESUME, compacted, turn
+
+    body = claude_code_body("What is the capital of France?")
+    assert post(gateway, body).headers["x-tierwise-tier"] == "haiku"
+    body = loop_step(body, 0)
+    assert post(gateway, body).headers["x-tierwise-session-rule"] == "continuation"
+    summary = post(gateway, turn(body, COMPACT))
+    assert summary.status_code == 200, summary.text
+    assert (summary.headers["x-tierwise-session-rule"], summary.headers["x-tierwise-tier"]) == (
+        "continuation",
+        "haiku",
+    )
+    resumed = post(gateway, compacted(body, RESUME * 10))
+    assert resumed.status_code == 200, resumed.text
+    assert (resumed.headers["x-tierwise-session-rule"], resumed.headers["x-tierwise-tier"]) == (
+        "resume",
+        "haiku",
+    )
+    assert "compacted" in resumed.headers["x-tierwise-reason"]
+    entries = gateway.wait_for_entries(4)
+    rules = ["new-session", "continuation", "continuation", "resume"]
+    assert [e.session_rule for e in entries] == rules
+    assert [e.session_shape["client_turn"] for e in entries] == [None, None, "compact", "resume"]
