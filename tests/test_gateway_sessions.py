@@ -126,4 +126,9 @@ def test_claude_codes_compaction_stays_on_the_sessions_tier_through_the_gateway(
     entries = gateway.wait_for_entries(4)
     rules = ["new-session", "continuation", "continuation", "resume"]
     assert [e.session_rule for e in entries] == rules
-    assert [e.session_shape["client_turn"] for e in entries] == [None, None, "compact", "resume"]
+    assert [(e.session_shape or {}).get("client_turn") for e in entries] == [
+        None,
+        None,
+        "compact",
+        "resume",
+    ]
