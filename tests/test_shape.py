@@ -134,6 +134,13 @@ def test_claude_codes_other_injected_text_is_not_the_users_words() -> None:
     assert strip_injected(command + "Review the open pull request for races") == (
         "Review the open pull request for races"
     )
+    # as Claude Code 2.1 sends /compact: an empty argument list is nothing of the user's
+    header = (
+        "<command-name>/compact</command-name>\n            <command-message>compact"
+        "</command-message>\n            <command-args>{}</command-args>\n"
+    )
+    assert strip_injected(header.format("")) == ""
+    assert strip_injected(header.format("keep the API notes")) == "keep the API notes"
     assert strip_injected("<bash-input>ls</bash-input><bash-stdout>a.py</bash-stdout>") == ""
     assert strip_injected("<bash-stderr>boom</bash-stderr>") == ""
     assert strip_injected("<user-prompt-submit-hook>lint ok</user-prompt-submit-hook>Go") == "Go"

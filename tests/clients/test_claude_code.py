@@ -27,6 +27,7 @@ from tests.clients.scripted_upstream import (
     schema_reply,
     tool_result_text,
     tool_results,
+    user_text,
 )
 from tierwise.pricing import PriceCatalogue
 from tierwise.types import LedgerEntry
@@ -220,3 +221,44 @@ def test_tool_loop_without_permission_is_denied(claude_code: ClaudeCodeRig) -> N
     assert [d["tool_name"] for d in run.output["permission_denials"]] == ["Bash"]
     assert str(run.output["result"]).startswith("The tool failed: ")
     check_traffic(rig, run)
+
+
+def summarise_when_asked(body: dict[str, Any]) -> Mapping[str, Any] | None:
+    """The compaction request gets a summary in Claude Code's format; anything else, as
+    :func:`answer_plainly`."""
+    if user_text(body).lstrip().startswith("CRITICAL: Respond with TEXT ONLY"):
+        return {
+            "reply_text": "<analysis>The user asked for sums.</analysis>\n"
+            "<summary>1. Primary Request and Intent: add small numbers.</summary>"
+        }
+    reply: Mapping[str, Any] | None = answer_plainly("4")(body)
+    return reply
+
+
+def test_compaction_keeps_the_session_on_its_tier(claude_code: ClaudeCodeRig) -> None:
+    """`/compact` in a continued session, then the next prompt: Claude Code's own summary
+    request is a continuation on the session's tier (not the user's words, whatever its
+    vocabulary), and the prompt after it is a turn in the same session, on the compacted
+    thread's state (not a new session)."""
+    rig = claude_code
+    rig.upstream.respond = summarise_when_asked
+    first = rig.run("What is 2+2? Answer with one number.")
+    (asked,) = [e for e in first.messages if request_kind(json.loads(e.body)) == "main"]
+    tier = asked.response_header("x-tierwise-tier")
+    compact = rig.run("/compact", "--continue")
+    summaries = [
+        e for e in compact.messages if user_text(json.loads(e.body)).lstrip().startswith("CRITICAL")
+    ]
+    assert len(summaries) == 1, [user_text(json.loads(e.body))[:80] for e in compact.messages]
+    (summary,) = summaries
+    assert summary.response_header("x-tierwise-session-rule") == "continuation"
+    assert summary.response_header("x-tierwise-tier") == tier
+    after = rig.run("And 3+3? Answer with one number.", "--continue")
+    (resumed,) = [e for e in after.messages if request_kind(json.loads(e.body)) == "main"]
+    text = json.dumps(json.loads(resumed.body)["messages"][0])
+    assert "This session is being continued from a previous conversation" in text
+    assert resumed.response_header("x-tierwise-session-rule") in ("turn-keep", "turn-escalate")
+    rows = {row.request_id: row for row in rig.ledger()}
+    ids = [e.response_header("x-tierwise-request-id") or "" for e in (asked, summary, resumed)]
+    assert len({rows[i].session_id for i in ids}) == 1  # one session throughout
+    assert [rows[i].session_rule for i in ids][1] == "continuation"

@@ -278,8 +278,11 @@ class SessionRouter:
         state, degraded = await self._load(key)
         if state is None and degraded is None and key is not None and shape.client_turn:
             carried = await self._compacted(key) if shape.client_turn == "resume" else None
-            if carried is not None and carried.tier is not None and requested_tier is None:
-                return self._resume(carried, carried.tier, shape, base, start)
+            if carried is not None and carried.tier is not None:
+                state = self._resumed(carried, shape)
+                if shape.kind == "continuation" and requested_tier is None:
+                    return self._resume(state, carried.tier, shape, base, start)
+                # the user's words next to the summary: a turn, on the compacted thread's state
         previous = state.tier if state is not None else None
         if requested_tier is not None:
             reason = f"session override: the client asked for {requested_tier}"
@@ -313,9 +316,20 @@ class SessionRouter:
         except StoreError:
             return None  # then the resumed conversation is a new thread, classified
 
+    @staticmethod
+    def _resumed(carried: ThreadState, shape: RequestShape) -> ThreadState:
+        """The compacted thread's state for the conversation resumed from its summary: its
+        tier, counts and caches; the growing context measured afresh."""
+        state = carried.copy()
+        state.last_input_tokens = 0
+        state.errors_seen = 0
+        state.last_stop = None
+        state.floor_level = context_floor(shape.classify_input)[0]
+        return state
+
     def _resume(
         self,
-        carried: ThreadState,
+        state: ThreadState,
         current: str,
         shape: RequestShape,
         base: dict[str, Any],
@@ -326,11 +340,6 @@ class SessionRouter:
         anything), and the compacted thread's history: its turns and request counts (the
         break-even's expectations), its caches (the system prompt and tools are still cached
         there). The growing context is measured afresh."""
-        state = carried.copy()
-        state.last_input_tokens = 0
-        state.errors_seen = 0
-        state.last_stop = None
-        state.floor_level = context_floor(shape.classify_input)[0]
         tier, note = self._fit(current, shape, state)
         rule = "context-window" if note else "resume"
         reason = _join(
