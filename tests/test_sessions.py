@@ -487,6 +487,24 @@ def test_compaction_keeps_the_tier_and_the_compacted_conversation_resumes_on_it(
     assert analyse(turn(loop, "x")).thread_fp == analyse(resumed_body).thread_fp
 
 
+def test_the_users_words_next_to_the_summary_are_a_turn_on_the_compacted_state() -> None:
+    """After a manual /compact, Claude Code sends the summary and the user's next prompt in
+    one message: the user decides, so it is classified, on the compacted thread's state."""
+    s = settings()
+    _router, classify, send = rig(s, "sonnet")
+    body = claude_code_body("Add a --verbose flag to cli.py")
+    run(send(step(body, "x = 1\n" * 500), 0.0))
+    run(send(turn(step(body, "x = 1\n" * 500), COMPACT), 20.0, stop="end_turn"))
+    resumed = compacted(body, RESUME)
+    resumed["messages"][0]["content"][1] = {"type": "text", "text": "Now add tests"}
+    shape = analyse(resumed)
+    assert (shape.kind, shape.client_turn) == ("turn", "resume")
+    classify.tier = "haiku"
+    v = run(send(resumed, 40.0))
+    assert v.classified and v.rule in ("turn-switch", "cache-hold")  # not new-session
+    assert v.previous_tier == "sonnet"
+
+
 def test_a_resumed_conversation_without_the_compaction_is_classified() -> None:
     """No compaction seen (another replica's memory, a store that lost it): a new thread."""
     s = settings()
