@@ -513,6 +513,31 @@ def test_a_resumed_conversation_without_the_compaction_is_classified() -> None:
     assert (v.rule, v.tier, v.classified) == ("new-session", "haiku", True)
 
 
+def test_an_earlier_claude_codes_compaction_request_is_recognised_without_headers() -> None:
+    """Before 2.1, compaction had its own system prompt and no tools."""
+    body = {
+        "model": "auto",
+        "system": [
+            {
+                "type": "text",
+                "text": "You are a helpful AI assistant tasked with summarizing conversations.",
+            }
+        ],
+        "messages": [
+            {"role": "user", "content": "Fix the flaky test"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Fixed."}]},
+            {"role": "user", "content": COMPACT.split("\n\n", 1)[1]},
+        ],
+    }
+    shape = analyse(body)
+    assert (shape.agent, shape.kind, shape.client_turn) == (
+        "claude-code",
+        "continuation",
+        "compact",
+    )
+    assert shape.classify_input.prompt == "Fix the flaky test"
+
+
 def test_compaction_texts_are_the_users_words_outside_a_known_agent() -> None:
     bare = {"model": "auto", "messages": [{"role": "user", "content": COMPACT}]}
     shape = analyse(bare)

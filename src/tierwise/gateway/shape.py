@@ -156,6 +156,8 @@ AGENTS: tuple[Agent, ...] = (
             "You are an interactive agent that helps users with software engineering tasks",
             "You are an interactive CLI tool that helps users",
             "You are an agent for Claude Code",
+            # its compaction requests' own system prompt, in versions before 2.1
+            "You are a helpful AI assistant tasked with summarizing conversations",
         ),
         user_agents=("claude-cli/",),
         headers=("x-claude-code-session-id",),
