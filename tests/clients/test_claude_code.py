@@ -262,3 +262,54 @@ def test_compaction_keeps_the_session_on_its_tier(claude_code: ClaudeCodeRig) ->
     ids = [e.response_header("x-tierwise-request-id") or "" for e in (asked, summary, resumed)]
     assert len({rows[i].session_id for i in ids}) == 1  # one session throughout
     assert [rows[i].session_rule for i in ids][1] == "continuation"
+
+
+def delegate_to_a_sub_agent(body: dict[str, Any]) -> Mapping[str, Any] | None:
+    """The main loop's first turn asks for a sub-agent; every other request answers."""
+    kind = request_kind(body)
+    system = json.dumps(body.get("system"))
+    sub_agent = "You are an agent for Claude Code" in system
+    if kind == "main" and not sub_agent and "with a sub-agent" in user_text(body):
+        names = [t.get("name") for t in body.get("tools") or []]
+        tool = "Agent" if "Agent" in names else "Task"
+        prompt = "Read notes.txt and report the secret word."
+        return {
+            "reply_text": "Delegating.",
+            "tool_use": {
+                "name": tool,
+                "input": {"description": "Read notes", "prompt": prompt},
+            },
+        }
+    if kind == "tool_result":
+        (result,) = tool_results(body)
+        return {"reply_text": "Noted: " + tool_result_text(result)[:200]}
+    if kind == "structured":
+        return {"reply_text": schema_reply(body)}
+    if kind == "main":
+        return {"reply_text": "The secret word is pelican."}
+    return None
+
+
+def test_a_sub_agent_is_its_own_thread_in_the_session(claude_code: ClaudeCodeRig) -> None:
+    """Claude Code's sub-agent runs under the main loop's session id with its own system
+    prompt and first turn: its first request is classified as a new thread of the same
+    session, and the main loop's requests around it (the tool result, Claude Code's own
+    notification that the sub-agent finished) keep the main turn's tier."""
+    rig = claude_code
+    (rig.workdir / "notes.txt").write_text("The secret word is pelican.\n")
+    rig.upstream.respond = delegate_to_a_sub_agent
+    run = rig.run("Look into notes.txt with a sub-agent.", "--allowedTools", "Agent,Task,Read")
+    loop = [e for e in run.messages if request_kind(json.loads(e.body)) in ("main", "tool_result")]
+    sub = [e for e in loop if "You are an agent for Claude Code" in json.dumps(json.loads(e.body))]
+    main = [e for e in loop if e not in sub]
+    assert sub and len(main) >= 2, [user_text(json.loads(e.body))[-60:] for e in loop]
+    sessions = {e.response_header("x-tierwise-session") for e in loop}
+    assert len(sessions) == 1  # one session: the main loop and its sub-agent
+    assert sub[0].response_header("x-tierwise-session-rule") == "new-session"
+    assert "Read notes.txt and report the secret word." in user_text(json.loads(sub[0].body))
+    assert main[0].response_header("x-tierwise-session-rule") == "new-session"
+    tier = main[0].response_header("x-tierwise-tier")
+    for later in main[1:]:
+        assert later.response_header("x-tierwise-session-rule") == "continuation"
+        assert later.response_header("x-tierwise-tier") == tier
+    check_traffic(rig, run)
