@@ -69,6 +69,25 @@ def answer_plainly(text: str) -> Any:
     return respond
 
 
+def _same_but_thinking(sent: list[Any], got: list[Any]) -> bool:
+    """``got`` is ``sent`` with nothing changed but some thinking blocks left out."""
+    if len(sent) != len(got):
+        return False
+    for a, b in zip(sent, got, strict=True):
+        if a == b:
+            continue
+        if a.get("role") != b.get("role") or not isinstance(a.get("content"), list):
+            return False
+        kept = [
+            block
+            for block in a["content"]
+            if block in b["content"] or block.get("type") not in ("thinking", "redacted_thinking")
+        ]
+        if kept != b["content"]:
+            return False
+    return True
+
+
 def check_traffic(rig: ClaudeCodeRig, run: ClaudeRun) -> list[tuple[Exchange, LedgerEntry]]:
     """Everything the gateway did for one CLI run; returns (exchange, ledger row) per model call."""
     assert rig.sink.attempts == [], "Claude Code tried to reach something besides the gateway"
@@ -86,7 +105,9 @@ def check_traffic(rig: ClaudeCodeRig, run: ClaudeRun) -> list[tuple[Exchange, Le
         sent = json.loads(exchange.body)
         assert sent["model"] == "auto"
         forwarded = next(
-            r for r in unmatched if r.json_body and r.json_body["messages"] == sent["messages"]
+            r
+            for r in unmatched
+            if r.json_body and _same_but_thinking(sent["messages"], r.json_body["messages"])
         )
         unmatched.remove(forwarded)
         assert forwarded.json_body is not None
@@ -94,6 +115,9 @@ def check_traffic(rig: ClaudeCodeRig, run: ClaudeRun) -> list[tuple[Exchange, Le
         assert got["model"] == exchange.response_header("x-tierwise-model")
         changed = {k for k in sent.keys() | got.keys() if sent.get(k) != got.get(k)}
         adapted = exchange.response_header("x-tierwise-adapted")
+        if "messages" in changed:  # only on a model switch: the old model's thinking dropped
+            assert adapted and "thinking block(s)" in adapted, adapted
+            changed.discard("messages")
         assert changed - {"model"} <= (ADAPTABLE if adapted else set()), (changed, adapted)
         assert got["metadata"] == sent["metadata"]  # the session's identity goes through
         assert forwarded.header("anthropic-beta") == exchange.header("anthropic-beta")
@@ -312,4 +336,47 @@ def test_a_sub_agent_is_its_own_thread_in_the_session(claude_code: ClaudeCodeRig
     for later in main[1:]:
         assert later.response_header("x-tierwise-session-rule") == "continuation"
         assert later.response_header("x-tierwise-tier") == tier
+    check_traffic(rig, run)
+
+
+def misuse_read_four_times(body: dict[str, Any]) -> Mapping[str, Any] | None:
+    """The (fake) model calls Read with a wrong argument four times, then gives up."""
+    kind = request_kind(body)
+    if kind == "structured":
+        return {"reply_text": schema_reply(body)}
+    if kind not in ("main", "tool_result"):
+        return None
+    if len(tool_results(body)) == 0 and kind == "tool_result":
+        return None
+    failures = sum(
+        1
+        for m in body.get("messages") or []
+        if m.get("role") == "user" and isinstance(m.get("content"), list)
+        for b in m["content"]
+        if isinstance(b, dict) and b.get("type") == "tool_result"
+    )
+    if failures < 4:
+        return {"reply_text": "Reading.", "tool_use": {"name": "Read", "input": {"path": "x"}}}
+    return {"reply_text": "I could not read it."}
+
+
+def test_the_models_own_tool_errors_escalate_the_loop(claude_code: ClaudeCodeRig) -> None:
+    """Claude Code answers a tool call with bad input with `<tool_use_error>`; after
+    ``sessions.tool_error_streak`` (3) of them in a row the loop moves one tier up. The earlier
+    model's signed thinking blocks are dropped on the way (declared in x-tierwise-adapted),
+    and the strict upstream accepts the request on the new model."""
+    rig = claude_code
+    rig.upstream.respond = misuse_read_four_times
+    run = rig.run("Read notes.txt", "--allowedTools", "Read")
+    loop = [e for e in run.messages if request_kind(json.loads(e.body)) in ("main", "tool_result")]
+    rules = [e.response_header("x-tierwise-session-rule") for e in loop]
+    tiers = [e.response_header("x-tierwise-tier") for e in loop]
+    assert rules == ["new-session", "continuation", "continuation", "tool-errors", "continuation"]
+    for exchange in loop[1:]:
+        (result,) = tool_results(json.loads(exchange.body))
+        assert result.get("is_error") and "<tool_use_error>" in tool_result_text(result)
+    names = rig.settings().tier_names
+    assert names.index(str(tiers[3])) == names.index(str(tiers[0])) + 1
+    assert tiers[4] == tiers[3]
+    assert "thinking block(s)" in (loop[3].response_header("x-tierwise-adapted") or "")
     check_traffic(rig, run)
