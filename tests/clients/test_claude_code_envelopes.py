@@ -117,3 +117,48 @@ def test_forwarded_body_is_valid_for_the_routed_model(gateway: RunningGateway, p
     effort = config.get("effort") if isinstance(config, dict) else None
     if effort is not None:
         assert effort in info.efforts, (got["model"], effort, info.efforts)
+
+
+ISSUE_PROMPTS = (
+    "Convert to JSON: name=Ann",
+    "What is the capital of France?",
+    "Rename variable x to count in foo.py",
+)
+
+
+@pytest.mark.parametrize("version", sorted({p.parent.name for p in ENVELOPES}))
+@pytest.mark.parametrize("prompt", ISSUE_PROMPTS)
+def test_simple_prompts_get_the_same_tier_bare_and_in_a_recorded_envelope(
+    gateway: RunningGateway, version: str, prompt: str
+) -> None:
+    """Issue 13's check, on the envelopes the CLI really sent: the user's words swapped for
+    the issue's three prompts, routed through the gateway, against the same words bare."""
+    (path,) = sorted((DATA / version).glob("*-plain-main.json"))[:1]
+    envelope = load(path)
+    body = copy.deepcopy(envelope["request"]["body"])
+    first = body["messages"][0]
+    swapped = [
+        b
+        for b in first["content"]
+        if isinstance(b, dict) and b.get("type") == "text" and not b["text"].startswith("<")
+    ]
+    assert len(swapped) == 1, "the recorded first turn should hold one text of the user's"
+    swapped[0]["text"] = prompt
+    body["metadata"] = {"user_id": json.dumps({"session_id": f"{version}-{prompt}"})}
+    wrapped = _post(gateway, envelope, body)
+    assert wrapped.status_code == 200, wrapped.text[:500]
+    bare = httpx.post(
+        gateway.base_url + "/v1/messages",
+        json={
+            "model": "auto",
+            "max_tokens": 512,
+            "messages": [{"role": "user", "content": prompt}],
+        },
+        headers={"x-api-key": "client-key", "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert bare.status_code == 200, bare.text[:500]
+    assert wrapped.headers["x-tierwise-tier"] == bare.headers["x-tierwise-tier"], (
+        wrapped.headers["x-tierwise-reason"],
+        bare.headers["x-tierwise-reason"],
+    )
