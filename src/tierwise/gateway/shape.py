@@ -397,8 +397,9 @@ def strip_injected(text: str) -> str:
             text = _COMMAND_ARGS.sub(r"\1", text)
     if "[Request interrupted" in text:
         text = _INTERRUPTED.sub("", text)
-    if _CAVEAT in text:
-        text = _CAVEAT_TEXT.sub("", text)
+    text = text.strip()
+    if text.startswith(_CAVEAT):  # a message of its own (stripped of what came before)
+        text = _CAVEAT_TEXT.sub("", text, count=1)
     return text.strip()
 
 
