@@ -34,14 +34,16 @@ def rows() -> list[LedgerEntry]:
     return [
         entry(ts=D1, tier="haiku", model="claude-haiku-4-5", key_name="alice",
               cost_usd=Decimal("0.001"), classifier_cost_usd=Decimal("0.0001"),
-              baseline_cost_usd=Decimal("0.005"), **common),
+              baseline_cost_usd=Decimal("0.005"), session_id="s-1",
+              session_rule="new-session", **common),
         entry(ts=D1, tier="sonnet", model="claude-sonnet-4-6", key_name="bob",
               cost_usd=Decimal("0.003"), classifier_cost_usd=Decimal("0.0001"),
               baseline_cost_usd=Decimal("0.006"),
               **(common | {"requested_model": "claude-sonnet-4-6"})),
         entry(ts=D2, tier="opus", model="claude-opus-4-6", key_name="alice",
               cost_usd=Decimal("0.02"), classifier_cost_usd=Decimal(0),
-              baseline_cost_usd=Decimal("0.02"), **common),
+              baseline_cost_usd=Decimal("0.02"), session_id="s-1",
+              session_rule="turn-escalate", **common),
         entry(ts=D2, tier="haiku", model="claude-haiku-4-5", key_name="bob", status="error",
               error_type="overloaded_error", cost_usd=None, baseline_cost_usd=None,
               saved_usd=None, classifier_cost_usd=Decimal("0.0002"), **common),
@@ -103,13 +105,15 @@ def test_totals_equal_hand_sums(store: LedgerStore) -> None:
     json.dumps(r)  # JSON-ready as is
 
 
-@pytest.mark.parametrize("by", ["tier", "model", "key", "day"])
+@pytest.mark.parametrize("by", ["tier", "model", "key", "day", "session", "rule"])
 def test_groupings_equal_hand_sums(store: LedgerStore, by: str) -> None:
     key: Callable[[LedgerEntry], str | None] = {
         "tier": lambda e: e.tier,
         "model": lambda e: e.model,
         "key": lambda e: e.key_name or "(none)",
         "day": lambda e: e.ts.date().isoformat(),
+        "session": lambda e: e.session_id or "(none)",
+        "rule": lambda e: e.session_rule or "(none)",
     }[by]
     expected: dict[str, list[LedgerEntry]] = {}
     for e in rows():

@@ -49,7 +49,11 @@ def report(
         str, typer.Option("--since", help="30m, 24h, 7d, 2w, a date (UTC), or 'all'.")
     ] = "7d",
     by: Annotated[
-        str | None, typer.Option("--by", help="Group rows by tier, model, key or day.")
+        str | None, typer.Option(
+            "--by",
+            help="Group rows by tier, model, key, day, session (agent sessions) or rule (the "
+            "session rule that chose the tier).",
+        )
     ] = None,
     baseline: Annotated[
         str | None,

@@ -128,7 +128,15 @@ _LIMITS: dict[str, int] = {
 }
 _SHORT_TEXT = min(_LIMITS.values())  # all the text of a row together within it: no column is over
 
-GROUPS = ("tier", "model", "key", "day")
+GROUPS = ("tier", "model", "key", "day", "session", "rule")
+# Groupings that are a column as it is ("rule": the session rule that chose the tier).
+_GROUP_COLUMNS = {
+    "tier": "tier",
+    "model": "model",
+    "key": "key_name",
+    "session": "session_id",
+    "rule": "session_rule",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,12 +779,9 @@ class LedgerStore:
     def group_expr(self, by: str | None) -> str:
         if by is None:
             return "'all'"
-        if by == "tier":
-            return "COALESCE(tier, '(none)')"
-        if by == "model":
-            return "COALESCE(model, '(none)')"
-        if by == "key":
-            return "COALESCE(key_name, '(none)')"
+        column = _GROUP_COLUMNS.get(by)
+        if column is not None:
+            return f"COALESCE({column}, '(none)')"
         if by == "day":
             return self.db.day_expr("ts")
         if by == "hour":  # the dashboard's time series (not a report grouping)
