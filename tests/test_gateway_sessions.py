@@ -132,3 +132,57 @@ def test_claude_codes_compaction_stays_on_the_sessions_tier_through_the_gateway(
         "compact",
         "resume",
     ]
+
+
+def test_one_sessions_decisions_in_the_report(gateway: RunningGateway) -> None:
+    """`tierwise report --session ID`: the session's requests in order, each with the rule
+    that chose its tier and why; `--by rule` sums them per rule."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    body = claude_code_body("What is the capital of France?")
+    post(gateway, body)
+    post(gateway, loop_step(body, 0))
+    rows = gateway.wait_for_entries(2)
+    # the fixture's gateway records into a list: store its rows where the CLI reads them
+    from tierwise.ledger import open_store
+
+    store = open_store(gateway.settings)
+    try:
+        store.insert(rows)
+    finally:
+        store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIERWISE_", "ANTHROPIC_"))}
+    env |= {"TIERWISE_HOME": str(gateway.settings.home), "COLUMNS": "150"}
+    tw = str(Path(sys.executable).parent / "tierwise")
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tw, "report", "--since", "all", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    proc = report("--session", SID, "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert [r["rule"] for r in data["requests"]] == ["new-session", "continuation"]
+    assert [r["request_id"] for r in data["requests"]] == [r.request_id for r in rows]
+    assert "continuation" in data["requests"][1]["reason"]
+    assert data["requests"][0]["thread"] == data["requests"][1]["thread"]
+    table = report("--session", SID)
+    assert (
+        table.returncode == 0 and "new-session" in table.stdout and "continuation" in table.stdout
+    )
+    by_rule = json.loads(report("--by", "rule", "--json").stdout)
+    assert {k: v["requests"] for k, v in by_rule["groups"].items()} == {
+        "new-session": 1,
+        "continuation": 1,
+    }
+    missing = report("--session", "no-such-session")
+    assert missing.returncode == 2 and "no requests recorded for session" in missing.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,11 +50,12 @@ def report(
         str, typer.Option("--since", help="30m, 24h, 7d, 2w, a date (UTC), or 'all'.")
     ] = "7d",
     by: Annotated[
-        str | None, typer.Option(
+        str | None,
+        typer.Option(
             "--by",
             help="Group rows by tier, model, key, day, session (agent sessions) or rule (the "
             "session rule that chose the tier).",
-        )
+        ),
     ] = None,
     baseline: Annotated[
         str | None,
@@ -72,6 +74,14 @@ def report(
             "and the savings net of it.",
         ),
     ] = False,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            help="One agent session's requests in order instead: the rule that chose each "
+            "tier and why, what each cost and saved.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     wide: WideOption = False,
     config: ConfigOption = None,
@@ -83,11 +93,92 @@ def report(
     if quality:
         _quality_report(since, as_json, wide, config)
         return
+    if session is not None:
+        _session_report(session, since, as_json, wide, config)
+        return
     data = build(_ledger_settings(config), since=parse_since(since), by=by, baseline=baseline)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     _print_report(console(wide=wide), data, wide=wide)
+
+
+def _session_report(
+    session: str, since: str, as_json: bool, wide: bool, config: Path | None
+) -> None:
+    """One session's requests, oldest first: each decision's rule, tier, cost and reason."""
+    from tierwise.ledger import open_store
+    from tierwise.reports import money, parse_since
+
+    settings = _ledger_settings(config)
+    store = open_store(settings)
+    try:
+        rows = store.entries(since=parse_since(since), session_id=session)
+    finally:
+        store.close()
+    if not rows:
+        window = "" if since == "all" else f" since {since} (--since all looks further back)"
+        raise InputError(
+            f"no requests recorded for session {session!r}{window}; "
+            "tierwise report --by session lists the sessions"
+        )
+    zero = Decimal(0)
+    requests: list[dict[str, Any]] = [
+        {
+            "ts": r.ts.isoformat(),
+            "request_id": r.request_id,
+            "thread": str((r.session_shape or {}).get("thread") or "")[:8] or None,
+            "rule": r.session_rule,
+            "tier": r.tier,
+            "model": r.model,
+            "status": r.status,
+            "cost_usd": None if r.cost_usd is None else money(r.cost_usd),
+            "baseline_cost_usd": None
+            if r.baseline_cost_usd is None
+            else money(r.baseline_cost_usd),
+            "saved_usd": None if r.saved_usd is None else money(r.saved_usd),
+            "reason": r.reason,
+        }
+        for r in rows
+    ]
+    cost = money(sum((r.cost_usd or zero for r in rows), zero))
+    saved = money(sum((r.saved_usd or zero for r in rows), zero))
+    data = {"session": session, "requests": requests, "cost_usd": cost, "saved_usd": saved}
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    out = console(wide=wide)
+    out.print(
+        f"session {session}: {len(rows)} requests, cost {_usd(cost)}, saved {_usd(saved)}",
+        markup=False,
+        highlight=False,
+    )
+    columns = [
+        Column("time (UTC)"),
+        Column("thread"),
+        Column("rule"),
+        Column("tier"),
+        Column("cost", "money"),
+        Column("saved", "money"),
+        Column("reason"),
+    ]
+    cells = [
+        [
+            row["ts"][11:19],
+            row["thread"] or "-",
+            row["rule"] or "-",
+            row["tier"] or "-",
+            "-" if row["cost_usd"] is None else _usd(row["cost_usd"]),
+            "-" if row["saved_usd"] is None else _usd(row["saved_usd"]),
+            (row["reason"] or "") if wide else _short(row["reason"] or "", 60),
+        ]
+        for row in requests
+    ]
+    print_table(out, columns, cells, wide=wide)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _quality_report(since: str, as_json: bool, wide: bool, config: Path | None) -> None:

@@ -717,6 +717,7 @@ class LedgerStore:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         key_name: str | None = None,
+        session_id: str | None = None,
         limit: int | None = None,
     ) -> list[LedgerEntry]:
         """Rows as entries, oldest first."""
@@ -724,6 +725,9 @@ class LedgerStore:
         if key_name is not None:
             where += " AND key_name = ?"
             params.append(key_name)
+        if session_id is not None:
+            where += " AND session_id = ?"
+            params.append(session_id)
         sql = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE {where} ORDER BY ts, request_id"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
