@@ -126,6 +126,23 @@ def test_claude_codes_compaction_stays_on_the_sessions_tier_through_the_gateway(
     entries = gateway.wait_for_entries(4)
     rules = ["new-session", "continuation", "continuation", "resume"]
     assert [e.session_rule for e in entries] == rules
+    # `tierwise replay --from-ledger` re-applies the rules from the recorded shapes alone
+    import asyncio
+
+    from tierwise.ledger import open_store
+    from tierwise.router import Router
+    from tierwise.sessions.replay import Replayer, requests_from_ledger
+
+    store = open_store(gateway.settings)
+    try:
+        store.insert(entries)
+        recorded = requests_from_ledger(store)
+    finally:
+        store.close()
+    replayed = asyncio.run(
+        Replayer(gateway.settings, decide=Router(gateway.settings).decide).run(recorded)
+    )
+    assert replayed.policies["session"].rules == {"new-session": 1, "continuation": 2, "resume": 1}
     assert [(e.session_shape or {}).get("client_turn") for e in entries] == [
         None,
         None,
