@@ -545,6 +545,22 @@ def test_compaction_texts_are_the_users_words_outside_a_known_agent() -> None:
     assert shape.classify_input.prompt == COMPACT
 
 
+def test_a_follow_up_stays_with_the_task_it_refers_to() -> None:
+    """With the real classifier: after an opus design turn, "go ahead" is that design's
+    work. Read alone it would be a haiku one-liner, and the session would switch to haiku
+    to implement the design."""
+    s = settings()
+    router = SessionRouter(s, store=MemoryStore())
+    send = flow(router, Router(s).decide, Upstream())  # type: ignore[arg-type]
+    body = claude_code_body(
+        "Design a plugin architecture so third parties can add new exporters without "
+        "touching the core, then implement it"
+    )
+    assert run(send(body, 0.0, stop="end_turn")).tier == "opus"
+    v = run(send(turn(body, "Sounds good, go ahead"), 60.0))
+    assert (v.rule, v.tier) == ("turn-keep", "opus")
+
+
 def test_override_and_utility_requests() -> None:
     s = settings()
     router, classify, up = SessionRouter(s, store=MemoryStore()), Classifier(s, "opus"), Upstream()

@@ -21,6 +21,7 @@ from tierwise.gateway.shape import (
     RequestShape,
     analyse,
     conversation_input,
+    is_follow_up,
     strip_injected,
 )
 from tierwise.router import Router
@@ -375,3 +376,63 @@ def test_an_agents_history_raises_the_text_tier_by_one_at_most() -> None:
     assert asyncio.run(router.decide(long_history)).tier == "opus"
     assert in_agent.tier == "sonnet"
     assert "one level up at most" in in_agent.reason
+
+
+DESIGN = (
+    "Design a plugin architecture so third parties can add new exporters without touching "
+    "the core, then implement it"
+)
+
+
+def said(body: dict[str, Any], *words: str) -> dict[str, Any]:
+    """``body`` continued by the assistant's answer and the user's next words, turn by turn."""
+    out = copy.deepcopy(body)
+    for w in words:
+        out["messages"] += [
+            {"role": "assistant", "content": [{"type": "text", "text": "Here is the plan."}]},
+            {"role": "user", "content": [{"type": "text", "text": w}]},
+        ]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("words", "follow_up"),
+    [
+        ("yes", True),
+        ("Go ahead!", True),
+        ("sounds good, implement it", True),
+        ("try again", True),
+        ("Option 2", True),
+        ("no, use the other approach", True),
+        ("ok thanks", True),
+        ("fix the typo in README", False),
+        ("Now add tests for the flag", False),
+        ("looks good, commit and push", False),
+        ("yes " * 13, False),  # too long to be only assent
+        ("", False),
+    ],
+)
+def test_follow_ups_carry_no_task_of_their_own(words: str, follow_up: bool) -> None:
+    assert is_follow_up(words) is follow_up
+
+
+def test_a_follow_up_is_classified_with_the_task_it_refers_to() -> None:
+    """ "go ahead" after a design discussion is that design's work, not a one-word task."""
+    first = claude_code_body(DESIGN)
+    assert analyse(said(first, "go ahead")).classify_input.prompt == f"{DESIGN}\ngo ahead"
+    # a chain of follow-ups still refers to the last task
+    assert analyse(said(first, "yes", "continue")).classify_input.prompt == f"{DESIGN}\ncontinue"
+    # new words are a new task
+    assert analyse(said(first, "Fix the typo in README")).classify_input.prompt == (
+        "Fix the typo in README"
+    )
+    # with no task before it, a follow-up is what it is
+    assert analyse(claude_code_body("yes")).classify_input.prompt == "yes"
+    settings = config.load(environ={}, provider={"kind": "simulated"})
+    router = Router(settings)
+    task = asyncio.run(router.decide(analyse(first).classify_input))
+    for words in ("go ahead", "yes please", "try again"):
+        after = asyncio.run(router.decide(analyse(said(first, words)).classify_input))
+        alone = asyncio.run(router.decide(analyse(claude_code_body(words)).classify_input))
+        assert after.tier == task.tier == "opus", after.reason
+        assert alone.tier == "haiku"  # what it would be read alone

@@ -20,6 +20,11 @@ One pass over a request body (:func:`analyse`) gives two views of it:
   The same words therefore give the same :class:`~tierwise.types.ClassifyInput` text whether
   they are sent bare or inside Claude Code's envelope.
 
+  A **follow-up** carries no task of its own ("yes", "go ahead", "try again", "option 2":
+  :func:`is_follow_up`). Its task is the user's previous one, so the classifier reads the two
+  together. Alone, "go ahead" after a design discussion would read as a one-word task for the
+  cheapest tier.
+
 * **The envelope facts** (:class:`RequestShape`): the whole input's estimated size (used for
   context-window checks and budget holds), tool counts, cache breakpoints with prefix
   fingerprints, whether the request starts a turn or continues one, recent tool errors,
@@ -78,6 +83,38 @@ DEFAULT_TTL_S = 300
 _TTLS = {"5m": 300, "1h": 3600}
 
 ClientTurn = Literal["compact", "resume"]
+
+# A follow-up: user words that carry no task of their own, only assent, a choice or "go on"
+# ("yes", "go ahead", "try again", "option 2", "sounds good, implement it"). Its task is the
+# user's previous one, which the classifier reads with it (:func:`is_follow_up`).
+_FOLLOW_UP_GROUPS = (
+    # assent, thanks, refusal
+    "yes yeah yep yup ya sure ok okay k kk fine great good perfect nice cool awesome excellent "
+    "thanks thank thx ty please pls plz lgtm approved approve agreed agree correct right "
+    "exactly absolutely definitely sounds looks seems alright all of course no nope not don't "
+    "dont stop wait hold",
+    # go on, again, with what was proposed
+    "go ahead continue proceed carry on keep going next resume finish start begin do it that "
+    "this them those these so then now again try retry redo once more implement apply make fix "
+    "the plan changes change use same way approach recommended recommendation suggested "
+    "proposed said other instead alternative",
+    # a choice among what was offered
+    "option choice one first second third last both either a b c 1 2 3 4 5",
+    # the words around them
+    "and with as you your let's lets let us me i we want would like to is are was be just",
+)
+FOLLOW_UP_WORDS = frozenset(w for group in _FOLLOW_UP_GROUPS for w in group.split())
+FOLLOW_UP_MAX_WORDS = 12
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def is_follow_up(words: str) -> bool:
+    """Whether ``words`` (a user's turn) carry no task of their own: at most
+    :data:`FOLLOW_UP_MAX_WORDS` words, all of them :data:`FOLLOW_UP_WORDS`."""
+    if len(words) > 120:
+        return False
+    found = _WORD.findall(words.lower().replace("\u2019", "'"))
+    return 0 < len(found) <= FOLLOW_UP_MAX_WORDS and all(w in FOLLOW_UP_WORDS for w in found)
 
 
 def _client_turn(value: Any) -> ClientTurn | None:
@@ -660,7 +697,8 @@ class _Walk:
         self.human_turns = 0
         self.first_own = ""
         self.first_key: str | None = None  # the thread's first user text (see message())
-        self.last_own = ""
+        self.last_own = ""  # the newest user words, with the task a follow-up refers to
+        self.last_task = ""  # the newest user words that were not a follow-up
         self.last_client: ClientTurn | None = None
         self.kept_system: list[str] = []
         self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
@@ -763,7 +801,11 @@ class _Walk:
                 self.first_key = words or said
             if words:
                 self.human_turns += 1
-                self.last_own = words
+                if self.last_task and is_follow_up(words):
+                    # "go ahead", "yes", "try again": the task is the one before
+                    self.last_own = f"{self.last_task}\n{words}"
+                else:
+                    self.last_own = self.last_task = words
                 self.first_own = self.first_own or words
                 self.turns += 1
             elif "tool_result" not in kinds:
