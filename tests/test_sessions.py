@@ -481,6 +481,11 @@ def test_compaction_keeps_the_tier_and_the_compacted_conversation_resumes_on_it(
     # the resumed conversation is one thread: its loop continues on sonnet …
     loop = step(resumed_body, "ok " * 300)
     assert (run(send(loop, 85.0)).rule, len(classify.calls)) == ("continuation", calls)
+    # "continue" has nothing before it to be read with but the summary: the work goes on
+    went_on = run(send(turn(loop, "continue"), 100.0))
+    assert (went_on.rule, went_on.tier, went_on.classified) == ("turn-keep", "sonnet", False)
+    assert analyse(turn(loop, "continue")).orphan_follow_up
+    assert len(classify.calls) == calls
     # … and the user's next words are a turn like any other, in the same thread
     nxt = run(send(turn(loop, "Now add tests for the flag"), 120.0))
     assert (nxt.rule, nxt.tier) == ("turn-escalate", "opus")

@@ -318,6 +318,9 @@ class RequestShape:
     # The newest user message is the agent's own: its instruction to summarise the
     # conversation ("compact"), or the first message after it did ("resume").
     client_turn: ClientTurn | None = None
+    # The newest words are a follow-up with no earlier task in the conversation to read them
+    # with (after a compaction, "continue" has only the summary before it).
+    orphan_follow_up: bool = False
 
     def record(self) -> dict[str, Any]:
         """The text-free facts, as JSON-ready values (the ledger's ``session_shape``)."""
@@ -354,6 +357,7 @@ class RequestShape:
             "cache": self.cache.as_json(),
             "thread": self.thread_fp,
             "client_turn": self.client_turn,
+            "orphan_follow_up": self.orphan_follow_up,
         }
 
     @classmethod
@@ -404,6 +408,7 @@ class RequestShape:
                 stable_fp=str(data.get("thread", "")),
                 thread_fp=str(data.get("thread", "")),
                 client_turn=_client_turn(data.get("client_turn")),
+                orphan_follow_up=bool(data.get("orphan_follow_up")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"session shape is malformed: {exc!r}") from exc
@@ -699,6 +704,7 @@ class _Walk:
         self.first_key: str | None = None  # the thread's first user text (see message())
         self.last_own = ""  # the newest user words, with the task a follow-up refers to
         self.last_task = ""  # the newest user words that were not a follow-up
+        self.orphan_follow_up = False  # the newest words are a follow-up with no task before
         self.last_client: ClientTurn | None = None
         self.kept_system: list[str] = []
         self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
@@ -801,9 +807,11 @@ class _Walk:
                 self.first_key = words or said
             if words:
                 self.human_turns += 1
-                if self.last_task and is_follow_up(words):
+                self.orphan_follow_up = False
+                if is_follow_up(words):
                     # "go ahead", "yes", "try again": the task is the one before
-                    self.last_own = f"{self.last_task}\n{words}"
+                    self.last_own = f"{self.last_task}\n{words}" if self.last_task else words
+                    self.orphan_follow_up = not self.last_task
                 else:
                     self.last_own = self.last_task = words
                 self.first_own = self.first_own or words
@@ -896,6 +904,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         stable_fp=stable,
         thread_fp=thread,
         client_turn=walk.last_client if latest[0] == "user" else None,
+        orphan_follow_up=walk.orphan_follow_up and latest[0] == "user",
     )
 
 

@@ -539,9 +539,29 @@ class SessionRouter:
         base: dict[str, Any],
         start: float,
     ) -> SessionVerdict:
+        turn = f"turn {state.turns + 1}"
+        if shape.orphan_follow_up and state.turns > 0:
+            # "continue" with no earlier words of the user's in this conversation (it resumed
+            # from a compaction's summary): nothing new to classify; the work goes on.
+            kept, note = self._fit(current, shape, state)
+            reason = _join(
+                f"session turn-keep ({turn}): a follow-up with no task of its own and no "
+                f"earlier request in this conversation to read it with: kept {kept}",
+                note,
+            )
+            decision = self._decision(kept, None, reason, start, confidence=state.confidence)
+            return self._verdict(
+                kept,
+                "context-window" if note else "turn-keep",
+                reason,
+                decision,
+                False,
+                base,
+                state=state,
+                previous=current,
+            )
         cls = await classify(shape.classify_input)
         wanted, note = self._fit(cls.tier, shape, state)
-        turn = f"turn {state.turns + 1}"
         be: BreakEven | None = None
         if note:
             tier, rule = wanted, "context-window"
