@@ -427,8 +427,8 @@ def test_a_follow_up_is_classified_with_the_task_it_refers_to() -> None:
         "Fix the typo in README"
     )
     # with no task before it, a follow-up is what it is, and says so
-    alone = analyse(claude_code_body("yes"))
-    assert alone.classify_input.prompt == "yes" and alone.orphan_follow_up
+    bare_yes = analyse(claude_code_body("yes"))
+    assert bare_yes.classify_input.prompt == "yes" and bare_yes.orphan_follow_up
     assert not analyse(said(first, "go ahead")).orphan_follow_up
     settings = config.load(environ={}, provider={"kind": "simulated"})
     router = Router(settings)
