@@ -281,7 +281,16 @@ class SessionRouter:
             if carried is not None and carried.tier is not None:
                 state = self._resumed(carried, shape)
                 if shape.kind == "continuation" and requested_tier is None:
-                    return self._resume(state, carried.tier, shape, base, start)
+                    # The agent compacted the conversation and goes on from its summary: a
+                    # new thread by its start, the same work. It keeps the compaction's tier
+                    # (no human decided anything) and the compacted thread's history: turns
+                    # and request counts (the break-even's expectations) and caches (the
+                    # system prompt and tools are still cached there).
+                    why = (
+                        "session resume: the conversation continues from the summary the "
+                        f"agent wrote when it compacted it on {carried.tier}"
+                    )
+                    return self._keep(state, carried.tier, shape, base, start, "resume", why)
                 # the user's words next to the summary: a turn, on the compacted thread's state
         previous = state.tier if state is not None else None
         if requested_tier is not None:
@@ -327,29 +336,30 @@ class SessionRouter:
         state.floor_level = context_floor(shape.classify_input)[0]
         return state
 
-    def _resume(
+    def _keep(
         self,
         state: ThreadState,
         current: str,
         shape: RequestShape,
         base: dict[str, Any],
         start: float,
+        rule: str,
+        why: str,
     ) -> SessionVerdict:
-        """The agent compacted the conversation and continues from the summary: a new thread
-        by its start, the same work. It keeps the tier the compaction ran on (no human decided
-        anything), and the compacted thread's history: its turns and request counts (the
-        break-even's expectations), its caches (the system prompt and tools are still cached
-        there). The growing context is measured afresh."""
+        """Keep ``current`` without asking the classifier (``rule``, explained by ``why``),
+        unless the input outgrew its context window."""
         tier, note = self._fit(current, shape, state)
-        rule = "context-window" if note else "resume"
-        reason = _join(
-            f"session resume: the conversation continues from the summary the agent wrote when "
-            f"it compacted it on {current}; kept {tier}",
-            note,
-        )
+        reason = _join(f"{why}; kept {tier}", note)
         decision = self._decision(tier, None, reason, start, confidence=state.confidence)
         return self._verdict(
-            tier, rule, reason, decision, False, base, state=state, previous=current
+            tier,
+            "context-window" if note else rule,
+            reason,
+            decision,
+            False,
+            base,
+            state=state,
+            previous=current,
         )
 
     async def _load(self, key: SessionKey | None) -> tuple[ThreadState | None, str | None]:
@@ -543,22 +553,15 @@ class SessionRouter:
         if shape.orphan_follow_up and state.turns > 0:
             # "continue" with no earlier words of the user's in this conversation (it resumed
             # from a compaction's summary): nothing new to classify; the work goes on.
-            kept, note = self._fit(current, shape, state)
-            reason = _join(
-                f"session turn-keep ({turn}): a follow-up with no task of its own and no "
-                f"earlier request in this conversation to read it with: kept {kept}",
-                note,
-            )
-            decision = self._decision(kept, None, reason, start, confidence=state.confidence)
-            return self._verdict(
-                kept,
-                "context-window" if note else "turn-keep",
-                reason,
-                decision,
-                False,
+            return self._keep(
+                state,
+                current,
+                shape,
                 base,
-                state=state,
-                previous=current,
+                start,
+                "turn-keep",
+                f"session turn-keep ({turn}): a follow-up with no task of its own and no "
+                f"earlier request in this conversation to read it with",
             )
         cls = await classify(shape.classify_input)
         wanted, note = self._fit(cls.tier, shape, state)
