@@ -445,10 +445,9 @@ def strip_injected(text: str) -> str:
     return text.strip()
 
 
-def own_text(content: Any, agent: Agent | None = None) -> str:
-    """The user's own words in one message's content (text blocks only, injected removed;
-    with a recognised ``agent``, its own compaction and resume texts removed too)."""
-    return _words(content, agent)[0]
+def own_text(content: Any) -> str:
+    """The user's own words in one message's content (text blocks only, injected removed)."""
+    return _words(content, None)[0]
 
 
 def _words(content: Any, agent: Agent | None) -> tuple[str, ClientTurn | None, str]:
@@ -706,6 +705,7 @@ class _Walk:
         self.last_task = ""  # the newest user words that were not a follow-up
         self.orphan_follow_up = False  # the newest words are a follow-up with no task before
         self.last_client: ClientTurn | None = None
+        self.last_words = ""  # the newest user message's own words (read once, here)
         self.kept_system: list[str] = []
         self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
         self.message_ends: list[int] = []  # index of each message's last block
@@ -800,7 +800,7 @@ class _Walk:
         self.conversation.append((str(role), content))
         if role == "user":
             words, client, said = _words(content, self.agent) if "text" in kinds else ("", None, "")
-            self.last_client = client
+            self.last_words, self.last_client = words, client
             if self.first_key is None and (words or said):
                 # A thread is known by its first user text: the user's words, or the agent's
                 # own (the summary a compacted conversation starts from).
@@ -853,7 +853,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         if isinstance(message, dict):
             walk.message(message)
 
-    kind, tool_errors, last_thinking = _turn_kind(walk.conversation, agent)
+    kind, tool_errors, last_thinking = _turn_kind(walk, agent is not None)
     system_kept = "\n".join(walk.kept_system)
     total = walk.tokens
     classify = ClassifyInput(
@@ -866,7 +866,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         agent=None if agent is None else agent.name,
     )
     latest = walk.conversation[-1] if walk.conversation else ("", None)
-    own_latest = own_text(latest[1], agent) if latest[0] == "user" else ""
+    own_latest = walk.last_words if latest[0] == "user" else ""
     first_key = (walk.first_key or "").encode(errors="replace")
     instruction = _instruction_chars(own_latest or walk.last_own) + len(system_kept)
     tool_names = [str(t.get("name") or "") if isinstance(t, dict) else "" for t in tools]
@@ -971,20 +971,21 @@ def _tool_errors(conversation: list[tuple[str, Any]], agent: bool) -> int:
     return errors
 
 
-def _turn_kind(
-    conversation: list[tuple[str, Any]], agent: Agent | None = None
-) -> tuple[Literal["turn", "continuation"], int, bool]:
+def _turn_kind(walk: _Walk, agent: bool) -> tuple[Literal["turn", "continuation"], int, bool]:
     """(kind, consecutive failed tool uses at the end, latest assistant has thinking)."""
+    conversation = walk.conversation
     return (
-        _kind(conversation, agent),
-        _tool_errors(conversation, agent is not None),
+        _kind(conversation, walk.last_words, walk.last_client),
+        _tool_errors(conversation, agent),
         _last_thinking(conversation),
     )
 
 
 def _kind(
-    conversation: list[tuple[str, Any]], agent: Agent | None = None
+    conversation: list[tuple[str, Any]], words: str, client: ClientTurn | None
 ) -> Literal["turn", "continuation"]:
+    """The newest user message (``words``, ``client``: its own words and the agent's own text,
+    as the walk read them) starts a turn or continues one."""
     if not conversation:
         return "turn"
     role, content = conversation[-1]
@@ -996,7 +997,6 @@ def _kind(
         content = next((c for r, c in reversed(conversation[:-1]) if r == "user"), None)
         if content is None:
             return "turn"
-    words, client, _ = _words(content, agent)
     if words:
         return "turn"
     blocks = content if isinstance(content, list) else [content]
