@@ -26,6 +26,16 @@ def _prefix() -> str:
     return f"tierwise-test-{uuid.uuid4().hex[:12]}:"
 
 
+def _redis_settings() -> config.Settings:
+    """Sessions in the test Redis, under a prefix of their own."""
+    assert REDIS_URL is not None
+    return config.load(
+        environ={},
+        provider={"kind": "simulated"},
+        sessions={"redis_url": REDIS_URL, "redis_prefix": _prefix(), "redis_timeout_s": 1.0},
+    )
+
+
 @needs_redis
 @pytest.mark.network
 def test_state_round_trips_through_redis_with_a_ttl() -> None:
@@ -53,11 +63,7 @@ def test_state_round_trips_through_redis_with_a_ttl() -> None:
 def test_two_routers_share_a_session_through_redis() -> None:
     """Two gateway replicas: the second sees the tier the first chose (a continuation)."""
     assert REDIS_URL is not None
-    settings = config.load(
-        environ={},
-        provider={"kind": "simulated"},
-        sessions={"redis_url": REDIS_URL, "redis_prefix": _prefix(), "redis_timeout_s": 1.0},
-    )
+    settings = _redis_settings()
     calls: list[ClassifyInput] = []
 
     async def classify(request: ClassifyInput) -> Decision:
@@ -101,11 +107,7 @@ def test_a_conversation_compacted_on_one_replica_resumes_on_another() -> None:
     from tests.test_sessions import COMPACT, RESUME, compacted, turn
 
     assert REDIS_URL is not None
-    settings = config.load(
-        environ={},
-        provider={"kind": "simulated"},
-        sessions={"redis_url": REDIS_URL, "redis_prefix": _prefix(), "redis_timeout_s": 1.0},
-    )
+    settings = _redis_settings()
     tiers = iter(["haiku", "opus"])  # the session's turn, then whatever comes next
 
     async def classify(request: ClassifyInput) -> Decision:

@@ -276,8 +276,8 @@ class SessionRouter:
             if utility is not None:
                 return self._utility(utility, base, start)
         state, degraded = await self._load(key)
-        if state is None and degraded is None and key is not None and shape.client_turn:
-            carried = await self._compacted(key) if shape.client_turn == "resume" else None
+        if state is None and degraded is None and key is not None and shape.client_turn == "resume":
+            carried = await self._compacted(key)
             if carried is not None and carried.tier is not None:
                 state = self._resumed(carried, shape)
                 if shape.kind == "continuation" and requested_tier is None:
