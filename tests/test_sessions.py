@@ -14,7 +14,7 @@ import pytest
 from tests.sessions_corpus import claude_code_body, title_body
 from tierwise import config
 from tierwise.errors import ConfigError, InputError
-from tierwise.gateway.shape import analyse
+from tierwise.gateway.shape import RequestShape, analyse
 from tierwise.policy import Policy
 from tierwise.pricing import PriceCatalogue
 from tierwise.router import Router
@@ -508,6 +508,35 @@ def test_the_users_words_next_to_the_summary_are_a_turn_on_the_compacted_state()
     v = run(send(resumed, 40.0))
     assert v.classified and v.rule in ("turn-switch", "cache-hold")  # not new-session
     assert v.previous_tier == "sonnet"
+
+
+def test_a_summary_followed_by_the_messages_kept_verbatim_resumes_the_compacted_state() -> None:
+    """Claude Code 2.1.3xx keeps the last messages before a compaction verbatim after the
+    summary, so the user's next words come in a later message than the summary (the form
+    its transcripts and the real CLI's requests show): still the compacted thread's state,
+    not a new session."""
+    s = settings()
+    _router, classify, send = rig(s, "sonnet")
+    body = claude_code_body("Add a --verbose flag to cli.py")
+    run(send(step(body, "x = 1\n" * 500), 0.0))
+    run(send(turn(step(body, "x = 1\n" * 500), COMPACT), 20.0, stop="end_turn"))
+    resumed = copy.deepcopy(body)
+    resumed["messages"] = [
+        {"role": "user", "content": RESUME},
+        {"role": "assistant", "content": [{"type": "text", "text": "Added the flag."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Now add tests"}]},
+    ]
+    _move_breakpoint(resumed)
+    shape = analyse(resumed)
+    assert (shape.kind, shape.client_turn, shape.from_summary) == ("turn", None, True)
+    assert RequestShape.from_record(shape.record()).from_summary
+    classify.tier = "haiku"
+    v = run(send(resumed, 40.0))
+    assert v.classified and v.rule in ("turn-switch", "cache-hold")  # not new-session
+    assert v.previous_tier == "sonnet"
+    # without the summary first, the same messages are a new conversation
+    resumed["messages"][0]["content"] = "Tell me about the flag"
+    assert not analyse(resumed).from_summary
 
 
 def test_a_resumed_conversation_without_the_compaction_is_classified() -> None:

@@ -321,6 +321,10 @@ class RequestShape:
     # The newest words are a follow-up with no earlier task in the conversation to read them
     # with (after a compaction, "continue" has only the summary before it).
     orphan_follow_up: bool = False
+    # The conversation starts from the summary a compaction wrote (its first user text is the
+    # agent's "resume" text), whichever message holds the user's next words: Claude Code
+    # 2.1.3xx keeps the last messages before the compaction verbatim after the summary.
+    from_summary: bool = False
 
     def record(self) -> dict[str, Any]:
         """The text-free facts, as JSON-ready values (the ledger's ``session_shape``)."""
@@ -358,6 +362,7 @@ class RequestShape:
             "thread": self.thread_fp,
             "client_turn": self.client_turn,
             "orphan_follow_up": self.orphan_follow_up,
+            "from_summary": self.from_summary,
         }
 
     @classmethod
@@ -409,6 +414,7 @@ class RequestShape:
                 thread_fp=str(data.get("thread", "")),
                 client_turn=_client_turn(data.get("client_turn")),
                 orphan_follow_up=bool(data.get("orphan_follow_up")),
+                from_summary=bool(data.get("from_summary")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"session shape is malformed: {exc!r}") from exc
@@ -705,6 +711,7 @@ class _Walk:
         self.last_task = ""  # the newest user words that were not a follow-up
         self.orphan_follow_up = False  # the newest words are a follow-up with no task before
         self.last_client: ClientTurn | None = None
+        self.first_client: ClientTurn | None = None  # the agent's own text in the first one
         self.last_words = ""  # the newest user message's own words (read once, here)
         self.kept_system: list[str] = []
         self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
@@ -805,6 +812,7 @@ class _Walk:
                 # A thread is known by its first user text: the user's words, or the agent's
                 # own (the summary a compacted conversation starts from).
                 self.first_key = words or said
+                self.first_client = client
             if words:
                 self.human_turns += 1
                 self.orphan_follow_up = False
@@ -904,6 +912,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
         stable_fp=stable,
         thread_fp=thread,
         client_turn=walk.last_client if latest[0] == "user" else None,
+        from_summary=walk.first_client == "resume",
         orphan_follow_up=walk.orphan_follow_up and latest[0] == "user",
     )
 

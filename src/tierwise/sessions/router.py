@@ -276,7 +276,8 @@ class SessionRouter:
             if utility is not None:
                 return self._utility(utility, base, start)
         state, degraded = await self._load(key)
-        if state is None and degraded is None and key is not None and shape.client_turn == "resume":
+        resumed = shape.client_turn == "resume" or shape.from_summary
+        if state is None and degraded is None and key is not None and resumed:
             carried = await self._compacted(key)
             if carried is not None and carried.tier is not None:
                 state = self._resumed(carried, shape)
