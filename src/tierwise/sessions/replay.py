@@ -241,13 +241,18 @@ class TraceRequest:
 def load_requests(
     path: Path, *, gap_s: float = 10.0, skipped: Counter[str] | None = None
 ) -> list[TraceRequest]:
-    """Read a trace: a requests file, a compact trace, captured exchanges, or a directory of
-    them (see the module docstring and :mod:`~tierwise.sessions.traces`). Captured exchanges
-    that are not billed Messages calls are left out; ``skipped`` counts them by reason."""
+    """Read a trace: a requests file, a compact trace, captured exchanges, Claude Code's session
+    transcripts, or a directory of them (see the module docstring,
+    :mod:`~tierwise.sessions.traces` and :mod:`~tierwise.sessions.transcripts`). Records that
+    are not billed Messages calls are left out; ``skipped`` counts them by reason."""
     envelopes: dict[str, dict[str, Any]] = {}
     threads: dict[tuple[str, str], list[Any]] = {}
     out: list[TraceRequest] = []
     for where, record in traces.records(path):
+        if isinstance(record, traces.Skipped):
+            if skipped is not None:
+                skipped[record.reason] += 1
+            continue
         if not isinstance(record, dict):
             raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
         obj: dict[str, Any] = record
@@ -265,17 +270,11 @@ def load_requests(
                 body = obj["body"]
             elif "messages" in obj:
                 body, obj = obj, {}
-            elif traces.is_exchange(obj):
-                line = traces.exchange(obj)
-                if isinstance(line, str):
-                    if skipped is not None:
-                        skipped[line] += 1
-                    continue
-                body, obj = line["body"], line
             else:
                 raise ValueError(
                     'expected a request body, {"body": …}, a captured exchange '
-                    '({"request": {"body": …}, "response": …}) or a compact trace line'
+                    '({"request": {"body": …}, "response": …}), a compact trace line or a '
+                    "Claude Code transcript line"
                 )
             out.append(_request(obj, body, where, len(out) * gap_s))
         except (KeyError, TypeError, ValueError) as exc:
@@ -519,6 +518,8 @@ class ReplayReport:
     seconds: float
     # session → escalation rules session routing applied inside tool loops, with counts
     loop_escalations: dict[str, Counter[str]] = field(default_factory=dict)
+    # session routing's decision for each request it routed, in time order: (where, rule, tier)
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def top_cost(self) -> Decimal:
@@ -568,6 +569,7 @@ class _Accounts:
             lambda: dict.fromkeys(POLICIES, Decimal(0))
         )
         self.last_tier: dict[tuple[str, str], str] = {}
+        self.decisions: list[tuple[str, str, str]] = []
         self.loop_escalations: dict[str, Counter[str]] = defaultdict(Counter)
         self._order = {t.name: i for i, t in enumerate(settings.tiers)}
 
@@ -657,6 +659,7 @@ class Replayer:
             requests=len(ordered),
             seconds=time.perf_counter() - start,
             loop_escalations=dict(accounts.loop_escalations),
+            decisions=accounts.decisions,
         )
 
     async def _per_request(
@@ -706,6 +709,7 @@ class Replayer:
         )
         result = accounts.results["session"]
         result.rules[verdict.rule] += 1
+        accounts.decisions.append((req.where, verdict.rule, verdict.tier))
         if verdict.classified:
             result.classifier_runs += 1
         if verdict.rule != "utility":

@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import gzip
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +43,14 @@ from tierwise.errors import InputError
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 TRACE_SUFFIXES = (".jsonl", ".json", ".har", ".jsonl.gz", ".json.gz", ".har.gz", ".gz")
+NOT_TRACES = (".meta.json",)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A record of a trace that is not a billed request, and why (counted, not replayed)."""
+
+    reason: str
 
 
 def _read(path: Path) -> bytes:
@@ -58,19 +67,35 @@ def _read(path: Path) -> bytes:
 
 
 def trace_files(path: Path) -> list[Path]:
-    """``path`` itself, or the trace files in a directory (name order)."""
+    """``path`` itself, or the trace files in a directory and its subdirectories (path order;
+    Claude Code keeps a sub-agent's transcript in ``<session>/subagents/``, next to a
+    ``.meta.json`` that is not a trace)."""
     if not path.is_dir():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(TRACE_SUFFIXES))
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.name.endswith(TRACE_SUFFIXES) and not p.name.endswith(NOT_TRACES)
+    )
     if not files:
         raise InputError(f"{path}: a directory with no trace files ({', '.join(TRACE_SUFFIXES)})")
     return files
 
 
 def records(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, parsed JSON value)`` for every record of a trace file or directory."""
+    """``(where, record)`` for every record of a trace file or directory: the parsed JSON
+    value, a captured exchange or a transcript's model call as a request line
+    (``{"body", …}``), or :class:`Skipped` for one that is not a billed Messages request."""
     for file in trace_files(path):
-        yield from _file_records(file)
+        for where, obj in _file_records(file):
+            if isinstance(obj, dict) and is_exchange(obj):
+                try:
+                    line = exchange(obj)
+                except ValueError as exc:
+                    raise InputError(f"{where}: {exc}") from exc
+                yield where, Skipped(line) if isinstance(line, str) else line
+            else:
+                yield where, obj
 
 
 def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -83,6 +108,17 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
         if document is not None:
             yield from document
             return
+    lines = list(_json_lines(path, raw))
+    from tierwise.sessions import transcripts
+
+    if not transcripts.is_transcript(lines):
+        yield from lines
+        return
+    for where, line in transcripts.requests(lines):
+        yield where, Skipped(line) if isinstance(line, str) else line
+
+
+def _json_lines(path: Path, raw: bytes) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -188,9 +224,9 @@ def exchange(obj: dict[str, Any]) -> dict[str, Any] | str:
     if not isinstance(body, dict):
         raise ValueError("request.body is not a JSON object")
     line: dict[str, Any] = {"body": body, "headers": _headers(request.get("headers"))}
-    t = _seconds(request.get("timestamp"))
+    t = seconds(request.get("timestamp"))
     if t is None:
-        t = _seconds(obj.get("t") if "t" in obj else obj.get("logged_at"))
+        t = seconds(obj.get("t") if "t" in obj else obj.get("logged_at"))
     if t is not None:
         line["t"] = t
     if obj.get("session") is not None:
@@ -220,7 +256,7 @@ def _headers(value: Any) -> dict[str, str]:
     return out
 
 
-def _seconds(value: Any) -> float | None:
+def seconds(value: Any) -> float | None:
     """Seconds since the epoch from a number (seconds, or milliseconds when that large) or
     an ISO 8601 string; None when absent or unreadable."""
     if isinstance(value, bool):

@@ -1,0 +1,259 @@
+"""``tierwise replay`` on Claude Code's own session transcripts (``~/.claude/projects``).
+
+The fixtures in tests/data/claude_code/transcripts/ are real: the Claude Code CLI (2.1.332, which
+records each request it sends, and 2.1.197, which does not) ran one session through
+``tierwise serve`` in front of the fake upstream (``python -m tests.clients.record_transcripts``),
+and ``sent.json`` describes every model call the CLI made, as the gateway received it. The
+requests rebuilt from each transcript are checked against those calls: the messages, envelope
+and parameters the CLI sent (exactly for 2.1.332; as far as such a transcript holds them for
+2.1.197), the usage, and the session rule and tier the gateway chose, which the replay's session
+routing must choose again. tests/clients/test_claude_code.py does the same live, with the pinned
+CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import gzip
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clients.transcript_session import pair_calls, rebuilt_request
+from tests.test_cli_replay import run
+from tierwise import config
+from tierwise.router import Router
+from tierwise.sessions import transcripts
+from tierwise.sessions.replay import Replayer, TraceRequest, load_requests, replay_as_auto
+
+FIXTURES = Path(__file__).parent / "data" / "claude_code" / "transcripts"
+SESSION = "5f0c1b9e-2a8d-4c3e-9f7a-0d6e1c2b3a4f"
+
+
+def settings() -> config.Settings:
+    return config.load(environ={}, provider={"kind": "simulated"})
+
+
+def match(version: str, key: str) -> tuple[list[dict[str, Any]], list[TraceRequest], Any]:
+    """The calls the CLI made, the requests rebuilt from its transcript (paired with them),
+    and the replay of those requests."""
+    sent = json.loads((FIXTURES / version / "sent.json").read_text())
+    skipped: Counter[str] = Counter()
+    requests = load_requests(FIXTURES / version / "projects", skipped=skipped)
+    assert skipped == Counter()
+    s = settings()
+    if version == "2.1.197":  # no request recorded: the models are the ones that answered
+        replay_as_auto(requests, s, ["claude-*"])
+    report = asyncio.run(Replayer(s, decide=Router(s).decide).run(requests))
+    return sent, pair_calls(sent, requests, report.decisions, key), report
+
+
+def test_a_transcript_with_recorded_requests_rebuilds_what_the_cli_sent() -> None:
+    """Claude Code 2.1.332: every call rebuilt as sent (but the billing header, metadata and a
+    text's string-or-block form); the session routed as the gateway routed it, including the
+    sub-agent's thread, the compaction (rebuilt) and the conversation resumed after it, and
+    the tool-errors escalation."""
+    sent, requests, report = match("2.1.332", "exact")
+    for call, req in zip(sent, requests, strict=True):
+        assert req.body is not None
+        rebuilt = rebuilt_request(req.body)
+        if not call["compaction"]:
+            assert (rebuilt["system"], rebuilt["tools"]) == (call["system"], call["tools"])
+            assert rebuilt["params"] == call["params"]
+        assert req.headers["x-claude-code-session-id"] == req.session
+        assert "claude-code-20250219" in req.headers["anthropic-beta"]
+    rules = [rule for _w, rule, _t in report.decisions]
+    assert rules.count("new-session") == 2  # the main conversation and the sub-agent
+    assert "tool-errors" in rules and "resume" not in rules
+    after = rules[[c["compaction"] for c in sent].index(True) + 1]
+    assert after.startswith("turn-")  # the prompt after the compaction, on its state
+    assert len({r.session for r in requests}) == 1
+
+
+def test_a_transcript_without_recorded_requests_rebuilds_the_conversation() -> None:
+    """Claude Code 2.1.197 records no requests: each reply is a request on the conversation
+    before it (the messages kept after the compaction's summary included), with a stand-in
+    envelope sized from the recorded input."""
+    _sent, requests, _report = match("2.1.197", "loose")
+    for req in requests:
+        assert req.body is not None and req.reported is not None
+        assert req.shape.agent == "claude-code"
+        # the stand-in envelope makes the estimate close to what was recorded
+        assert abs(req.token_scale - 1) < 0.05, (req.where, req.token_scale)
+    assert len({r.session for r in requests}) == len({r.session for r in requests if r.t}) == 1
+
+
+def test_replay_reads_a_projects_directory_from_the_cli(tmp_path: Path) -> None:
+    done = run("replay", str(FIXTURES / "2.1.332" / "projects"), "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["sessions"] == 1 and report["skipped"] == {}
+    assert report["requests"] == len(json.loads((FIXTURES / "2.1.332" / "sent.json").read_text()))
+
+
+# -- the rules on small transcripts ---------------------------------------------------------
+def line(kind: str, uuid: str, parent: str | None, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "uuid": uuid,
+        "parentUuid": parent,
+        "sessionId": SESSION,
+        "timestamp": f"2026-11-20T10:00:{int(uuid[1:]):02d}.000Z",
+        "isSidechain": False,
+        **fields,
+    }
+
+
+def reply(
+    uuid: str, parent: str, msg: str, block: dict[str, Any], output: int, **extra: Any
+) -> Any:
+    usage = {"input_tokens": 3, "cache_creation_input_tokens": 4000, "output_tokens": output}
+    message = {"id": msg, "role": "assistant", "model": "claude-opus-4-6", "content": [block]}
+    return line("assistant", uuid, parent, message={**message, "usage": usage}, **extra)
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_one_reply_written_as_several_lines_is_one_request_with_the_final_usage(
+    tmp_path: Path,
+) -> None:
+    records = [
+        line("user", "u01", None, message={"role": "user", "content": "Fix the flaky test"}),
+        reply("u02", "u01", "msg_a", {"type": "text", "text": "Looking."}, 1),
+        reply("u03", "u02", "msg_a", {"type": "tool_use", "id": "t1", "name": "Bash"}, 57),
+        line(
+            "user",
+            "u04",
+            "u03",
+            message={
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
+            },
+        ),
+        reply("u05", "u04", "msg_b", {"type": "text", "text": "Fixed."}, 9),
+        # an API error Claude Code wrote as the assistant: no model call
+        line(
+            "assistant",
+            "u06",
+            "u05",
+            isApiErrorMessage=True,
+            message={"role": "assistant", "model": "<synthetic>", "content": []},
+        ),
+        {"type": "summary", "summary": "Flaky test", "leafUuid": "u05"},
+    ]
+    path = write(tmp_path / "p" / f"{SESSION}.jsonl", records)
+    skipped: Counter[str] = Counter()
+    first, second = load_requests(path.parent, skipped=skipped)
+    assert skipped == Counter({"refused or failed (an API error in the transcript)": 1})
+    assert first.output_tokens == 57 and second.output_tokens == 9
+    assert first.session == second.session == SESSION
+    assert first.shape.kind == "turn" and second.shape.kind == "continuation"
+    assert second.body is not None
+    assistant = second.body["messages"][1]
+    assert [b["type"] for b in assistant["content"]] == ["text", "tool_use"]  # one message
+    assert second.body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert first.model == "claude-opus-4-6"
+    assert replay_as_auto([first, second], settings()) == Counter({"claude-opus-4-6": 2})
+
+
+def recorded_transcript() -> list[dict[str, Any]]:
+    prompt = {"role": "user", "content": [{"type": "text", "text": "Rename x to count"}]}
+    answer = {"role": "assistant", "content": [{"type": "text", "text": "Done."}]}
+    shape = {"system": [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI"}]}
+    params = {"model": "claude-opus-4-6", "max_tokens": 32000, "betas": ["claude-code-20250219"]}
+    return [
+        {"type": "api-request-shape", "sessionId": SESSION, "shapeHash": "s1", "shape": shape},
+        {"type": "api-request-blob", "sessionId": SESSION, "hash": "h1", "message": prompt},
+        {
+            "type": "api-request",
+            "sessionId": SESSION,
+            "id": "r1",
+            "timestamp": "2026-11-20T10:00:01.000Z",
+            "params": params,
+            "shapeHash": "s1",
+            "keep": 0,
+            "tail": ["h1"],
+            "cacheControl": [
+                {"path": ["messages", 0, "content", 0], "value": {"type": "ephemeral"}}
+            ],
+        },
+        {
+            "type": "api-request",
+            "sessionId": SESSION,
+            "id": "r2",
+            "timestamp": "2026-11-20T10:00:05.000Z",
+            "params": params,
+            "shapeHash": "s1",
+            "base": "r1",
+            "keep": 1,
+            "tail": [transcripts.digest(answer), "h1"],
+            "cacheControl": [],
+        },
+        line("assistant", "u09", None, requestRef="r2", message={**answer, "model": "m"}),
+    ]
+
+
+def test_a_recorded_request_names_its_messages_by_hash(tmp_path: Path) -> None:
+    path = write(tmp_path / f"{SESSION}.jsonl", recorded_transcript())
+    first, second = load_requests(path)
+    assert first.body is not None and second.body is not None
+    assert first.body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert second.body["messages"][0] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "Rename x to count"}],
+    }  # the breakpoint of the first request is not carried over
+    assert second.body["messages"][1]["content"][0]["text"] == "Done."  # from the reply's line
+    assert second.t - first.t == 4.0 and first.reported is None  # the first one's reply: cut off
+    assert first.headers["anthropic-beta"] == "claude-code-20250219"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda r: r[3].update(base="r0"), "its base request r0 is not in the transcript"),
+        (lambda r: r[3].update(keep=5), "keep=5 but its base request had 1 messages"),
+        (lambda r: r[3]["tail"].append("h9"), "message h9… is not in the transcript"),
+        (lambda r: r[3].update(shapeHash="s9"), "its envelope (api-request-shape) is not"),
+        (
+            lambda r: r[3].update(cacheControl=[{"path": ["messages", 7], "value": {}}]),
+            "a cache breakpoint at ['messages', 7], which the request does not have",
+        ),
+    ],
+)
+def test_a_recorded_request_the_transcript_cannot_rebuild_is_skipped_with_the_reason(
+    tmp_path: Path, change: Any, reason: str
+) -> None:
+    records = recorded_transcript()
+    change(records)
+    skipped: Counter[str] = Counter()
+    requests = load_requests(write(tmp_path / f"{SESSION}.jsonl", records), skipped=skipped)
+    assert len(requests) == 1
+    ((why, count),) = skipped.items()
+    assert why.startswith(reason) and count == 1
+
+
+def test_a_directory_of_transcripts_is_walked_with_its_sub_agents(tmp_path: Path) -> None:
+    """~/.claude/projects/<project>/<session>.jsonl and <session>/subagents/agent-<id>.jsonl
+    (gzip too); a sub-agent's .meta.json is not a trace."""
+    main = recorded_transcript()
+    sub = copy.deepcopy(main)
+    for record in sub:
+        record["agentId"] = "a1"
+    sub[2]["id"], sub[3]["id"], sub[3]["base"] = "s-r1", "s-r2", "s-r1"
+    sub[-1]["requestRef"] = "s-r2"
+    project = tmp_path / "projects" / "-home-u-repo"
+    write(project / f"{SESSION}.jsonl", main)
+    agent = write(project / SESSION / "subagents" / "agent-a1.jsonl", sub)
+    agent.with_name("agent-a1.jsonl.gz").write_bytes(gzip.compress(agent.read_bytes()))
+    agent.unlink()
+    (agent.parent / "agent-a1.meta.json").write_text('{"agentType": "Explore"}')
+    requests = load_requests(tmp_path / "projects")
+    assert len(requests) == 4 and {r.session for r in requests} == {SESSION}
+    assert sum("agent-a1.jsonl.gz" in r.where for r in requests) == 2
