@@ -52,7 +52,11 @@ def _fail(exc: TierwiseError) -> typer.Exit:
 def replay(
     path: Annotated[
         Path | None,
-        typer.Argument(help="JSON lines of requests or a compact session trace (.gz too)."),
+        typer.Argument(
+            help="A trace file or directory (read with its subdirectories): JSON lines of "
+            "requests, a compact session trace, captured exchanges (claude-trace, HAR), or "
+            "Claude Code's session transcripts (~/.claude/projects); .gz too."
+        ),
     ] = None,
     from_ledger: Annotated[
         bool,

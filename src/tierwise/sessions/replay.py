@@ -38,6 +38,10 @@ Inputs (:func:`load_requests`; files, JSON documents and directories are read by
   recorder write them (:func:`~tierwise.sessions.traces.exchange`): the reply's usage and
   stop reason are read from the JSON reply or the recorded event stream; calls that are not
   Messages requests and attempts the upstream refused are skipped and counted.
+* **Claude Code's session transcripts** (``~/.claude/projects/<project>/<session>.jsonl``, its
+  sub-agents' in ``<session>/subagents/``): each model call rebuilt, exactly where Claude
+  Code recorded the request (2.1.3xx), else from the conversation, and each compaction's
+  summary request rebuilt from its record (:mod:`~tierwise.sessions.transcripts`).
 * **compact traces** (what tests/sessions_corpus.py writes): ``{"type": "envelope", "id",
   "system", "tools"}`` lines define shared envelopes, and ``{"type": "request", "session",
   "t", "thread", "envelope", "params", "keep", "append", "headers", "response"}`` lines give

@@ -79,7 +79,8 @@ def is_transcript(records: list[tuple[str, Any]]) -> bool:
     """Whether a file's records are a Claude Code session transcript."""
     return any(
         isinstance(obj, dict)
-        and obj.get("type") in _KNOWN
+        and isinstance(obj.get("type"), str)
+        and obj["type"] in _KNOWN
         and isinstance(obj.get("sessionId"), str)
         for _where, obj in records
     )
@@ -280,7 +281,7 @@ class _Transcript:
             ]
             if not before:
                 continue
-            summary = summaries.get(boundary.get("uuid"))
+            summary = summaries.get(str(boundary.get("uuid")))
             text = _text(summary["message"].get("content")) if summary is not None else ""
             previous = before[-1]
             assert isinstance(previous.line, dict)  # as filtered above
@@ -441,9 +442,9 @@ def _join(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     last_reply: Any = None
     for obj in chain:
-        if obj.get("isApiErrorMessage"):
+        message = obj.get("message")
+        if obj.get("isApiErrorMessage") or not isinstance(message, dict):
             continue
-        message = obj["message"]
         role = "assistant" if obj.get("type") == "assistant" else "user"
         blocks = [b for b in _blocks(message.get("content")) if b.get("type") not in _NOT_SENT]
         reply = message.get("id") if role == "assistant" else None
