@@ -257,3 +257,18 @@ def test_a_directory_of_transcripts_is_walked_with_its_sub_agents(tmp_path: Path
     requests = load_requests(tmp_path / "projects")
     assert len(requests) == 4 and {r.session for r in requests} == {SESSION}
     assert sum("agent-a1.jsonl.gz" in r.where for r in requests) == 2
+
+
+def test_malformed_transcript_lines_are_passed_over_not_a_crash(tmp_path: Path) -> None:
+    """Lines whose fields have the wrong types (found by fuzzing the fixtures) are not model
+    calls and not conversation: the rest of the transcript replays."""
+    records = [
+        line("user", "u01", None, message={"role": "user", "content": "Fix the flaky test"}),
+        {**line("user", "u02", "u01", message="not a message"), "type": ["user"]},
+        line("assistant", "u03", "u01", message="not a message"),
+        reply("u04", "u01", "msg_a", {"type": "text", "text": "Looking."}, 5),
+        {"type": "system", "subtype": "compact_boundary", "uuid": ["u05"], "sessionId": SESSION},
+    ]
+    (req,) = load_requests(write(tmp_path / f"{SESSION}.jsonl", records))
+    assert req.body is not None and req.output_tokens == 5
+    assert req.body["messages"][0]["content"][0]["text"] == "Fix the flaky test"

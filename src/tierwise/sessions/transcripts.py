@@ -138,7 +138,8 @@ class _Transcript:
             elif kind == "api-request":
                 self.api_requests.append((pos, where, obj))
             elif kind == "system" and obj.get("subtype") == "compact_boundary":
-                self.boundaries.append((pos, where, obj))
+                if isinstance(uuid, str):
+                    self.boundaries.append((pos, where, obj))
                 meta = obj.get("compactMetadata")
                 kept = meta.get("preservedSegment") if isinstance(meta, dict) else None
                 if isinstance(kept, dict) and isinstance(kept.get("anchorUuid"), str):
