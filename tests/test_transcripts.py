@@ -81,6 +81,7 @@ def test_a_transcript_without_recorded_requests_rebuilds_the_conversation() -> N
     for req in requests:
         assert req.body is not None and req.reported is not None
         assert req.shape.agent == "claude-code"
+        assert req.rebuilt in (transcripts.FROM_CONVERSATION, transcripts.COMPACTION)
         # the stand-in envelope makes the estimate close to what was recorded
         assert abs(req.token_scale - 1) < 0.05, (req.where, req.token_scale)
     assert len({r.session for r in requests}) == len({r.session for r in requests if r.t}) == 1
@@ -91,6 +92,7 @@ def test_replay_reads_a_projects_directory_from_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["sessions"] == 1 and report["skipped"] == {}
+    assert report["rebuilt"] == {transcripts.COMPACTION: 1}
     assert report["requests"] == len(json.loads((FIXTURES / "2.1.332" / "sent.json").read_text()))
 
 

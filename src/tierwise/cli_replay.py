@@ -135,7 +135,13 @@ def replay(
         report = asyncio.run(Replayer(settings, decide=decide).run(requests))
     except TierwiseError as exc:
         raise _fail(exc) from exc
-    data = {**report.as_json(), "replayed_as_auto": dict(routed), "skipped": dict(skipped)}
+    rebuilt = Counter(r.rebuilt for r in requests if r.rebuilt)
+    data = {
+        **report.as_json(),
+        "replayed_as_auto": dict(routed),
+        "skipped": dict(skipped),
+        "rebuilt": dict(rebuilt),
+    }
     if as_json:
         sys.stdout.write(json.dumps({"source": source, **data}, indent=2) + "\n")
         return
@@ -151,6 +157,9 @@ def replay(
     if skipped:
         left = ", ".join(f"{n} {why}" for why, n in skipped.most_common())
         out.print(f"left out of the trace: {left}", highlight=False, markup=False)
+    if rebuilt:
+        how = ", ".join(f"{n} {why}" for why, n in rebuilt.most_common())
+        out.print(f"not recorded as sent, rebuilt: {how}", highlight=False, markup=False)
 
 
 def label_oracle(settings: Any, requests: list[Any]) -> Any:

@@ -227,6 +227,7 @@ class TraceRequest:
     label: str | None = None  # a corpus label (the tier the generator meant), if any
     thread: str = ""
     as_auto: bool = False  # replay as if the client had asked for ``auto`` (see replay_as_auto)
+    rebuilt: str | None = None  # how, when the trace did not record the request as sent
 
     @property
     def routed_model(self) -> str:
@@ -422,6 +423,7 @@ def _request(
         reported=reported,
         label=obj.get("label"),
         thread=f"{session}/{obj.get('thread', shape.thread_fp)}",
+        rebuilt=str(obj["rebuilt"]) if obj.get("rebuilt") else None,
     )
 
 

@@ -70,6 +70,9 @@ _STAND_IN = "(the system prompt and tools, not recorded in the transcript) "
 _IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
 _SUB_AGENT_IDENTITY = "You are an agent for Claude Code, Anthropic's official CLI for Claude."
 DEFAULT_MAX_TOKENS = 32_000
+# How a request line was rebuilt, when not exactly as recorded (``"rebuilt"`` in the line)
+FROM_CONVERSATION = "from the conversation, with a stand-in system prompt and tools"
+COMPACTION = "a compaction's summary request, from the compaction's record"
 _NOT_SENT = frozenset({"thinking", "redacted_thinking"})
 
 Line = tuple[str, dict[str, Any] | str]  # (where, request line) or (where, why it is skipped)
@@ -260,6 +263,8 @@ class _Transcript:
                 "timestamp": (chain[-1] if chain else first).get("timestamp"),
             }
             line = _line(body, _headers(request, None), request, lines)
+            if isinstance(line, dict):
+                line["rebuilt"] = FROM_CONVERSATION
             yield _Call(pos, where, line, _reply(lines), sidechain)
 
     def with_compactions(self, calls: list[_Call]) -> list[_Call]:
@@ -391,6 +396,7 @@ def _compaction(
     if _int(meta.get("preTokens")) > 0:
         usage["input_tokens"] = _int(meta.get("preTokens"))
     line["response"] = {"usage": usage, "stop_reason": "end_turn"}
+    line["rebuilt"] = COMPACTION
     return line
 
 
