@@ -300,34 +300,27 @@ class _Transcript:
         """The lines from ``parent`` back to the conversation's root, oldest first. After a
         compaction's summary come the messages it kept verbatim (``preservedSegment``)."""
         out: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        while isinstance(parent, str) and parent not in seen and len(out) < MAX_CHAIN:
-            seen.add(parent)
-            obj = self.by_uuid.get(parent)
-            if obj is None:
-                break
-            kept = self.preserved.get(parent)
+        for obj in self._walk(parent):
+            kept = self.preserved.get(str(obj.get("uuid")))
             if kept is not None:
-                out.extend(self._segment(kept.get("tailUuid"), kept.get("headUuid")))
+                out.extend(self._walk(kept.get("tailUuid"), kept.get("headUuid")))
             out.append(obj)
-            parent = obj.get("parentUuid")
         out.reverse()
         return out
 
-    def _segment(self, tail: Any, head: Any) -> list[dict[str, Any]]:
-        """The lines from ``tail`` back to ``head``, newest first."""
-        out: list[dict[str, Any]] = []
+    def _walk(self, start: Any, stop: Any = None) -> Iterator[dict[str, Any]]:
+        """The lines from ``start`` back through their parents (newest first), to ``stop``
+        or the root; a cycle or a missing line ends the walk."""
         seen: set[str] = set()
-        while isinstance(tail, str) and tail not in seen and len(out) < MAX_CHAIN:
-            seen.add(tail)
-            obj = self.by_uuid.get(tail)
+        while isinstance(start, str) and start not in seen and len(seen) < MAX_CHAIN:
+            seen.add(start)
+            obj = self.by_uuid.get(start)
             if obj is None:
-                break
-            out.append(obj)
-            if tail == head:
-                break
-            tail = obj.get("parentUuid")
-        return out
+                return
+            yield obj
+            if start == stop:
+                return
+            start = obj.get("parentUuid")
 
 
 # -- helpers -------------------------------------------------------------------------------
