@@ -274,3 +274,38 @@ def test_malformed_transcript_lines_are_passed_over_not_a_crash(tmp_path: Path) 
     (req,) = load_requests(write(tmp_path / f"{SESSION}.jsonl", records))
     assert req.body is not None and req.output_tokens == 5
     assert req.body["messages"][0]["content"][0]["text"] == "Fix the flaky test"
+
+
+def test_an_earlier_transcripts_sidechain_is_the_sub_agents_own_thread(tmp_path: Path) -> None:
+    """Claude Code 1.x wrote a sub-agent's lines into the session's own file (``isSidechain``),
+    starting from the task the main loop gave it: its requests are a thread of their own in the
+    session, under a sub-agent's stand-in prompt."""
+    task = {"type": "tool_use", "id": "t1", "name": "Task", "input": {"prompt": "Find the bug"}}
+    records = [
+        line("user", "u01", None, message={"role": "user", "content": "Why does login fail?"}),
+        reply("u02", "u01", "msg_a", task, 30),
+        {
+            **line("user", "u03", None, message={"role": "user", "content": "Find the bug"}),
+            "isSidechain": True,
+        },
+        {
+            **reply("u04", "u03", "msg_b", {"type": "text", "text": "In auth.py."}, 20),
+            "isSidechain": True,
+        },
+        line(
+            "user",
+            "u05",
+            "u02",
+            message={
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "In auth.py."}],
+            },
+        ),
+        reply("u06", "u05", "msg_c", {"type": "text", "text": "Fixed the token check."}, 40),
+    ]
+    main, sub, after = load_requests(write(tmp_path / f"{SESSION}.jsonl", records))
+    assert main.thread == after.thread != sub.thread
+    assert main.session == sub.session == after.session
+    assert sub.body is not None and "agent for Claude Code" in sub.body["system"][0]["text"]
+    assert after.shape.kind == "continuation"
+    assert sub.shape.classify_input.prompt == "Find the bug"
