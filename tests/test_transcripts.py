@@ -309,3 +309,22 @@ def test_an_earlier_transcripts_sidechain_is_the_sub_agents_own_thread(tmp_path:
     assert sub.body is not None and "agent for Claude Code" in sub.body["system"][0]["text"]
     assert after.shape.kind == "continuation"
     assert sub.shape.classify_input.prompt == "Find the bug"
+
+
+def test_a_session_continued_across_an_update_replays_both_kinds_of_record(
+    tmp_path: Path,
+) -> None:
+    """Claude Code updates itself; ``--continue`` after an update appends to the same file. The
+    replies the earlier version wrote are rebuilt from the conversation, the later version's
+    recorded requests exactly."""
+    (earlier,) = (FIXTURES / "2.1.197" / "projects").glob("*/*.jsonl.gz")
+    lines = [json.loads(x) for x in gzip.decompress(earlier.read_bytes()).splitlines() if x]
+    session = lines[-1]["sessionId"]
+    later = recorded_transcript()
+    for record in later:
+        record["sessionId"] = session
+    alone = load_requests(write(tmp_path / "a" / "s.jsonl", lines))
+    both = load_requests(write(tmp_path / "b" / "s.jsonl", lines + later))
+    assert len(both) == len(alone) + 2
+    assert [r.rebuilt for r in both[-2:]] == [None, None]  # recorded as sent
+    assert {r.rebuilt for r in both[:-2]} == {transcripts.FROM_CONVERSATION, transcripts.COMPACTION}

@@ -28,11 +28,13 @@ in form from what was sent: a message's text as a string or as one text block (t
 them alike). A request whose base, envelope or messages the file does not hold is skipped,
 with the reason.
 
-**From the conversation** (earlier versions, which record no requests): each reply of the
-model (the assistant lines sharing a ``message.id``) is one request, whose messages are the
-conversation up to it: the lines from the reply's parent back to the root (``parentUuid``),
-user lines joined into one message while they follow each other, and an assistant reply's
-lines into one. The system prompt and tools are not in such a transcript. A stand-in system
+**From the conversation** (earlier versions, which record no requests; a session continued
+after an update has both kinds of record): each reply of the model (the assistant lines
+sharing a ``message.id``) is one request, whose messages are the conversation up to it: the
+lines from the reply's parent back to the root (``parentUuid``), the messages a compaction
+kept verbatim after its summary, user lines joined into one message while they follow each
+other, and an assistant reply's lines into one. Thinking blocks are left out (those versions
+do not send them back). The system prompt and tools are not in such a transcript. A stand-in system
 prompt names Claude Code (its sub-agent, for a sidechain) and holds the unrecorded envelope's
 size: the first reply's recorded input less its messages' estimate. The stand-in tools are
 the ones the session used. The reminders Claude Code adds to a user turn are missing as well.
@@ -93,8 +95,8 @@ def requests(records: list[tuple[str, Any]]) -> Iterator[Line]:
     """The request lines of one transcript file, in the order they were sent (or the reason
     each one is skipped), with each compaction's summary request rebuilt."""
     transcript = _Transcript(records)
-    made = transcript.recorded() if transcript.api_requests else transcript.conversation()
-    for call in transcript.with_compactions(list(made)):
+    made = sorted([*transcript.recorded(), *transcript.conversation()], key=lambda c: c.pos)
+    for call in transcript.with_compactions(made):
         yield call.where, call.line
 
 
@@ -219,8 +221,14 @@ class _Transcript:
 
     # -- from the conversation lines -------------------------------------------------------
     def conversation(self) -> Iterator[_Call]:
+        """The replies whose request is not recorded (all of them before 2.1.3xx; a session
+        continued across an update has both kinds), each rebuilt from the conversation."""
         replies: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
+        recorded = {str(r.get("id")) for _p, _w, r in self.api_requests}
         for pos, where, obj in self.lines:
+            ref = obj.get("requestRef")
+            if isinstance(ref, str) and ref in recorded:
+                continue  # its request is recorded (see recorded())
             if obj.get("type") == "assistant" and not _synthetic(obj):
                 message = obj["message"]
                 key = message.get("id") or obj.get("requestId") or obj.get("uuid")
