@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -116,6 +117,61 @@ def test_a_known_agent_is_recognised_by_its_headers_when_its_prompt_is_new() -> 
     # an unknown system prompt is the caller's, and stays visible to the classifier
     assert shape.classify_input.system == "A brand new system prompt."
     assert analyse(body).agent is None
+
+
+ENVELOPES = Path(__file__).parent / "data" / "claude_code"
+
+
+@pytest.mark.parametrize("version", ["2.1.197", "2.1.332"])
+def test_the_recorded_cli_envelopes_leave_only_the_users_words(version: str) -> None:
+    """The real CLI's first request: its system prompt (billing header, identity line, main
+    prompt) and its reminders are the envelope; the classifier reads the prompt alone, with
+    no system text. 2.1.332's main prompt opens differently from 2.1.197's."""
+    (path,) = (ENVELOPES / version).glob("*-plain-main.json")
+    envelope = json.loads(path.read_text())["request"]
+    shape = analyse(envelope["body"], dict(envelope["headers"]))
+    assert shape.classify_input.prompt == "What is 2+2? Answer with one number."
+    assert shape.classify_input.system == ""
+    assert shape.classify_input.context_tokens < 30
+
+
+def test_the_block_after_the_agents_identity_line_is_its_prompt_when_long() -> None:
+    """A version that rewrites its main prompt's opening is still recognised: a long block
+    right after the identity line is the agent's. A short one is the caller's own system text
+    (``claude --system-prompt``), which the classifier reads."""
+    body = claude_code_body("hi")
+    identity = {
+        "type": "text",
+        "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+    }
+    rewritten = "\nYou are a new kind of agent. " + "Follow the harness rules. " * 100
+    body["system"] = [identity, {"type": "text", "text": rewritten}]
+    assert analyse(body).classify_input.system == ""
+    body["system"] = [identity, {"type": "text", "text": "You are a pirate. Answer in rhyme."}]
+    assert analyse(body).classify_input.system == "You are a pirate. Answer in rhyme."
+    body["system"] = [
+        {"type": "text", "text": "Preface. " * 10},
+        {"type": "text", "text": rewritten},
+    ]
+    assert analyse(body, CC_HEADERS).classify_input.system != ""  # not after the identity
+
+
+def test_a_task_notification_is_the_agents_not_a_turn() -> None:
+    """Claude Code tells the model that a background sub-agent finished with a
+    <task-notification> message (2.1.332 wraps it in a reminder; a transcript holds it bare):
+    either way the loop goes on, no human decided anything."""
+    body = claude_code_body("Look into notes.txt with a sub-agent")
+    body["messages"] += [
+        {"role": "assistant", "content": [{"type": "text", "text": "Delegated."}]},
+        {
+            "role": "user",
+            "content": "<task-notification>\n<task-id>a1</task-id>\n<status>completed</status>\n"
+            "<result>The word is pelican.</result>\n</task-notification>",
+        },
+    ]
+    shape = analyse(body)
+    assert shape.kind == "continuation"
+    assert shape.classify_input.prompt == "Look into notes.txt with a sub-agent"
 
 
 def test_injected_blocks_and_interruptions_are_not_the_users_words() -> None:

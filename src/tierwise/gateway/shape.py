@@ -127,6 +127,7 @@ def _client_turn(value: Any) -> ClientTurn | None:
 # UserPromptSubmit hook's output; what an IDE extension adds about the open file.
 INJECTED_TAGS = (
     "system-reminder",
+    "task-notification",  # Claude Code: a background task (a sub-agent) finished
     "local-command-caveat",
     "local-command-stdout",
     "local-command-stderr",
@@ -154,18 +155,28 @@ _CAVEAT_TEXT = re.compile(re.escape(_CAVEAT) + r"[^\n]*")
 _WRAPPED = re.compile(r"<([A-Za-z][\w-]{0,40})>.{200,}?</\1>", re.DOTALL)
 
 
+# An agent's main prompt is kilobytes long; a caller's own short system text after the
+# agent's identity line (Claude Code's --system-prompt) stays the caller's.
+AGENT_PROMPT_MIN_CHARS = 1_500
+MAX_IDENTITY_CHARS = 200
+
+
 @dataclass(frozen=True, slots=True)
 class Agent:
     """A client whose envelope tierwise recognises.
 
     ``system_prefixes``: system blocks starting with one of these are the agent's own prompt
-    (leading whitespace ignored). ``user_agents`` / ``headers`` / ``betas``: request headers
-    that identify the agent. The agent is recognised by its system prompt, else by those
-    headers (then only system blocks with a known opening count as its prompt).
+    (leading whitespace ignored). ``identities``: the agent's one-line identity blocks; the
+    block right after one is the agent's main prompt too when it is at least
+    ``AGENT_PROMPT_MIN_CHARS`` long, whatever its opening (each version rewrites it).
+    ``user_agents`` / ``headers`` / ``betas``: request headers that identify the agent. The
+    agent is recognised by its system prompt, else by those headers (then only system blocks
+    with a known opening count as its prompt).
     """
 
     name: str
     system_prefixes: tuple[str, ...]
+    identities: tuple[str, ...] = ()
     user_agents: tuple[str, ...] = ()
     headers: tuple[str, ...] = ()
     betas: tuple[str, ...] = ()
@@ -191,10 +202,15 @@ AGENTS: tuple[Agent, ...] = (
             "You are Claude Code, Anthropic's official CLI for Claude",
             "You are a Claude agent, built on Anthropic's Claude Agent SDK",
             "You are an interactive agent that helps users with software engineering tasks",
+            "You are an agent working with the user toward their goals",  # 2.1.3xx
             "You are an interactive CLI tool that helps users",
             "You are an agent for Claude Code",
             # its compaction requests' own system prompt, in versions before 2.1
             "You are a helpful AI assistant tasked with summarizing conversations",
+        ),
+        identities=(
+            "You are Claude Code, Anthropic's official CLI for Claude",
+            "You are a Claude agent, built on Anthropic's Claude Agent SDK",
         ),
         user_agents=("claude-cli/",),
         headers=("x-claude-code-session-id",),
@@ -752,10 +768,15 @@ class _Walk:
             self._step(t, b"T%d:" % len(raw) + raw[:64] + b"\x00" + raw[-64:], group[-1])
 
     def system(self, blocks: list[Any], texts: list[str | None]) -> None:
-        prefixes = self.agent.system_prefixes if self.agent is not None else ()
+        agent = self.agent
+        prefixes = agent.system_prefixes if agent is not None else ()
+        after_identity = False
         for block, text in zip(blocks, texts, strict=True):
             t = len(text) // 4 if isinstance(text, str) else _json_tokens(block)
-            if isinstance(text, str) and any(text.lstrip().startswith(p) for p in prefixes):
+            if isinstance(text, str) and (
+                any(text.lstrip().startswith(p) for p in prefixes)
+                or (after_identity and len(text) >= AGENT_PROMPT_MIN_CHARS)
+            ):
                 self.envelope += t
             elif isinstance(text, str):
                 stripped = strip_injected(text)
@@ -763,6 +784,12 @@ class _Walk:
                     self.kept_system.append(stripped)
                 self.envelope += t - len(stripped) // 4
             self._step(t, b"S", block)
+            after_identity = (
+                agent is not None
+                and isinstance(text, str)
+                and len(text) <= MAX_IDENTITY_CHARS
+                and text.lstrip().startswith(agent.identities)
+            )
 
     def _content_block(self, block: Any, system_role: bool) -> tuple[int, str]:
         """(tokens, kind) of one message block; injected text counts as envelope."""
