@@ -328,3 +328,23 @@ def test_a_session_continued_across_an_update_replays_both_kinds_of_record(
     assert len(both) == len(alone) + 2
     assert [r.rebuilt for r in both[-2:]] == [None, None]  # recorded as sent
     assert {r.rebuilt for r in both[:-2]} == {transcripts.FROM_CONVERSATION, transcripts.COMPACTION}
+
+
+def test_without_its_recorded_requests_a_new_transcript_rebuilds_from_the_conversation(
+    tmp_path: Path,
+) -> None:
+    """The conversation path on 2.1.332's lines (its api-request records taken out): the
+    same calls, as far as the conversation holds them (parallel tool calls included), the
+    `auto` each asked for (``requestedModel``), and the gateway's rule and tier for each."""
+    projects = FIXTURES / "2.1.332" / "projects"
+    recorded = ("api-request", "api-request-blob", "api-request-shape")
+    for path in projects.rglob("*.jsonl.gz"):
+        lines = [json.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines() if x]
+        kept = [x for x in lines if x.get("type") not in recorded]
+        write(tmp_path / path.relative_to(projects).with_suffix(""), kept)
+    sent = json.loads((FIXTURES / "2.1.332" / "sent.json").read_text())
+    requests = load_requests(tmp_path)
+    assert {r.model for r in requests} == {"auto"}
+    s = settings()
+    report = asyncio.run(Replayer(s, decide=Router(s).decide).run(requests))
+    pair_calls(sent, requests, report.decisions, "loose")

@@ -1,9 +1,10 @@
 """One Claude Code session that exercises what a transcript records, and how a request rebuilt
 from a transcript is compared with what the CLI really sent.
 
-The session (:func:`run_session`), five ``claude -p`` runs continuing one session through the
-gateway: a Bash tool loop; a turn that delegates to a sub-agent (its own transcript file) and
-Claude Code's notification when the sub-agent finishes; ``/compact``; a prompt after the
+The session (:func:`run_session`), six ``claude -p`` runs continuing one session through the
+gateway: a Bash tool loop; two Read calls in one reply (their results in one message); a turn
+that delegates to a sub-agent (its own transcript file) and Claude Code's notification when the
+sub-agent finishes; ``/compact``; a prompt after the
 compaction (the summary, the messages kept verbatim, then the prompt); a tool loop where the
 model misuses Read until the loop escalates (``tool-errors``).
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from tests.clients.claude_rig import ClaudeCodeRig
 from tests.clients.recorder import Exchange
-from tests.clients.scripted_upstream import request_kind, user_text
+from tests.clients.scripted_upstream import request_kind, tool_results, user_text
 from tests.clients.test_claude_code import (
     delegate_to_a_sub_agent,
     misuse_read_four_times,
@@ -34,12 +35,26 @@ COMPACT_PREFIX = "CRITICAL: Respond with TEXT ONLY"
 SUB_AGENT = "You are an agent for Claude Code"
 
 
-def respond(body: dict[str, Any]) -> Mapping[str, Any] | None:
+def read_both(body: dict[str, Any], workdir: str) -> Mapping[str, Any] | None:
+    """Two Read calls in one reply (made in parallel), then an answer from both results."""
+    if request_kind(body) == "tool_result":
+        return {"reply_text": f"Read {len(tool_results(body))} files."}
+    read = "Read"
+    return {
+        "reply_text": "Reading both.",
+        "tool_use": {"name": read, "input": {"file_path": f"{workdir}/notes.txt"}},
+        "also": [{"name": read, "input": {"file_path": f"{workdir}/shout.txt"}}],
+    }
+
+
+def respond(body: dict[str, Any], workdir: str = "") -> Mapping[str, Any] | None:
     """The fake model's answer for each request of the session."""
     text = user_text(body)
     last = json.dumps((body.get("messages") or [])[-2:])
     if text.lstrip().startswith(COMPACT_PREFIX):
         return summarise_when_asked(body)
+    if "both files" in text or "Reading both." in last:
+        return read_both(body, workdir)
     if "with a sub-agent" in text or SUB_AGENT in json.dumps(body.get("system")):
         return delegate_to_a_sub_agent(body)
     if text.rstrip().endswith("Read notes.txt") or "tool_use_error" in last:
@@ -51,8 +66,9 @@ def respond(body: dict[str, Any]) -> Mapping[str, Any] | None:
 
 def run_session(rig: ClaudeCodeRig) -> None:
     (rig.workdir / "notes.txt").write_text("The secret word is pelican.\n")
-    rig.upstream.respond = respond
+    rig.upstream.respond = lambda body: respond(body, str(rig.workdir))
     rig.run("Shout what notes.txt says.", "--allowedTools", "Bash")
+    rig.run("Compare both files.", "--continue", "--allowedTools", "Read")
     rig.run("Look into notes.txt with a sub-agent.", "--continue", "--allowedTools", "Agent,Read")
     rig.run("/compact", "--continue")
     rig.run("And 3+3? Answer with one number.", "--continue")
@@ -76,8 +92,9 @@ def exact_messages(messages: list[Any]) -> list[Any]:
 
 def loose_messages(messages: list[Any]) -> list[Any]:
     """What a transcript without recorded requests holds of the messages: no ``role:
-    system`` messages, reminders, thinking blocks or cache breakpoints, text without trailing
-    whitespace, a run of user messages as one."""
+    system`` messages, reminders (nor a task notification, which Claude Code sends inside
+    one), thinking blocks or cache breakpoints, text without trailing whitespace, a run of user
+    messages as one."""
     out: list[dict[str, Any]] = []
     for message in messages:
         if message.get("role") == "system":
@@ -89,8 +106,8 @@ def loose_messages(messages: list[Any]) -> list[Any]:
             block = {k: v for k, v in sent.items() if k != "cache_control"}
             if block.get("type") == "text":
                 text = str(block.get("text", "")).rstrip()
-                if text.lstrip().startswith("<system-reminder>"):
-                    continue
+                if text.lstrip().startswith(("<system-reminder>", "<task-notification>")):
+                    continue  # reminders, and a notification (sent inside a reminder)
                 block["text"] = text
             content.append(block)
         if out and out[-1]["role"] == message["role"] == "user":

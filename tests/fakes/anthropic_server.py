@@ -29,7 +29,7 @@ import string
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -222,6 +222,7 @@ class _Script:
     stream_cut: bool = False
     disconnect: bool = False
     tool_use: dict[str, Any] | None = None
+    also: list[dict[str, Any]] = field(default_factory=list)  # parallel calls after tool_use
     event_delay_s: float = 0.0
     malformed_sse: bool = False
     early_error: bool = False
@@ -396,16 +397,17 @@ def _build_message(
         if text or stop_reason != "max_tokens":
             content.append({"type": "text", "text": text, "citations": None})
     if call is not None and stop_reason != "max_tokens":
-        content.append(
-            {
-                "type": "tool_use",
-                "id": call.get("id") or _new_id("toolu_"),
-                "name": call["name"],
-                "input": call.get("input", {}),
-            }
-        )
+        for each in [call, *(script.also if script is not None and not planned else [])]:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": each.get("id") or _new_id("toolu_"),
+                    "name": each["name"],
+                    "input": each.get("input", {}),
+                }
+            )
+            text_tokens += estimate_tokens(json.dumps(each.get("input", {})))
         stop_reason, stop_sequence = "tool_use", None
-        text_tokens += estimate_tokens(json.dumps(call.get("input", {})))
 
     if script is not None and script.stop_reason is not None:
         stop_reason, stop_sequence = script.stop_reason, None
@@ -652,6 +654,7 @@ class FakeAnthropic:
         stream_cut: bool = False,
         disconnect: bool = False,
         tool_use: Mapping[str, Any] | None = None,
+        also: list[Mapping[str, Any]] | None = None,
         event_delay_s: float = 0.0,
         malformed_sse: bool = False,
         early_error: bool = False,
@@ -666,7 +669,8 @@ class FakeAnthropic:
         Faults: `delay_s` waits before answering (a slow upstream); `stream_cut` ends a stream
         after a few deltas with neither an error event nor message_stop; `disconnect` drops the
         connection after the status line (a reset, as the client sees it); `tool_use`
-        ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use";
+        ({"name", "input", "id"?}) adds a tool_use block and stop_reason "tool_use" (`also`:
+        more tool_use blocks after it, calls made in parallel);
         `event_delay_s` sleeps between stream events; `malformed_sse` sends a content delta
         whose data is not JSON after the first content delta; `stop_reason` overrides the
         reply's (e.g. "refusal", "pause_turn", "model_context_window_exceeded"); `early_error`
@@ -699,6 +703,7 @@ class FakeAnthropic:
             stream_cut=stream_cut,
             disconnect=disconnect,
             tool_use=dict(tool_use) if tool_use is not None else None,
+            also=[dict(c) for c in also or ()],
             event_delay_s=event_delay_s,
             malformed_sse=malformed_sse,
             early_error=early_error,

@@ -67,6 +67,7 @@ from tierwise.sessions.traces import seconds
 _KNOWN = frozenset({"user", "assistant", "api-request", "api-request-blob", "api-request-shape"})
 SYNTHETIC = "<synthetic>"
 MAX_CHAIN = 200_000  # conversation lines followed back from one reply (a cycle guard)
+MAX_USER_RUN = 16  # user lines that follow each other, tried as one message
 MAX_STAND_IN_CHARS = 4 * 1024 * 1024
 _STAND_IN = "(the system prompt and tools, not recorded in the transcript) "
 _IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
@@ -129,6 +130,11 @@ class _Transcript:
         self._pool: dict[str, Any] | None = None
         # a compaction's summary line → the messages kept verbatim after it (head … tail)
         self.preserved: dict[str, dict[str, Any]] = {}
+        # each reply's lines, and the user lines holding results of its tool calls, by the
+        # reply (for the conversation path; see _siblings)
+        self._reply_lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._answers: dict[int, str] = {}  # id() of a user line of results → the reply
         for pos, (where, obj) in enumerate(records):
             if not isinstance(obj, dict):
                 continue
@@ -230,9 +236,7 @@ class _Transcript:
             if isinstance(ref, str) and ref in recorded:
                 continue  # its request is recorded (see recorded())
             if obj.get("type") == "assistant" and not _synthetic(obj):
-                message = obj["message"]
-                key = message.get("id") or obj.get("requestId") or obj.get("uuid")
-                replies[str(key)].append((pos, where, obj))
+                replies[_reply_key(obj)].append((pos, where, obj))
             elif obj.get("isApiErrorMessage"):
                 yield _Call(pos, where, "refused or failed (an API error in the transcript)")
         tools = sorted(
@@ -306,7 +310,10 @@ class _Transcript:
 
     def _chain(self, parent: Any) -> list[dict[str, Any]]:
         """The lines from ``parent`` back to the conversation's root, oldest first. After a
-        compaction's summary come the messages it kept verbatim (``preservedSegment``)."""
+        compaction's summary come the messages it kept verbatim (``preservedSegment``). A
+        reply that called tools in parallel is a branch per call (each result's parent is
+        its own call), so the chain holds one branch: the reply's other lines and the other
+        results are added where the reply and its results are (file order)."""
         out: list[dict[str, Any]] = []
         for obj in self._walk(parent):
             kept = self.preserved.get(str(obj.get("uuid")))
@@ -314,7 +321,50 @@ class _Transcript:
                 out.extend(self._walk(kept.get("tailUuid"), kept.get("headUuid")))
             out.append(obj)
         out.reverse()
+        return self._siblings(out)
+
+    def _siblings(self, chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self._reply_lines:
+            self._index_replies()
+        out: list[dict[str, Any]] = []
+        done: set[int] = set()
+        for obj in chain:
+            if id(obj) in done:
+                continue
+            group: list[dict[str, Any]] = [obj]
+            if obj.get("type") == "assistant":
+                group = self._reply_lines.get(_reply_key(obj), group)
+            else:
+                called = self._answers.get(id(obj))
+                if called is not None:
+                    group = self._results.get(called, group)
+            for line in group:
+                if id(line) not in done:
+                    done.add(id(line))
+                    out.append(line)
         return out
+
+    def _index_replies(self) -> None:
+        """Each reply's lines, and the user lines holding results of its tool calls."""
+        calls: dict[str, str] = {}  # tool_use id → the reply that made the call
+        for _pos, _where, obj in self.lines:
+            content = _blocks(obj["message"].get("content"))
+            if obj.get("type") == "assistant":
+                key = _reply_key(obj)
+                self._reply_lines[key].append(obj)
+                for block in content:
+                    if block.get("type") == "tool_use" and isinstance(block.get("id"), str):
+                        calls[block["id"]] = key
+                continue
+            answered = {
+                calls[str(b.get("tool_use_id"))]
+                for b in content
+                if b.get("type") == "tool_result" and str(b.get("tool_use_id")) in calls
+            }
+            if len(answered) == 1:
+                (key,) = answered
+                self._answers[id(obj)] = key
+                self._results[key].append(obj)
 
     def _walk(self, start: Any, stop: Any = None) -> Iterator[dict[str, Any]]:
         """The lines from ``start`` back through their parents (newest first), to ``stop``
@@ -405,6 +455,12 @@ def _text(content: Any) -> str:
     return "\n".join(str(b.get("text") or "") for b in _blocks(content) if b.get("type") == "text")
 
 
+def _reply_key(line: dict[str, Any]) -> str:
+    """The reply an assistant line belongs to (Claude Code writes a line per content block)."""
+    message = line["message"]
+    return str(message.get("id") or line.get("requestId") or line.get("uuid"))
+
+
 def _synthetic(line: dict[str, Any]) -> bool:
     message = line.get("message")
     model = message.get("model") if isinstance(message, dict) else None
@@ -425,9 +481,12 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
 
 def _line_messages(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Each message the conversation lines hold, in every form Claude Code may have hashed:
-    a user line's message (a prompt also as one text block), and an assistant reply with
-    its content blocks joined across its lines."""
+    a user line's message (a prompt also as one text block); user lines that follow each
+    other as one message (the results of tool calls made in parallel, one line each), for
+    every run of up to ``MAX_USER_RUN`` of them; and an assistant reply with its content
+    blocks joined across its lines."""
     replies: dict[str, list[Any]] = {}
+    run: list[list[Any]] = []  # the content blocks of the user lines since the last reply
     for obj in lines:
         message = obj["message"]
         content = message.get("content")
@@ -435,7 +494,11 @@ def _line_messages(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             yield {"role": "user", "content": content}
             if isinstance(content, str):
                 yield {"role": "user", "content": _blocks(content)}
+            run = [*run[1 - MAX_USER_RUN :], _blocks(content)] if run else [_blocks(content)]
+            for start in range(len(run) - 1):  # the runs that end with this line
+                yield {"role": "user", "content": [b for part in run[start:] for b in part]}
         elif not _synthetic(obj) and isinstance(content, list):
+            run = []
             replies.setdefault(str(message.get("id") or obj.get("uuid")), []).extend(content)
     for blocks in replies.values():
         yield {"role": "assistant", "content": blocks}
