@@ -1,8 +1,11 @@
-"""Reading recorded traffic for ``tierwise replay``: files, directories, captured exchanges.
+"""Reading recorded traffic for ``tierwise replay``: files, directories, captured exchanges,
+Claude Code's session transcripts.
 
 A trace is JSON lines (optionally gzip-compressed), a JSON document (one object or an array of
-objects, e.g. a ``.json`` file), or a directory of such files (read in name order). Each
-record is one of:
+objects, e.g. a ``.json`` file), or a directory of such files, read with its subdirectories in
+path order. A file of JSON lines that is a Claude Code session transcript
+(``~/.claude/projects/…``) is read as a whole by :mod:`tierwise.sessions.transcripts`: its
+records are the model calls rebuilt from it. Otherwise each record is one of:
 
 * a Messages request body, ``{"body": …}`` line or compact-trace line (see
   :mod:`tierwise.sessions.replay`);
@@ -109,7 +112,7 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
             yield from document
             return
     lines = list(_json_lines(path, raw))
-    from tierwise.sessions import transcripts
+    from tierwise.sessions import transcripts  # here: it imports this module
 
     if not transcripts.is_transcript(lines):
         yield from lines
