@@ -132,7 +132,7 @@ def test_the_recorded_cli_envelopes_leave_only_the_users_words(version: str) -> 
     shape = analyse(envelope["body"], dict(envelope["headers"]))
     assert shape.classify_input.prompt == "What is 2+2? Answer with one number."
     assert shape.classify_input.system == ""
-    assert shape.classify_input.context_tokens < 30
+    assert (shape.classify_input.context_tokens or 0) < 30
 
 
 def test_the_block_after_the_agents_identity_line_is_its_prompt_when_long() -> None:

@@ -198,7 +198,8 @@ def recorded_transcript() -> list[dict[str, Any]]:
             "tail": [transcripts.digest(answer), "h1"],
             "cacheControl": [],
         },
-        line("assistant", "u09", None, requestRef="r2", message={**answer, "model": "m"}),
+        line("assistant", "u08", None, requestRef="r1", message={**answer, "model": "m"}),
+        line("assistant", "u09", "u08", requestRef="r2", message={**answer, "model": "m"}),
     ]
 
 
@@ -212,8 +213,27 @@ def test_a_recorded_request_names_its_messages_by_hash(tmp_path: Path) -> None:
         "content": [{"type": "text", "text": "Rename x to count"}],
     }  # the breakpoint of the first request is not carried over
     assert second.body["messages"][1]["content"][0]["text"] == "Done."  # from the reply's line
-    assert second.t - first.t == 4.0 and first.reported is None  # the first one's reply: cut off
+    assert second.t - first.t == 4.0
     assert first.headers["anthropic-beta"] == "claude-code-20250219"
+
+
+def test_a_recorded_attempt_with_no_reply_is_not_a_billed_request(tmp_path: Path) -> None:
+    """Claude Code records every attempt of a request it retries; the ones that failed have
+    no reply (after the last, it writes an API error line of its own)."""
+    records = recorded_transcript()
+    retried = [{**records[3], "id": f"r2-{n}"} for n in range(3)]
+    error = line(
+        "assistant",
+        "u10",
+        "u09",
+        isApiErrorMessage=True,
+        message={"role": "assistant", "model": "<synthetic>", "content": []},
+    )
+    records = [*records, *retried, error]
+    skipped: Counter[str] = Counter()
+    requests = load_requests(write(tmp_path / f"{SESSION}.jsonl", records), skipped=skipped)
+    assert len(requests) == 2
+    assert skipped == Counter({transcripts.NO_REPLY: 3})
 
 
 @pytest.mark.parametrize(
@@ -249,7 +269,7 @@ def test_a_directory_of_transcripts_is_walked_with_its_sub_agents(tmp_path: Path
     for record in sub:
         record["agentId"] = "a1"
     sub[2]["id"], sub[3]["id"], sub[3]["base"] = "s-r1", "s-r2", "s-r1"
-    sub[-1]["requestRef"] = "s-r2"
+    sub[-2]["requestRef"], sub[-1]["requestRef"] = "s-r1", "s-r2"
     project = tmp_path / "projects" / "-home-u-repo"
     write(project / f"{SESSION}.jsonl", main)
     agent = write(project / SESSION / "subagents" / "agent-a1.jsonl", sub)

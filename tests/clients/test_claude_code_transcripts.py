@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from tests.clients.claude_rig import ClaudeCodeRig
 from tests.clients.scripted_upstream import request_kind
+from tests.clients.test_claude_code import answer_plainly
 from tests.clients.transcript_session import pair_calls, run_session, sent_request
 from tierwise import config
 from tierwise.router import Router
+from tierwise.sessions import transcripts
 from tierwise.sessions.replay import Replayer, load_requests
 
 
@@ -45,3 +49,26 @@ def test_the_sessions_transcript_replays_as_the_gateway_routed_it(
     report = asyncio.run(Replayer(settings, decide=Router(settings).decide).run(requests))
     paired = pair_calls(sent, requests, report.decisions, "exact")
     assert {r.session for r in paired} == {calls[0].header("x-claude-code-session-id")}
+
+
+def test_attempts_the_api_refused_are_not_replayed(claude_code: ClaudeCodeRig) -> None:
+    """The upstream refuses one prompt (400): Claude Code records each attempt it makes, then
+    an API error line of its own. None of them was billed, so none is replayed."""
+    rig = claude_code
+
+    def refuse(body: dict[str, Any]) -> Mapping[str, Any] | None:
+        if "Refuse this." in json.dumps(body.get("messages")):
+            return {"status": 400, "error_type": "invalid_request_error"}
+        answer: Mapping[str, Any] | None = answer_plainly("ok")(body)
+        return answer
+
+    rig.upstream.respond = refuse
+    rig.run("Hello there.")
+    failed = rig.run("Refuse this.", "--continue", check=False)
+    assert failed.returncode != 0
+    attempts = [e for e in failed.messages if e.status == 400]
+    assert attempts and all(e.status == 400 for e in failed.messages)
+    skipped: Counter[str] = Counter()
+    requests = load_requests(rig.home / ".claude" / "projects", skipped=skipped)
+    assert skipped == Counter({transcripts.NO_REPLY: len(attempts)})
+    assert len(requests) == len(rig.runs[0].messages)

@@ -43,8 +43,10 @@ Token counts are calibrated per request from the recorded usage, as for any trac
 Replies: Claude Code writes one assistant line per content block, each repeating the usage,
 with the final output count on the last. The reply's usage is that of its line with the most
 output tokens, and the stop reason that of its last line. An API error (a ``<synthetic>``
-reply) means the call was refused: it is skipped. A request with no reply recorded (cut off)
-is replayed with estimated usage.
+reply) means the call was refused: it is skipped. So is a recorded request with no reply:
+Claude Code records each attempt of a request it retries (the real CLI retried an
+``invalid_request_error`` six times, each its own ``api-request`` line with no reply, then
+wrote an "API Error" line of its own).
 
 Not in a transcript at all: the compaction's own summary request and the small fast model's
 side requests (session titles, command checks). A replay of transcripts covers the main loop
@@ -77,6 +79,7 @@ DEFAULT_MAX_TOKENS = 32_000
 FROM_CONVERSATION = "from the conversation, with a stand-in system prompt and tools"
 COMPACTION = "a compaction's summary request, from the compaction's record"
 _NOT_SENT = frozenset({"thinking", "redacted_thinking"})
+NO_REPLY = "no reply in the transcript (an attempt that failed, or was cut off)"
 
 Line = tuple[str, dict[str, Any] | str]  # (where, request line) or (where, why it is skipped)
 
@@ -186,6 +189,12 @@ class _Transcript:
                 yield _Call(pos, where, str(exc))
                 continue
             replies = self.replies.get(rid, [])
+            if not replies:
+                # Claude Code records a request before it is sent, and again for each attempt
+                # it retries; an attempt that failed has no reply (the session ends with an
+                # "API Error" line of Claude Code's own when they all did)
+                yield _Call(pos, where, NO_REPLY)
+                continue
             line = _line(body, _headers(request, betas), request, replies)
             sidechain = bool(request.get("agentId"))
             yield _Call(pos, where, line, _reply(replies), sidechain)
@@ -237,7 +246,8 @@ class _Transcript:
                 continue  # its request is recorded (see recorded())
             if obj.get("type") == "assistant" and not _synthetic(obj):
                 replies[_reply_key(obj)].append((pos, where, obj))
-            elif obj.get("isApiErrorMessage"):
+            elif obj.get("isApiErrorMessage") and not recorded:
+                # (with recorded requests, the attempts it ends are skipped for no reply)
                 yield _Call(pos, where, "refused or failed (an API error in the transcript)")
         tools = sorted(
             {
