@@ -353,14 +353,19 @@ def test_a_session_continued_across_an_update_replays_both_kinds_of_record(
 def test_without_its_recorded_requests_a_new_transcript_rebuilds_from_the_conversation(
     tmp_path: Path,
 ) -> None:
-    """The conversation path on 2.1.332's lines (its api-request records taken out): the
-    same calls, as far as the conversation holds them (parallel tool calls included), the
-    `auto` each asked for (``requestedModel``), and the gateway's rule and tier for each."""
+    """The conversation path on 2.1.332's lines (its api-request records, and the references
+    to them, taken out): the same calls, as far as the conversation holds them (parallel
+    tool calls included), the `auto` each asked for (``requestedModel``), and the gateway's
+    rule and tier for each."""
     projects = FIXTURES / "2.1.332" / "projects"
     recorded = ("api-request", "api-request-blob", "api-request-shape")
     for path in projects.rglob("*.jsonl.gz"):
         lines = [json.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines() if x]
-        kept = [x for x in lines if x.get("type") not in recorded]
+        kept = [
+            {k: v for k, v in x.items() if k != "requestRef"}
+            for x in lines
+            if x.get("type") not in recorded
+        ]
         write(tmp_path / path.relative_to(projects).with_suffix(""), kept)
     sent = json.loads((FIXTURES / "2.1.332" / "sent.json").read_text())
     requests = load_requests(tmp_path)
@@ -368,3 +373,19 @@ def test_without_its_recorded_requests_a_new_transcript_rebuilds_from_the_conver
     s = settings()
     report = asyncio.run(Replayer(s, decide=Router(s).decide).run(requests))
     pair_calls(sent, requests, report.decisions, "loose")
+
+
+def test_the_history_a_forked_session_copies_is_not_replayed_again(tmp_path: Path) -> None:
+    """``--fork-session`` starts the new session's file with a copy of the history, replies
+    included (each still naming the request it answered, in the first session's file)."""
+    (original,) = (FIXTURES / "2.1.332" / "projects").glob("*/*.jsonl.gz")
+    lines = [json.loads(x) for x in gzip.decompress(original.read_bytes()).splitlines() if x]
+    copied = [
+        {**x, "sessionId": SESSION, "requestSessionId": x["sessionId"]}
+        for x in lines
+        if x.get("type") in ("user", "assistant")
+    ]
+    write(tmp_path / "a.jsonl", lines)
+    alone = load_requests(tmp_path)
+    write(tmp_path / f"{SESSION}.jsonl", copied)
+    assert len(load_requests(tmp_path)) == len(alone)

@@ -14,7 +14,7 @@ from typing import Any
 from tests.clients.claude_rig import ClaudeCodeRig
 from tests.clients.scripted_upstream import request_kind
 from tests.clients.test_claude_code import answer_plainly
-from tests.clients.transcript_session import pair_calls, run_session, sent_request
+from tests.clients.transcript_session import pair_calls, respond, run_session, sent_request
 from tierwise import config
 from tierwise.router import Router
 from tierwise.sessions import transcripts
@@ -72,3 +72,28 @@ def test_attempts_the_api_refused_are_not_replayed(claude_code: ClaudeCodeRig) -
     requests = load_requests(rig.home / ".claude" / "projects", skipped=skipped)
     assert skipped == Counter({transcripts.NO_REPLY: len(attempts)})
     assert len(requests) == len(rig.runs[0].messages)
+
+
+def test_a_resumed_and_a_forked_session_replay_each_call_once(claude_code: ClaudeCodeRig) -> None:
+    """``--resume ID`` goes on in the session's file; ``--resume ID --fork-session`` starts a
+    new session whose file begins with a copy of the history, replies included: those were
+    billed in the first session, so they are not replayed again. Each call the gateway
+    received is rebuilt once, and routed as the gateway routed it."""
+    rig = claude_code
+    (rig.workdir / "notes.txt").write_text("The secret word is pelican.\n")
+    rig.upstream.respond = lambda body: respond(body, str(rig.workdir))
+    first = rig.run("Shout what notes.txt says.", "--allowedTools", "Bash")
+    session = first.output["session_id"]
+    rig.run("Compare both files.", "--resume", session, "--allowedTools", "Read")
+    forked = rig.run("And 3+3? Answer with one number.", "--resume", session, "--fork-session")
+    assert forked.output["session_id"] != session
+    rig.run("Read notes.txt", "--continue", "--allowedTools", "Read")
+    calls = [e for run in rig.runs for e in run.messages]
+    sent = [sent_request(e) for e in calls]
+    skipped: Counter[str] = Counter()
+    requests = load_requests(rig.home / ".claude" / "projects", skipped=skipped)
+    assert skipped == Counter()
+    settings = config.load(environ={}, provider={"kind": "simulated"})
+    report = asyncio.run(Replayer(settings, decide=Router(settings).decide).run(requests))
+    paired = pair_calls(sent, requests, report.decisions, "exact")
+    assert {r.session for r in paired} == {session, forked.output["session_id"]}

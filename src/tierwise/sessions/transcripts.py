@@ -237,13 +237,17 @@ class _Transcript:
     # -- from the conversation lines -------------------------------------------------------
     def conversation(self) -> Iterator[_Call]:
         """The replies whose request is not recorded (all of them before 2.1.3xx; a session
-        continued across an update has both kinds), each rebuilt from the conversation."""
+        continued across an update has both kinds), each rebuilt from the conversation. A
+        reply that names its request (``requestRef``) is not one of them, even when that
+        request is in another file: ``--fork-session`` copies the history it forks, replies
+        included, into the new session's file."""
         replies: dict[str, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
-        recorded = {str(r.get("id")) for _p, _w, r in self.api_requests}
+        recorded = bool(self.api_requests)
         for pos, where, obj in self.lines:
-            ref = obj.get("requestRef")
-            if isinstance(ref, str) and ref in recorded:
-                continue  # its request is recorded (see recorded())
+            if obj.get("requestRef") is not None:
+                # its request is recorded: in this file (see recorded()), or, for the history
+                # a resumed or forked session copies, in the session that made it
+                continue
             if obj.get("type") == "assistant" and not _synthetic(obj):
                 replies[_reply_key(obj)].append((pos, where, obj))
             elif obj.get("isApiErrorMessage") and not recorded:
