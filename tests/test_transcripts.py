@@ -389,3 +389,15 @@ def test_the_history_a_forked_session_copies_is_not_replayed_again(tmp_path: Pat
     alone = load_requests(tmp_path)
     write(tmp_path / f"{SESSION}.jsonl", copied)
     assert len(load_requests(tmp_path)) == len(alone)
+
+
+def test_an_earlier_versions_fork_copies_replies_that_are_replayed_once(tmp_path: Path) -> None:
+    """Before 2.1.3xx a fork's copy of the history differs from the original only in its
+    sessionId: each reply (by message id) is rebuilt once, from the first file that has it."""
+    (original,) = (FIXTURES / "2.1.197" / "projects").glob("*/*.jsonl.gz")
+    lines = [json.loads(x) for x in gzip.decompress(original.read_bytes()).splitlines() if x]
+    write(tmp_path / "a.jsonl", lines)
+    alone = load_requests(tmp_path)
+    copied = [{**x, "sessionId": SESSION} for x in lines if x.get("type") in ("user", "assistant")]
+    write(tmp_path / "b.jsonl", copied)
+    assert len(load_requests(tmp_path)) == len(alone)

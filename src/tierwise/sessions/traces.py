@@ -89,8 +89,9 @@ def records(path: Path) -> Iterator[tuple[str, Any]]:
     """``(where, record)`` for every record of a trace file or directory: the parsed JSON
     value, a captured exchange or a transcript's model call as a request line
     (``{"body", …}``), or :class:`Skipped` for one that is not a billed Messages request."""
+    seen: set[str] = set()  # replies rebuilt from transcripts' conversations, by message id
     for file in trace_files(path):
-        for where, obj in _file_records(file):
+        for where, obj in _file_records(file, seen):
             if isinstance(obj, dict) and is_exchange(obj):
                 try:
                     line = exchange(obj)
@@ -101,7 +102,7 @@ def records(path: Path) -> Iterator[tuple[str, Any]]:
                 yield where, obj
 
 
-def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _file_records(path: Path, seen: set[str]) -> Iterator[tuple[str, Any]]:
     raw = _read(path)
     stripped = raw.lstrip()
     if stripped[:1] == b"[" or (stripped[:1] == b"{" and b"\n" in raw.strip()):
@@ -117,7 +118,7 @@ def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
     if not transcripts.is_transcript(lines):
         yield from lines
         return
-    for where, line in transcripts.requests(lines):
+    for where, line in transcripts.requests(lines, seen):
         yield where, Skipped(line) if isinstance(line, str) else line
 
 

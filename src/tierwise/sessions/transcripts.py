@@ -48,6 +48,12 @@ Claude Code records each attempt of a request it retries (the real CLI retried a
 ``invalid_request_error`` six times, each its own ``api-request`` line with no reply, then
 wrote an "API Error" line of its own).
 
+Resumed and forked sessions: ``--resume ID --fork-session`` starts the new session's file with
+a copy of the history, replies included. A reply that names its request (``requestRef``,
+2.1.3xx) is never rebuilt from the conversation, so the copy adds nothing. Before 2.1.3xx the
+copy differs from the original only in its ``sessionId``: each reply (by message id) is rebuilt
+once, from the first file of the trace that holds it, which may be the fork's.
+
 Not in a transcript at all: the compaction's own summary request and the small fast model's
 side requests (session titles, command checks). A replay of transcripts covers the main loop
 and its sub-agents.
@@ -95,11 +101,15 @@ def is_transcript(records: list[tuple[str, Any]]) -> bool:
     )
 
 
-def requests(records: list[tuple[str, Any]]) -> Iterator[Line]:
+def requests(records: list[tuple[str, Any]], seen: set[str] | None = None) -> Iterator[Line]:
     """The request lines of one transcript file, in the order they were sent (or the reason
-    each one is skipped), with each compaction's summary request rebuilt."""
+    each one is skipped), with each compaction's summary request rebuilt. ``seen``: the
+    replies (message ids) already rebuilt from the conversation in other files of the same
+    trace, so that the history a fork copied (before 2.1.3xx, with nothing that tells the copy
+    from the original) is replayed once."""
     transcript = _Transcript(records)
-    made = sorted([*transcript.recorded(), *transcript.conversation()], key=lambda c: c.pos)
+    conversation = transcript.conversation(set() if seen is None else seen)
+    made = sorted([*transcript.recorded(), *conversation], key=lambda c: c.pos)
     for call in transcript.with_compactions(made):
         yield call.where, call.line
 
@@ -235,7 +245,7 @@ class _Transcript:
         return pool
 
     # -- from the conversation lines -------------------------------------------------------
-    def conversation(self) -> Iterator[_Call]:
+    def conversation(self, seen: set[str]) -> Iterator[_Call]:
         """The replies whose request is not recorded (all of them before 2.1.3xx; a session
         continued across an update has both kinds), each rebuilt from the conversation. A
         reply that names its request (``requestRef``) is not one of them, even when that
@@ -249,10 +259,14 @@ class _Transcript:
                 # a resumed or forked session copies, in the session that made it
                 continue
             if obj.get("type") == "assistant" and not _synthetic(obj):
-                replies[_reply_key(obj)].append((pos, where, obj))
+                key = _reply_key(obj)
+                if key in seen and key not in replies:
+                    continue  # a copy of a reply rebuilt from another file
+                replies[key].append((pos, where, obj))
             elif obj.get("isApiErrorMessage") and not recorded:
                 # (with recorded requests, the attempts it ends are skipped for no reply)
                 yield _Call(pos, where, "refused or failed (an API error in the transcript)")
+        seen.update(replies)
         tools = sorted(
             {
                 str(block.get("name"))
