@@ -117,6 +117,11 @@ def reply(
     return line("assistant", uuid, parent, message={**message, "usage": usage}, **extra)
 
 
+def result(uuid: str, parent: str, call: str, text: str) -> dict[str, Any]:
+    content = [{"type": "tool_result", "tool_use_id": call, "content": text}]
+    return line("user", uuid, parent, message={"role": "user", "content": content})
+
+
 def write(path: Path, records: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -130,15 +135,7 @@ def test_one_reply_written_as_several_lines_is_one_request_with_the_final_usage(
         line("user", "u01", None, message={"role": "user", "content": "Fix the flaky test"}),
         reply("u02", "u01", "msg_a", {"type": "text", "text": "Looking."}, 1),
         reply("u03", "u02", "msg_a", {"type": "tool_use", "id": "t1", "name": "Bash"}, 57),
-        line(
-            "user",
-            "u04",
-            "u03",
-            message={
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}],
-            },
-        ),
+        result("u04", "u03", "t1", "ok"),
         reply("u05", "u04", "msg_b", {"type": "text", "text": "Fixed."}, 9),
         # an API error Claude Code wrote as the assistant: no model call
         line(
@@ -312,15 +309,7 @@ def test_an_earlier_transcripts_sidechain_is_the_sub_agents_own_thread(tmp_path:
             **reply("u04", "u03", "msg_b", {"type": "text", "text": "In auth.py."}, 20),
             "isSidechain": True,
         },
-        line(
-            "user",
-            "u05",
-            "u02",
-            message={
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "In auth.py."}],
-            },
-        ),
+        result("u05", "u02", "t1", "In auth.py."),
         reply("u06", "u05", "msg_c", {"type": "text", "text": "Fixed the token check."}, 40),
     ]
     main, sub, after = load_requests(write(tmp_path / f"{SESSION}.jsonl", records))

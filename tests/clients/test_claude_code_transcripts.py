@@ -18,7 +18,18 @@ from tests.clients.transcript_session import pair_calls, respond, run_session, s
 from tierwise import config
 from tierwise.router import Router
 from tierwise.sessions import transcripts
-from tierwise.sessions.replay import Replayer, load_requests
+from tierwise.sessions.replay import Replayer, TraceRequest, load_requests
+
+
+def replay_and_pair(rig: ClaudeCodeRig, sent: list[dict[str, Any]]) -> list[TraceRequest]:
+    """Replay the CLI's ~/.claude/projects (nothing left out) and pair each call the gateway
+    received with the request rebuilt from it (exactly), routed as the gateway routed it."""
+    skipped: Counter[str] = Counter()
+    requests = load_requests(rig.home / ".claude" / "projects", skipped=skipped)
+    assert skipped == Counter()
+    settings = config.load(environ={}, provider={"kind": "simulated"})
+    report = asyncio.run(Replayer(settings, decide=Router(settings).decide).run(requests))
+    return pair_calls(sent, requests, report.decisions, "exact")
 
 
 def test_the_sessions_transcript_replays_as_the_gateway_routed_it(
@@ -42,12 +53,7 @@ def test_the_sessions_transcript_replays_as_the_gateway_routed_it(
     assert rules[compaction] == "continuation"
     assert rules[compaction + 1].startswith("turn-"), rules
 
-    skipped: Counter[str] = Counter()
-    requests = load_requests(rig.home / ".claude" / "projects", skipped=skipped)
-    assert skipped == Counter()
-    settings = config.load(environ={}, provider={"kind": "simulated"})
-    report = asyncio.run(Replayer(settings, decide=Router(settings).decide).run(requests))
-    paired = pair_calls(sent, requests, report.decisions, "exact")
+    paired = replay_and_pair(rig, sent)
     assert {r.session for r in paired} == {calls[0].header("x-claude-code-session-id")}
 
 
@@ -90,10 +96,5 @@ def test_a_resumed_and_a_forked_session_replay_each_call_once(claude_code: Claud
     rig.run("Read notes.txt", "--continue", "--allowedTools", "Read")
     calls = [e for run in rig.runs for e in run.messages]
     sent = [sent_request(e) for e in calls]
-    skipped: Counter[str] = Counter()
-    requests = load_requests(rig.home / ".claude" / "projects", skipped=skipped)
-    assert skipped == Counter()
-    settings = config.load(environ={}, provider={"kind": "simulated"})
-    report = asyncio.run(Replayer(settings, decide=Router(settings).decide).run(requests))
-    paired = pair_calls(sent, requests, report.decisions, "exact")
+    paired = replay_and_pair(rig, sent)
     assert {r.session for r in paired} == {session, forked.output["session_id"]}
