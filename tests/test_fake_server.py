@@ -30,6 +30,7 @@ from tests.fakes.strict_rules import (
     NO_EFFORT_MESSAGE,
     THINKING_FIRST_MESSAGE,
     THINKING_TEMPERATURE_MESSAGE,
+    block_tokens,
     rejection,
 )
 
@@ -1053,3 +1054,52 @@ def test_scripted_stop_reasons(
     assert client.messages.create(model=MODEL, max_tokens=50, messages=HELLO).stop_reason == reason
     with client.messages.stream(model=MODEL, max_tokens=50, messages=HELLO) as stream:
         assert stream.get_final_message().stop_reason == reason
+
+
+def test_a_tool_loaded_by_tool_search_does_not_break_the_cache(
+    client: anthropic.Anthropic, clock: ManualClock
+) -> None:
+    """A ``defer_loading`` tool is not in the cached prefix; when tool search loads it, its
+    definition comes inline where a ``tool_reference`` names it (as the API documents): the
+    request that carries it reads the whole earlier prefix from the cache."""
+    notebook: dict[str, Any] = {
+        "name": "NotebookEdit",
+        "description": "Edit a notebook cell. " * 40,
+        "input_schema": {"type": "object"},
+        "defer_loading": True,
+    }
+    search = {
+        "name": "ToolSearch",
+        "description": "Find tools.",
+        "input_schema": {"type": "object"},
+    }
+    call = {"type": "tool_use", "id": "toolu_1", "name": "ToolSearch", "input": {"query": "nb"}}
+    loaded = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [{"type": "tool_reference", "tool_name": "NotebookEdit"}],
+    }
+    first: list[Any] = [{"role": "user", "content": "Load the notebook tool."}]
+    second: list[Any] = [
+        *first,
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [loaded]},
+    ]
+
+    def ask(messages: list[Any], tools: list[dict[str, Any]]) -> Message:
+        return client.messages.create(
+            model=MODEL,
+            max_tokens=50,
+            system=_cached_system(BIG),
+            tools=tools,  # type: ignore[arg-type]
+            messages=messages,
+        )
+
+    before = ask(first, [search])
+    after = ask(second, [notebook, search])  # the loaded tool now listed, deferred
+    assert _usage(after)[1] == _usage(before)[2]  # the system prefix: read, not written again
+    definition = block_tokens(notebook)
+    without = count_input_tokens({"messages": second, "tools": [search]})
+    assert count_input_tokens({"messages": second, "tools": [notebook, search]}) == (
+        without + definition
+    )

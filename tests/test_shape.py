@@ -494,3 +494,61 @@ def test_a_follow_up_is_classified_with_the_task_it_refers_to() -> None:
         alone = asyncio.run(router.decide(analyse(claude_code_body(words)).classify_input))
         assert after.tier == task.tier == "opus", after.reason
         assert alone.tier == "haiku"  # what it would be read alone
+
+
+def test_a_tool_loaded_by_tool_search_keeps_the_prefix_and_counts_where_it_is_loaded() -> None:
+    """Claude Code 2.1.332 lists deferred tools (``defer_loading``) and loads one through its
+    ToolSearch tool: the API keeps such tools out of the cached prefix and puts a loaded
+    one's definition where the ``tool_reference`` is. The estimate and the cache profile
+    follow: loading a tool neither breaks the prefix nor changes the session's identity."""
+    notebook = {
+        "name": "NotebookEdit",
+        "description": "Edit a notebook cell. " * 200,
+        "input_schema": {"type": "object"},
+        "defer_loading": True,
+    }
+    body = claude_code_body("Load the notebook tool")
+    before = analyse(body)
+    loaded = copy.deepcopy(body)
+    loaded["tools"] = [*loaded["tools"], notebook]
+    call = {"type": "tool_use", "id": "toolu_1", "name": "ToolSearch", "input": {"query": "nb"}}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [{"type": "tool_reference", "tool_name": "NotebookEdit"}],
+    }
+    loaded["messages"] += [
+        {"role": "assistant", "content": [call]},
+        {"role": "user", "content": [result]},
+    ]
+    after = analyse(loaded)
+    assert after.cache.breakpoints[0] == before.cache.breakpoints[0]  # the same prefix
+    assert after.stable_fp == before.stable_fp
+    size = len(json.dumps(notebook, separators=(",", ":"))) // 4
+    assert after.input_tokens - before.input_tokens >= size  # counted once, where loaded
+    listed_only = copy.deepcopy(body)
+    listed_only["tools"] = [*listed_only["tools"], notebook]
+    assert analyse(listed_only).input_tokens == before.input_tokens  # listed: not in the prompt
+    assert after.classify_input.context_tokens < size  # a tool definition, not the task
+
+
+def test_a_string_content_and_its_text_block_are_the_same_prefix() -> None:
+    """Claude Code 2.1.332 sends a message as text blocks while it carries the breakpoint and
+    as a string afterwards; the model (and its cache) reads the two alike."""
+    body = claude_code_body("Fix the flaky test")
+    as_blocks = copy.deepcopy(body)
+    as_string = copy.deepcopy(body)
+    as_string["messages"][0]["content"] = "".join(
+        b["text"] for b in as_blocks["messages"][0]["content"]
+    )
+    as_blocks["messages"][0]["content"] = [
+        {"type": "text", "text": as_string["messages"][0]["content"]}
+    ]
+    for version in (as_blocks, as_string):
+        version["messages"].append(
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "go", "cache_control": {"type": "ephemeral"}}],
+            }
+        )
+    assert analyse(as_blocks).cache == analyse(as_string).cache  # its boundaries included

@@ -210,14 +210,18 @@ def block_tokens(block: Any) -> int:
 def prompt_blocks(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The prompt as the cache sees it, in order: tools, then system, then messages.
 
-    Each item is (a stable key of the block for prefix hashing, the block itself)."""
+    Each item is (a stable key of the block for prefix hashing, the block itself); a string
+    content is its text block. A tool with
+    ``defer_loading`` is not in the prefix: once tool search finds it, its definition comes
+    inline, where a ``tool_reference`` block names it in a tool result, so loading a tool
+    does not break the cache (the API's documented behaviour)."""
     items: list[tuple[str, Any]] = []
-    tools = body.get("tools")
-    if isinstance(tools, list):
-        items += [("tool", tool) for tool in tools]
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    deferred = {str(t.get("name")): t for t in tools if t.get("defer_loading") is True}
+    items += [("tool", tool) for tool in tools if tool.get("defer_loading") is not True]
     system = body.get("system")
     if isinstance(system, str) and system:
-        items.append(("system", system))
+        items.append(("system", _text_block(system)))
     elif isinstance(system, list):
         items += [("system", block) for block in system]
     for message in body.get("messages") or []:
@@ -226,10 +230,27 @@ def prompt_blocks(body: Mapping[str, Any]) -> list[tuple[str, Any]]:
         role = str(message.get("role"))
         content = message.get("content")
         if isinstance(content, str):
-            items.append((role, content))
+            items.append((role, _text_block(content)))
         elif isinstance(content, list):
-            items += [(role, block) for block in content]
+            for block in content:
+                items.append((role, block))
+                items += [("tool", deferred[name]) for name in _references(block, deferred)]
     return items
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    """A string content is one text block to the model, so to the cache: a prefix sent once
+    as a string and once as ``[{"type": "text", ...}]`` (as Claude Code does with a message
+    that carried a breakpoint) is the same prefix."""
+    return {"type": "text", "text": text}
+
+
+def _references(block: Any, deferred: Mapping[str, Any]) -> list[str]:
+    """The deferred tools a tool result loads (its ``tool_reference`` blocks)."""
+    inner = block.get("content") if isinstance(block, dict) else None
+    found = [b for b in inner if isinstance(b, dict)] if isinstance(inner, list) else []
+    names = [str(b.get("tool_name")) for b in found if b.get("type") == "tool_reference"]
+    return [name for name in names if name in deferred]
 
 
 def count_input_tokens(body: Mapping[str, Any]) -> int:

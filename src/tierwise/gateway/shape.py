@@ -611,8 +611,8 @@ _KEYS: dict[str, Callable[[dict[str, Any], int], bytes]] = {
 
 def _block_key(block: Any, depth: int = 0) -> bytes:
     """A cheap digest input for one content block (see the module docstring)."""
-    if isinstance(block, str):
-        return b"s" + _ends(block)
+    if isinstance(block, str):  # a string content is one text block to the model and cache
+        return b"t" + _ends(block)
     if not isinstance(block, dict) or depth > 4:
         return b"?"
     keyer = _KEYS.get(str(block.get("type", "")))
@@ -732,6 +732,7 @@ class _Walk:
         self.kept_system: list[str] = []
         self.conversation: list[tuple[str, Any]] = []  # non-system messages, in order
         self.message_ends: list[int] = []  # index of each message's last block
+        self.deferred: dict[str, int] = {}  # defer_loading tools: name → tokens
 
     def _step(self, tokens: int, tag: bytes, block: Any) -> None:
         self.index += 1
@@ -752,7 +753,13 @@ class _Walk:
 
     def tools(self, tools: list[Any]) -> None:
         """Tool definitions: one block for the whole list (what is cached with them), unless
-        a breakpoint sits on a tool before the last one."""
+        a breakpoint sits on a tool before the last one. A ``defer_loading`` tool is not in
+        the prompt until tool search loads it: then its definition counts where the
+        ``tool_reference`` naming it is (see :meth:`references`), and the prefix is intact."""
+        for tool in tools:
+            if isinstance(tool, dict) and tool.get("defer_loading") is True:
+                self.deferred[str(tool.get("name"))] = _json_tokens(tool)
+        tools = [t for t in tools if not (isinstance(t, dict) and t.get("defer_loading") is True)]
         if not tools:
             return
         marked = [i for i, tool in enumerate(tools) if _ttl(tool) is not None]
@@ -766,6 +773,17 @@ class _Walk:
             if self.agent is not None:
                 self.envelope += t
             self._step(t, b"T%d:" % len(raw) + raw[:64] + b"\x00" + raw[-64:], group[-1])
+
+    def references(self, block: dict[str, Any]) -> int:
+        """Tokens of the deferred tools a tool result loads (its ``tool_reference`` blocks)."""
+        inner = block.get("content")
+        if not self.deferred or not isinstance(inner, list):
+            return 0
+        return sum(
+            self.deferred.get(str(b.get("tool_name")), 0)
+            for b in inner
+            if isinstance(b, dict) and b.get("type") == "tool_reference"
+        )
 
     def system(self, blocks: list[Any], texts: list[str | None]) -> None:
         agent = self.agent
@@ -811,6 +829,10 @@ class _Walk:
             return t, "text"
         if kind == "tool_result":
             t, a = _result_tokens(block, 0)
+            loaded = self.references(block)
+            if loaded and self.agent is not None:
+                self.envelope += loaded  # tool definitions, not the task
+            t += loaded
         else:
             t, a = _block_tokens(block)
         self.attachments += a
@@ -904,7 +926,13 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
     own_latest = walk.last_words if latest[0] == "user" else ""
     first_key = (walk.first_key or "").encode(errors="replace")
     instruction = _instruction_chars(own_latest or walk.last_own) + len(system_kept)
-    tool_names = [str(t.get("name") or "") if isinstance(t, dict) else "" for t in tools]
+    # the tools always in the prompt (a deferred one that tool search loads later does not
+    # make the conversation another)
+    tool_names = [
+        str(t.get("name") or "") if isinstance(t, dict) else ""
+        for t in tools
+        if not (isinstance(t, dict) and t.get("defer_loading") is True)
+    ]
     stable = _digest(
         "\x00".join(system_strs).encode(errors="replace")
         + b"\x01"
