@@ -98,3 +98,30 @@ def test_a_resumed_and_a_forked_session_replay_each_call_once(claude_code: Claud
     sent = [sent_request(e) for e in calls]
     paired = replay_and_pair(rig, sent)
     assert {r.session for r in paired} == {session, forked.output["session_id"]}
+
+
+def test_a_tool_loaded_by_tool_search_keeps_the_cache(claude_code: ClaudeCodeRig) -> None:
+    """Claude Code 2.1.332 defers most tools behind its ToolSearch tool. The model loads one:
+    the next request lists it (``defer_loading``) and references it in the tool result. The
+    API keeps deferred tools out of the cached prefix, so that request reads everything the
+    first one wrote; the transcript rebuilds both, routed as the gateway routed them."""
+    rig = claude_code
+
+    def load_a_tool(body: dict[str, Any]) -> Mapping[str, Any] | None:
+        kind = request_kind(body)
+        if kind == "main":
+            search = {"name": "ToolSearch", "input": {"query": "select:NotebookEdit"}}
+            return {"reply_text": "Searching.", "tool_use": search}
+        if kind == "tool_result":
+            return {"reply_text": "Loaded."}
+        return None
+
+    rig.upstream.respond = load_a_tool
+    run = rig.run("Load the notebook tool.", "--allowedTools", "ToolSearch,NotebookEdit")
+    first, second = (json.loads(e.body) for e in run.messages)
+    listed = {t["name"]: t for t in second["tools"]}
+    assert listed["NotebookEdit"].get("defer_loading") is True
+    assert "NotebookEdit" not in {t["name"] for t in first["tools"]}
+    wrote = sent_request(run.messages[0])["usage"]["cache_creation_input_tokens"]
+    assert sent_request(run.messages[1])["usage"]["cache_read_input_tokens"] == wrote
+    replay_and_pair(rig, [sent_request(e) for e in run.messages])
