@@ -27,6 +27,7 @@ from tests.clients.test_claude_code import (
     delegate_to_a_sub_agent,
     misuse_read_four_times,
     shout_the_notes,
+    sse_usage,
     summarise_when_asked,
 )
 from tierwise.sessions.replay import TraceRequest
@@ -129,8 +130,6 @@ def sent_request(exchange: Exchange) -> dict[str, Any]:
     (exact and loose), of the system prompt without its first block (the per-session billing
     header a transcript does not record) and of the tools; the parameters; the gateway's
     routing; and the usage streamed back."""
-    from tests.clients.test_claude_code import sse_usage
-
     body = json.loads(exchange.body)
     system = body.get("system") or []
     if system and str(system[0].get("text", "")).startswith("x-anthropic-billing-header"):

@@ -751,15 +751,13 @@ class _Walk:
         data = b"%d:%d:" % (i, self.cums[i]) + key
         return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
 
-    def tools(self, tools: list[Any]) -> None:
+    def tools(self, tools: list[Any], deferred: list[dict[str, Any]]) -> None:
         """Tool definitions: one block for the whole list (what is cached with them), unless
         a breakpoint sits on a tool before the last one. A ``defer_loading`` tool is not in
         the prompt until tool search loads it: then its definition counts where the
         ``tool_reference`` naming it is (see :meth:`references`), and the prefix is intact."""
-        for tool in tools:
-            if isinstance(tool, dict) and tool.get("defer_loading") is True:
-                self.deferred[str(tool.get("name"))] = _json_tokens(tool)
-        tools = [t for t in tools if not (isinstance(t, dict) and t.get("defer_loading") is True)]
+        for tool in deferred:
+            self.deferred[str(tool.get("name"))] = _json_tokens(tool)
         if not tools:
             return
         marked = [i for i, tool in enumerate(tools) if _ttl(tool) is not None]
@@ -904,7 +902,9 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
     agent = _agent_for(system_strs, headers)
 
     walk = _Walk(agent)
-    walk.tools(tools)
+    deferred = [t for t in tools if isinstance(t, dict) and t.get("defer_loading") is True]
+    live = [t for t in tools if not any(t is d for d in deferred)] if deferred else tools
+    walk.tools(live, deferred)
     walk.system(system_blocks, system_texts)
     for message in messages:
         if isinstance(message, dict):
@@ -928,11 +928,7 @@ def analyse(body: dict[str, Any], headers: Any = None) -> RequestShape:
     instruction = _instruction_chars(own_latest or walk.last_own) + len(system_kept)
     # the tools always in the prompt (a deferred one that tool search loads later does not
     # make the conversation another)
-    tool_names = [
-        str(t.get("name") or "") if isinstance(t, dict) else ""
-        for t in tools
-        if not (isinstance(t, dict) and t.get("defer_loading") is True)
-    ]
+    tool_names = [str(t.get("name") or "") if isinstance(t, dict) else "" for t in live]
     stable = _digest(
         "\x00".join(system_strs).encode(errors="replace")
         + b"\x01"

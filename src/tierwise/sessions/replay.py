@@ -357,11 +357,11 @@ def _compact_body(
     for name in ("system", "tools"):
         if name in obj:
             body[name] = expand(obj[name])
-    body["messages"] = _mark_last(messages, int(obj.get("mark_last", 0)))
+    body["messages"] = mark_last(messages, int(obj.get("mark_last", 0)))
     return body
 
 
-def _mark_last(messages: list[Any], count: int) -> list[Any]:
+def mark_last(messages: list[Any], count: int) -> list[Any]:
     """A copy of ``messages`` with a 5-minute ``cache_control`` on the last block of the last
     ``count`` user/assistant messages (how agents move their breakpoint forward)."""
     if count <= 0:

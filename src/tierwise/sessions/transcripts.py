@@ -69,6 +69,8 @@ from typing import Any
 
 import orjson
 
+from tierwise.gateway.shape import system_text
+from tierwise.sessions.replay import MAX_FILL, filler, mark_last
 from tierwise.sessions.traces import seconds
 
 # Line types that only a Claude Code transcript has (with a sessionId): how a file is known.
@@ -76,8 +78,6 @@ _KNOWN = frozenset({"user", "assistant", "api-request", "api-request-blob", "api
 SYNTHETIC = "<synthetic>"
 MAX_CHAIN = 200_000  # conversation lines followed back from one reply (a cycle guard)
 MAX_USER_RUN = 16  # user lines that follow each other, tried as one message
-MAX_STAND_IN_CHARS = 4 * 1024 * 1024
-_STAND_IN = "(the system prompt and tools, not recorded in the transcript) "
 _IDENTITY = "You are Claude Code, Anthropic's official CLI for Claude."
 _SUB_AGENT_IDENTITY = "You are an agent for Claude Code, Anthropic's official CLI for Claude."
 DEFAULT_MAX_TOKENS = 32_000
@@ -172,6 +172,7 @@ class _Transcript:
                 self.lines.append((pos, where, obj))
                 if kind == "assistant" and isinstance(obj.get("requestRef"), str):
                     self.replies[obj["requestRef"]].append(obj)
+        self._index_replies()
 
     # -- exactly, from the recorded requests -----------------------------------------------
     def recorded(self) -> Iterator[_Call]:
@@ -296,7 +297,7 @@ class _Transcript:
                 "stream": True,
                 "system": _stand_in_system(sidechain, stand_in),
                 "tools": [_stand_in_tool(name) for name in tools],
-                "messages": _mark_last(messages),
+                "messages": mark_last(messages, 1),
             }
             request = {
                 "sessionId": first.get("sessionId"),
@@ -328,7 +329,7 @@ class _Transcript:
             if not before:
                 continue
             summary = summaries.get(str(boundary.get("uuid")))
-            text = _text(summary["message"].get("content")) if summary is not None else ""
+            text = system_text(summary["message"].get("content")) if summary is not None else ""
             previous = before[-1]
             assert isinstance(previous.line, dict)  # as filtered above
             line = _compaction(previous.line, previous.reply, boundary, len(text) // 4)
@@ -352,8 +353,6 @@ class _Transcript:
         return self._siblings(out)
 
     def _siblings(self, chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not self._reply_lines:
-            self._index_replies()
         out: list[dict[str, Any]] = []
         done: set[int] = set()
         for obj in chain:
@@ -479,10 +478,6 @@ def _compaction(
     return line
 
 
-def _text(content: Any) -> str:
-    return "\n".join(str(b.get("text") or "") for b in _blocks(content) if b.get("type") == "text")
-
-
 def _reply_key(line: dict[str, Any]) -> str:
     """The reply an assistant line belongs to (Claude Code writes a line per content block)."""
     message = line["message"]
@@ -557,15 +552,6 @@ def _join(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _mark_last(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Claude Code's moving breakpoint: on the last block of the last message."""
-    last = messages[-1]
-    if not last["content"]:
-        return messages
-    marked = {**last["content"][-1], "cache_control": {"type": "ephemeral"}}
-    return [*messages[:-1], {**last, "content": [*last["content"][:-1], marked]}]
-
-
 def _stand_in_size(
     messages: list[dict[str, Any]], tools: list[str], replies: list[dict[str, Any]]
 ) -> int:
@@ -579,15 +565,14 @@ def _stand_in_size(
         for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
     known = len(orjson.dumps(messages)) + sum(len(orjson.dumps(_stand_in_tool(t))) for t in tools)
-    return max(0, min(MAX_STAND_IN_CHARS, recorded * 4 - known))
+    return max(0, min(MAX_FILL, recorded * 4 - known))
 
 
 def _stand_in_system(sidechain: bool, size: int) -> list[dict[str, Any]]:
     """One system block: the agent's identity line (so the block is read as the agent's own
     prompt, not the caller's words) and filler of the unrecorded envelope's size."""
     identity = _SUB_AGENT_IDENTITY if sidechain else _IDENTITY
-    filler = (_STAND_IN * (size // len(_STAND_IN) + 1))[: max(0, size - len(identity) - 1)]
-    text = f"{identity}\n{filler}"
+    text = f"{identity}\n{filler(max(0, size - len(identity) - 1), seed=0)}"
     return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
 
 
