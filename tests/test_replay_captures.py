@@ -334,3 +334,22 @@ def test_a_har_capture_reads_like_a_claude_trace_log(tmp_path: Path) -> None:
     assert [r.t for r in requests] == pytest.approx([r.t for r in log], abs=1e-3)
     assert [r.session for r in requests] == [r.session for r in log]
     assert requests[0].headers["user-agent"] == "claude-cli/2.1.332"
+
+
+def test_a_gzip_bomb_or_a_cut_gzip_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """A trace file is bounded decompressed, not only on disk: reading stops at the limit."""
+    import gzip as gz
+
+    from tierwise.sessions import traces
+
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(gz.compress(b"\n" * 50_000_000))  # ~50 KB on disk
+    with pytest.raises(InputError, match="larger than 1000000 bytes"):
+        traces._read(bomb, limit=1_000_000)
+    two = tmp_path / "two.jsonl.gz"
+    two.write_bytes(gz.compress(b'{"a": 1}\n') + gz.compress(b'{"b": 2}\n'))
+    assert traces._read(two) == b'{"a": 1}\n{"b": 2}\n'  # concatenated members
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(gz.compress(b'{"a": 1}\n' * 1000)[:40])
+    with pytest.raises(InputError, match="not a valid gzip file"):
+        load_requests(cut)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,7 @@ from tierwise.errors import InputError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+MAX_FILE_BYTES = 2 * 1024 * 1024 * 1024  # one trace file, decompressed
 TRACE_SUFFIXES = (".jsonl", ".json", ".har", ".jsonl.gz", ".json.gz", ".har.gz", ".gz")
 NOT_TRACES = (".meta.json",)
 
@@ -56,16 +57,31 @@ class Skipped:
     reason: str
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, limit: int | None = None) -> bytes:
+    """The file's bytes, decompressed when gzipped; more than ``limit`` (default
+    ``MAX_FILE_BYTES``) either way is an error, so a gzip bomb stops at the limit."""
+    limit = MAX_FILE_BYTES if limit is None else limit
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if raw[:2] == b"\x1f\x8b":
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+            out = inflate.decompress(raw, limit + 1)
+            # a file of several gzip members, as `cat a.gz b.gz` writes
+            while inflate.eof and inflate.unused_data and len(out) <= limit:
+                rest = inflate.unused_data
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out += inflate.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
             raise InputError(f"{path}: not a valid gzip file: {exc}") from exc
+        if len(out) <= limit and not inflate.eof:
+            raise InputError(f"{path}: not a valid gzip file: it ends before its end of stream")
+        raw = out
+    if len(raw) > limit:
+        raise InputError(f"{path}: larger than {limit} bytes (decompressed); replay it in parts")
     return raw
 
 
